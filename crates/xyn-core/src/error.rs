@@ -1,0 +1,124 @@
+//! The one error type that crosses layers: a stable code, a sentence, optional details.
+//!
+//! Codes are part of the API contract (they appear in `{"error":{"code",…}}` bodies and CLI
+//! output) and never change meaning. The `ErrorKind` tells the edge which status to use;
+//! the core itself knows nothing of HTTP.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The class of an error, which decides the HTTP status and CLI exit code at the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed (bad JSON, bad id, bad cursor). HTTP 400.
+    BadRequest,
+    /// The request is well-formed but its content is refused. HTTP 422.
+    Invalid,
+    /// Nothing with that id. HTTP 404.
+    NotFound,
+    /// The target is not in a state that allows this. HTTP 409.
+    Conflict,
+    /// The payload is over a configured cap. HTTP 413.
+    TooLarge,
+    /// Authentication is missing or wrong. HTTP 401.
+    Unauthorized,
+    /// Authenticated but not allowed. HTTP 403.
+    Forbidden,
+    /// A dependency (the store) is unavailable; try again. HTTP 503.
+    Unavailable,
+    /// A bug or an unexpected failure. HTTP 500; details are logged, not returned.
+    Internal,
+}
+
+/// An error with a stable code.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct XynError {
+    pub kind: ErrorKind,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl XynError {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, code, message)
+    }
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Invalid, code, message)
+    }
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, code, message)
+    }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, code, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, codes::INTERNAL, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unavailable, codes::STORE_UNAVAILABLE, message)
+    }
+}
+
+/// The stable error codes.
+pub mod codes {
+    pub const REQUEST_INVALID_JSON: &str = "request.invalid_json";
+    pub const REQUEST_INVALID: &str = "request.invalid";
+    pub const REQUEST_UNKNOWN_FIELD: &str = "request.unknown_field";
+    pub const REQUEST_TOO_LARGE: &str = "request.too_large";
+    pub const REQUEST_INVALID_CURSOR: &str = "request.invalid_cursor";
+    pub const REQUEST_INVALID_ID: &str = "request.invalid_id";
+    pub const ROUTE_NOT_FOUND: &str = "route.not_found";
+    pub const METHOD_NOT_ALLOWED: &str = "route.method_not_allowed";
+
+    pub const EVENT_INVALID_NAME: &str = "event.invalid_name";
+    pub const EVENT_RESERVED_NAME: &str = "event.reserved_name";
+    pub const EVENT_INVALID_DATA: &str = "event.invalid_data";
+    pub const EVENT_NOT_FOUND: &str = "event.not_found";
+
+    pub const BLUEPRINT_INVALID: &str = "blueprint.invalid";
+    pub const BLUEPRINT_NOT_FOUND: &str = "blueprint.not_found";
+
+    pub const RUN_NOT_FOUND: &str = "run.not_found";
+    pub const RUN_ALREADY_FINISHED: &str = "run.already_finished";
+    pub const RUN_INPUTS_INVALID: &str = "run.inputs_invalid";
+
+    pub const STEP_NOT_FOUND: &str = "step.not_found";
+    pub const STEP_NOT_WAITING: &str = "step.not_waiting";
+    pub const STEP_NOT_A_GATE: &str = "step.not_a_gate";
+
+    pub const ARTIFACT_NOT_FOUND: &str = "artifact.not_found";
+
+    pub const DRAFT_NOT_FOUND: &str = "draft_not_found";
+    pub const DRAFT_INVALID_DEFINITION: &str = "invalid_definition";
+    pub const DRAFT_INVALID_SCHEMA: &str = "invalid_schema";
+    pub const DRAFT_VALIDATION_FAILED: &str = "validation_failed";
+    pub const DRAFT_CONFLICT: &str = "conflict";
+
+    pub const ACTION_UNKNOWN: &str = "action.unknown";
+    pub const ACTION_INPUT_INVALID: &str = "action.input_invalid";
+    pub const ACTION_FAILED: &str = "action.failed";
+
+    pub const AUTH_REQUIRED: &str = "auth.required";
+    pub const AUTH_FORBIDDEN: &str = "auth.forbidden";
+
+    pub const STORE_UNAVAILABLE: &str = "store.unavailable";
+    pub const STORAGE_ERROR: &str = "storage_error";
+    pub const INTERNAL: &str = "internal";
+}

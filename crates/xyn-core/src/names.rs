@@ -1,0 +1,22 @@
+//! The catalog of platform event names (`xyn.<domain>.<noun>.<verb_or_state>`, xyn-seed-plan §29.4).
+
+pub const RUN_STARTED: &str = "xyn.run.started";
+pub const RUN_COMPLETED: &str = "xyn.run.completed";
+pub const RUN_FAILED: &str = "xyn.run.failed";
+pub const RUN_CANCELLED: &str = "xyn.run.cancelled";
+pub const STEP_STARTED: &str = "xyn.step.started";
+pub const STEP_COMPLETED: &str = "xyn.step.completed";
+pub const STEP_FAILED: &str = "xyn.step.failed";
+pub const STEP_SKIPPED: &str = "xyn.step.skipped";
+pub const GATE_WAITING: &str = "xyn.gate.waiting";
+pub const GATE_APPROVED: &str = "xyn.gate.approved";
+pub const GATE_REJECTED: &str = "xyn.gate.rejected";
+pub const ARTIFACT_ATTACHED: &str = "xyn.artifact.attached";
+pub const BLUEPRINT_APPLIED: &str = "xyn.blueprint.version.created";
+pub const DRAFT_SAVED: &str = "xyn.draft.saved";
+pub const DRAFT_VALIDATED: &str = "xyn.draft.validated";
+pub const DRAFT_VALIDATION_FAILED: &str = "xyn.draft.validation_failed";
+pub const DRAFT_PROMOTED: &str = "xyn.draft.promoted";
+pub const CRON_FIRED: &str = "xyn.trigger.cron.fired";
+pub const RUN_REQUESTED: &str = "xyn.run.requested";
+pub const NODE_STARTED: &str = "xyn.node.started";

@@ -1,0 +1,318 @@
+//! The blueprint catalog: versions (immutable once written), the compiled plan of each
+//! version in use, and the latest version of each blueprint for trigger matching.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Value, json};
+use xyn_core::blueprint::{self, Plan, ValidationReport};
+use xyn_core::event::Event;
+use xyn_core::records::BlueprintVersion;
+use xyn_core::run::event_json;
+use xyn_core::{EventId, XynError, codes, names};
+use xyn_store::WriteBatch;
+
+use crate::Node;
+
+#[derive(Clone)]
+pub(crate) struct Head {
+    pub version: i64,
+    pub plan: Arc<Plan>,
+}
+
+#[derive(Default)]
+pub(crate) struct Catalog {
+    heads: RwLock<BTreeMap<String, Head>>,
+    plans: RwLock<HashMap<(String, i64), Arc<Plan>>>,
+    apply_lock: tokio::sync::Mutex<()>,
+}
+
+/// The result of applying a blueprint.
+#[derive(Clone, Debug)]
+pub struct ApplyOutcome {
+    pub version: BlueprintVersion,
+    /// False when the definition equals the latest version (nothing was written).
+    pub created: bool,
+}
+
+fn invalid(issues: Vec<blueprint::Issue>) -> XynError {
+    let n = issues.len();
+    let first = issues
+        .first()
+        .map(|i| format!(": {} {}", i.path, i.message))
+        .unwrap_or_default();
+    XynError::invalid(
+        codes::BLUEPRINT_INVALID,
+        format!(
+            "the blueprint has {n} problem{}{first}",
+            if n == 1 { "" } else { "s" }
+        ),
+    )
+    .with_details(json!({"issues": issues}))
+}
+
+impl Node {
+    pub(crate) async fn load_catalog(&self) -> Result<(), XynError> {
+        let heads = self.inner().store.blueprint_heads().await?;
+        for v in heads {
+            match self.compile_value(&v.definition) {
+                Ok(plan) => self.remember(&v.blueprint_id, v.version, plan, true),
+                Err(issues) => tracing::error!(
+                    blueprint_id = %v.blueprint_id, version = v.version,
+                    issues = %serde_json::to_string(&issues).unwrap_or_default(),
+                    "stored blueprint no longer validates on this node; its trigger is inactive"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    fn remember(&self, id: &str, version: i64, plan: Arc<Plan>, head: bool) {
+        let cat = &self.inner().catalog;
+        if let Ok(mut p) = cat.plans.write() {
+            p.insert((id.to_string(), version), plan.clone());
+        }
+        if head && let Ok(mut h) = cat.heads.write() {
+            let newer = h.get(id).is_none_or(|cur| cur.version <= version);
+            if newer {
+                h.insert(id.to_string(), Head { version, plan });
+            }
+        }
+    }
+
+    fn compile_value(&self, v: &Value) -> Result<Arc<Plan>, Vec<blueprint::Issue>> {
+        self.with_validation_env(|env| blueprint::compile(v, env))
+    }
+
+    /// Validates a blueprint text against this node (its actions and providers).
+    pub fn validate_blueprint(&self, text: &str) -> ValidationReport {
+        self.with_validation_env(|env| blueprint::validate_text(text, env))
+    }
+
+    /// Applies a blueprint text: a new version when it differs from the latest, else nothing.
+    pub async fn apply_blueprint(
+        &self,
+        text: &str,
+        origin: &str,
+        actor: &str,
+    ) -> Result<ApplyOutcome, XynError> {
+        let plan = self
+            .with_validation_env(|env| blueprint::compile_text(text, env))
+            .map_err(invalid)?;
+        self.apply_plan(plan, text, origin, actor).await
+    }
+
+    pub(crate) async fn apply_plan(
+        &self,
+        plan: Arc<Plan>,
+        text: &str,
+        origin: &str,
+        actor: &str,
+    ) -> Result<ApplyOutcome, XynError> {
+        let inner = self.inner();
+        let _serial = inner.catalog.apply_lock.lock().await;
+        let latest = inner.store.get_blueprint(&plan.id, None).await?;
+        if let Some(l) = &latest
+            && l.digest == plan.digest
+        {
+            self.remember(&plan.id, l.version, plan.clone(), true);
+            return Ok(ApplyOutcome {
+                version: l.clone(),
+                created: false,
+            });
+        }
+        let now = inner.clock.now();
+        let version = BlueprintVersion {
+            blueprint_id: plan.id.clone(),
+            version: latest.as_ref().map_or(1, |l| l.version + 1),
+            name: plan.name.clone(),
+            definition: plan.definition.clone(),
+            source: text.to_string(),
+            digest: plan.digest.clone(),
+            created_at: now,
+            created_by: actor.to_string(),
+            origin: origin.to_string(),
+        };
+        let event = Event {
+            event_id: EventId(inner.ids.new_uuid()),
+            event_name: names::BLUEPRINT_APPLIED.into(),
+            occurred_at: now,
+            env_id: inner.config.env_id.clone(),
+            actor: actor.to_string(),
+            correlation_id: inner.ids.new_uuid().to_string(),
+            run_id: None,
+            step_id: None,
+            resource: Some(xyn_core::Resource {
+                kind: "blueprint".into(),
+                id: plan.id.clone(),
+            }),
+            data: json!({
+                "blueprint_id": plan.id,
+                "version": version.version,
+                "digest": plan.digest,
+                "origin": origin,
+                "previous_version": latest.as_ref().map(|l| l.version),
+            }),
+        };
+        inner
+            .store
+            .commit(WriteBatch {
+                events: vec![event],
+                blueprint_versions: vec![version.clone()],
+                ..Default::default()
+            })
+            .await?;
+        let id = plan.id.clone();
+        self.remember(&id, version.version, plan, true);
+        inner.scheduler.cron_changed();
+        tracing::info!(blueprint_id = %version.blueprint_id, version = version.version, origin, "blueprint version created");
+        Ok(ApplyOutcome {
+            version,
+            created: true,
+        })
+    }
+
+    /// Applies every `*.yaml`, `*.yml` and `*.json` file in `dir` (sorted by name). A file that
+    /// fails is reported and the others still apply.
+    pub async fn apply_dir(
+        &self,
+        dir: &Path,
+        actor: &str,
+    ) -> Vec<(String, Result<ApplyOutcome, XynError>)> {
+        let mut files: Vec<_> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+                })
+                .collect(),
+            Err(_) => return vec![],
+        };
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            let name = f.display().to_string();
+            let res = match std::fs::read_to_string(&f) {
+                Ok(text) => {
+                    self.apply_blueprint(&text, &format!("file:{name}"), actor)
+                        .await
+                }
+                Err(e) => Err(XynError::invalid(
+                    "blueprint.unreadable",
+                    format!("cannot read {name}: {e}"),
+                )),
+            };
+            out.push((name, res));
+        }
+        out
+    }
+
+    /// The compiled plan of one version (cached).
+    pub(crate) async fn plan_for(&self, id: &str, version: i64) -> Result<Arc<Plan>, XynError> {
+        let key = (id.to_string(), version);
+        if let Some(p) = self
+            .inner()
+            .catalog
+            .plans
+            .read()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
+            return Ok(p);
+        }
+        let v = self
+            .inner()
+            .store
+            .get_blueprint(id, Some(version))
+            .await?
+            .ok_or_else(|| {
+                XynError::not_found(
+                    codes::BLUEPRINT_NOT_FOUND,
+                    format!("blueprint {id} version {version} not found"),
+                )
+            })?;
+        let plan = self.compile_value(&v.definition).map_err(|issues| {
+            XynError::invalid(
+                codes::BLUEPRINT_INVALID,
+                format!("blueprint {id} version {version} no longer validates on this node"),
+            )
+            .with_details(json!({"issues": issues}))
+        })?;
+        self.remember(id, version, plan.clone(), false);
+        Ok(plan)
+    }
+
+    /// The latest version of a blueprint, compiled.
+    pub(crate) async fn head_plan(&self, id: &str) -> Result<(i64, Arc<Plan>), XynError> {
+        if let Some(h) = self
+            .inner()
+            .catalog
+            .heads
+            .read()
+            .ok()
+            .and_then(|m| m.get(id).cloned())
+        {
+            return Ok((h.version, h.plan));
+        }
+        let v = self
+            .inner()
+            .store
+            .get_blueprint(id, None)
+            .await?
+            .ok_or_else(|| {
+                XynError::not_found(
+                    codes::BLUEPRINT_NOT_FOUND,
+                    format!("no blueprint with id {id:?}"),
+                )
+            })?;
+        let plan = self.plan_for(id, v.version).await?;
+        Ok((v.version, plan))
+    }
+
+    /// Blueprints (latest versions) whose event trigger fires for `event`.
+    pub(crate) fn matching_plans(&self, event: &Event) -> Vec<(i64, Arc<Plan>)> {
+        let heads = match self.inner().catalog.heads.read() {
+            Ok(h) => h,
+            Err(_) => return vec![],
+        };
+        let mut out = Vec::new();
+        let mut event_value: Option<Value> = None;
+        for h in heads.values() {
+            if !h.plan.matches_event_name(&event.event_name) {
+                continue;
+            }
+            if let Some(filter) = &h.plan.trigger.filter {
+                let ev = event_value.get_or_insert_with(|| event_json(event));
+                match filter.truthy(ev) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(blueprint_id = %h.plan.id, error = %e, event_id = %event.event_id, "trigger filter failed; not triggered");
+                        continue;
+                    }
+                }
+            }
+            out.push((h.version, h.plan.clone()));
+        }
+        out
+    }
+
+    /// Latest versions that have a cron trigger.
+    pub(crate) fn cron_plans(&self) -> Vec<(i64, Arc<Plan>)> {
+        self.inner()
+            .catalog
+            .heads
+            .read()
+            .map(|h| {
+                h.values()
+                    .filter(|h| h.plan.trigger.cron.is_some())
+                    .map(|h| (h.version, h.plan.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,324 @@
+//! Driving a run: decide, execute, persist, until the run must wait or is finished; and the
+//! operations that change a run from outside (approve, reject, cancel).
+
+use serde_json::{Value, json};
+use xyn_core::run::{Next, Run, RunMachine, Step, StepStatus};
+use xyn_core::template::SecretAccess;
+use xyn_core::{RunId, XynError, codes};
+use xyn_store::{RunWrite, StepWrite, StoreError, WriteBatch};
+
+use crate::Node;
+use crate::scheduler::Work;
+
+/// What executing one step left the driver with.
+pub(crate) enum Progress {
+    /// Carry on deciding.
+    Continue,
+    /// The run was cancelled while the step ran: stop without writing.
+    Cancelled,
+}
+
+impl Node {
+    pub(crate) async fn run_work(&self, work: Work) -> Result<(), XynError> {
+        let run_id = match &work {
+            Work::Fresh(m) => m.run.run_id,
+            Work::Resume(id) | Work::Recover(id) => *id,
+        };
+        let _guard = self.inner().run_locks.lock(run_id).await;
+        let mut m = match work {
+            Work::Fresh(m) => *m,
+            Work::Resume(id) => match self.load_machine(id).await? {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+            Work::Recover(id) => match self.load_machine(id).await? {
+                Some(mut m) => {
+                    let inner = self.inner();
+                    let interrupted = m.interrupt_running(inner.ids.as_ref(), inner.clock.now());
+                    if !interrupted.is_empty() {
+                        tracing::warn!(%run_id, steps = ?interrupted, "retrying steps interrupted by a restart");
+                    }
+                    m
+                }
+                None => return Ok(()),
+            },
+        };
+        self.drive(&mut m).await
+    }
+
+    /// Loads a run with its steps, plan and triggering event.
+    pub(crate) async fn load_machine(&self, run_id: RunId) -> Result<Option<RunMachine>, XynError> {
+        let inner = self.inner();
+        let Some(run) = inner.store.get_run(run_id).await? else {
+            return Ok(None);
+        };
+        let steps = inner.store.get_steps(run_id).await?;
+        let plan = self
+            .plan_for(&run.blueprint_id, run.blueprint_version)
+            .await?;
+        let event = match run.trigger_event_id {
+            Some(e) => inner.store.get_event(e).await?.map(|s| s.event),
+            None => None,
+        };
+        Ok(Some(RunMachine::resume(
+            plan,
+            run,
+            steps,
+            event.as_ref(),
+            inner.config.limits,
+        )))
+    }
+
+    /// Commits the machine's changes. On a conflict (someone else changed the run since it was
+    /// read), reloads the machine from the store and returns `false`.
+    pub(crate) async fn sync(&self, m: &mut RunMachine) -> Result<bool, XynError> {
+        if !m.has_changes() {
+            return Ok(true);
+        }
+        let ch = m.take_changes();
+        m.run.revision += 1;
+        let batch = WriteBatch {
+            events: ch.events,
+            runs: vec![RunWrite::Update {
+                run: m.run.clone(),
+                expect: None,
+            }],
+            steps: ch
+                .steps_changed
+                .iter()
+                .map(|&i| StepWrite::Update {
+                    step: m.steps[i].clone(),
+                    expect: None,
+                })
+                .collect(),
+            footprints: ch.footprints,
+            artifacts: ch.artifacts,
+            ..Default::default()
+        };
+        match self.inner().store.commit(batch).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict(why)) => {
+                tracing::debug!(run_id = %m.run.run_id, %why, "run changed meanwhile; reloading");
+                match self.load_machine(m.run.run_id).await? {
+                    Some(fresh) => *m = fresh,
+                    None => return Err(XynError::internal("the run disappeared")),
+                }
+                Ok(false)
+            }
+            Err(e) => {
+                m.run.revision -= 1;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Drives a run until it waits (gate, timer) or ends. The caller holds the run lock.
+    pub(crate) async fn drive(&self, m: &mut RunMachine) -> Result<(), XynError> {
+        let inner = self.inner();
+        let ids = inner.ids.as_ref();
+        loop {
+            if inner.shutdown.is_cancelled() {
+                self.sync(m).await?;
+                return Ok(());
+            }
+            let now = inner.clock.now();
+            match m.decide(now) {
+                Next::Done => {
+                    self.sync(m).await?;
+                    return Ok(());
+                }
+                Next::Complete(outputs) => {
+                    m.complete(ids, now, outputs);
+                    if self.sync(m).await? {
+                        tracing::info!(run_id = %m.run.run_id, blueprint_id = %m.run.blueprint_id,
+                            correlation_id = %m.run.correlation_id, "run completed");
+                        return Ok(());
+                    }
+                }
+                Next::Fail(error) => {
+                    m.fail(ids, now, error.clone());
+                    if self.sync(m).await? {
+                        tracing::warn!(run_id = %m.run.run_id, blueprint_id = %m.run.blueprint_id,
+                            correlation_id = %m.run.correlation_id, error = %error, "run failed");
+                        return Ok(());
+                    }
+                }
+                Next::Skip(i) => m.skip_step(ids, now, i, "its condition ('if') is false"),
+                Next::Sleep(at) => {
+                    if self.sync(m).await? {
+                        inner.scheduler.wake_at(at, m.run.run_id);
+                        return Ok(());
+                    }
+                }
+                Next::AwaitDecision { deadline, .. } => {
+                    if self.sync(m).await? {
+                        if let Some(d) = deadline {
+                            inner.scheduler.wake_at(d, m.run.run_id);
+                        }
+                        return Ok(());
+                    }
+                }
+                Next::OpenGate(i) => {
+                    let message = match &m.plan.steps[i].body {
+                        xyn_core::blueprint::StepBody::Gate {
+                            message: Some(t), ..
+                        } => {
+                            let v = t
+                                .render(&m.context(), &mut SecretAccess::Mask)
+                                .unwrap_or(Value::Null);
+                            Some(v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                        }
+                        _ => None,
+                    };
+                    m.open_gate(ids, now, i, message);
+                    tracing::info!(run_id = %m.run.run_id, step = %m.steps[i].name, "gate waits for a decision");
+                }
+                Next::GateTimedOut(i) => m.time_out_gate(ids, now, i),
+                Next::Execute(i) => match self.execute_step(m, i).await? {
+                    Progress::Continue => {}
+                    Progress::Cancelled => return Ok(()),
+                },
+            }
+        }
+    }
+
+    pub(crate) async fn fail_after_panic(&self, run_id: RunId, msg: &str) -> Result<(), XynError> {
+        let _g = self.inner().run_locks.lock(run_id).await;
+        let Some(mut m) = self.load_machine(run_id).await? else {
+            return Ok(());
+        };
+        if m.run.status.is_terminal() {
+            return Ok(());
+        }
+        let inner = self.inner();
+        m.fail(
+            inner.ids.as_ref(),
+            inner.clock.now(),
+            json!({"code": codes::INTERNAL, "message": format!("internal error while running: {msg}")}),
+        );
+        self.sync(&mut m).await.map(|_| ())
+    }
+
+    /// Approves or rejects a waiting gate. `step` is the step's id or its blueprint name.
+    pub async fn decide_gate(
+        &self,
+        run_id: RunId,
+        step: &str,
+        approve: bool,
+        actor: &str,
+        comment: Option<String>,
+    ) -> Result<Step, XynError> {
+        let inner = self.inner();
+        for _ in 0..3 {
+            let guard = inner.run_locks.lock(run_id).await;
+            let mut m = self.load_machine(run_id).await?.ok_or_else(|| {
+                XynError::not_found(codes::RUN_NOT_FOUND, format!("no run {run_id}"))
+            })?;
+            let idx = m
+                .steps
+                .iter()
+                .position(|s| s.name == step || s.step_id.to_string() == step)
+                .ok_or_else(|| {
+                    XynError::not_found(
+                        codes::STEP_NOT_FOUND,
+                        format!("run {run_id} has no step {step:?}"),
+                    )
+                })?;
+            let s = &m.steps[idx];
+            if s.kind != xyn_core::blueprint::StepKind::Gate {
+                return Err(XynError::conflict(
+                    codes::STEP_NOT_A_GATE,
+                    format!(
+                        "step '{}' is a {}, not a gate: only gates are approved or rejected",
+                        s.name,
+                        s.kind.as_str()
+                    ),
+                ));
+            }
+            if s.status != StepStatus::Waiting {
+                return Err(XynError::conflict(
+                    codes::STEP_NOT_WAITING,
+                    format!(
+                        "gate '{}' is {}, not waiting for a decision",
+                        s.name,
+                        s.status.as_str()
+                    ),
+                )
+                .with_details(
+                    json!({"status": s.status.as_str(), "run_status": m.run.status.as_str()}),
+                ));
+            }
+            m.decide_gate(
+                inner.ids.as_ref(),
+                inner.clock.now(),
+                idx,
+                approve,
+                actor,
+                comment.clone(),
+            );
+            if !self.sync(&mut m).await? {
+                drop(guard);
+                continue;
+            }
+            let out = m.steps[idx].clone();
+            tracing::info!(%run_id, step = %out.name, approved = approve, actor, "gate decided");
+            drop(guard);
+            if !m.run.status.is_terminal() {
+                inner.scheduler.push(Work::Fresh(Box::new(m)));
+            }
+            return Ok(out);
+        }
+        Err(XynError::conflict(
+            "run.busy",
+            format!("run {run_id} kept changing; try again"),
+        ))
+    }
+
+    /// Cancels a run that has not finished.
+    pub async fn cancel_run(
+        &self,
+        run_id: RunId,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Run, XynError> {
+        let inner = self.inner();
+        for _ in 0..5 {
+            let token = inner
+                .cancels
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&run_id).cloned());
+            if let Some(t) = token {
+                t.cancel();
+            }
+            let _guard = inner.run_locks.lock(run_id).await;
+            let mut m = self.load_machine(run_id).await?.ok_or_else(|| {
+                XynError::not_found(codes::RUN_NOT_FOUND, format!("no run {run_id}"))
+            })?;
+            if m.run.status.is_terminal() {
+                return Err(XynError::conflict(
+                    codes::RUN_ALREADY_FINISHED,
+                    format!("run {run_id} is already {}", m.run.status.as_str()),
+                )
+                .with_details(json!({"status": m.run.status.as_str()})));
+            }
+            m.cancel(inner.ids.as_ref(), inner.clock.now(), actor, reason.clone());
+            match self.sync(&mut m).await {
+                Ok(true) => {
+                    tracing::info!(%run_id, actor, "run cancelled");
+                    return Ok(m.run);
+                }
+                Ok(false) => continue,
+                Err(e) => {
+                    // Whatever happened, make sure the run is driven again.
+                    inner.scheduler.push(Work::Resume(run_id));
+                    return Err(e);
+                }
+            }
+        }
+        Err(XynError::conflict(
+            "run.busy",
+            format!("run {run_id} kept changing; try again"),
+        ))
+    }
+}

@@ -1,0 +1,541 @@
+//! Executing one step: transforms (pure, on the blocking pool under a deadline), actions and
+//! agent tasks (effects: their start is durable before they run, they get an idempotency key,
+//! a timeout and a cancellation signal, and what they leave behind is redacted).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use xyn_actions::{ActionContext, ArtifactSink};
+use xyn_agents::ChatRequest;
+use xyn_core::blueprint::{StepBody, TransformBody};
+use xyn_core::footprint::{self, Footprint};
+use xyn_core::records::Artifact;
+use xyn_core::redact::{redact_str, redact_value};
+use xyn_core::run::{RunMachine, error_value};
+use xyn_core::template::{RenderError, SecretAccess};
+use xyn_core::{ArtifactId, IdSource, RunId, StepId, XynError};
+use xyn_store::blob::BlobStore;
+
+use crate::driver::Progress;
+use crate::{Clock, Node};
+
+/// Longest a transform may run when its step sets no timeout.
+const TRANSFORM_TIMEOUT_MS: u64 = 10_000;
+
+fn render_error(e: &RenderError) -> Value {
+    match e {
+        RenderError::MissingSecret(name) => json!({
+            "code": "secret.missing",
+            "message": format!("secret '{name}' is not set (set {})", crate::secret_env_var(name)),
+        }),
+        other => error_value("template.render", other.to_string()),
+    }
+}
+
+impl Node {
+    pub(crate) async fn execute_step(
+        &self,
+        m: &mut RunMachine,
+        i: usize,
+    ) -> Result<Progress, XynError> {
+        match &m.plan.steps[i].body {
+            StepBody::Transform(_) => {
+                self.run_transform(m, i).await;
+                Ok(Progress::Continue)
+            }
+            StepBody::Action { .. } => self.run_action(m, i).await,
+            StepBody::Agent { .. } => self.run_agent(m, i).await,
+            // Gates are opened by the driver, never executed.
+            StepBody::Gate { .. } => Ok(Progress::Continue),
+        }
+    }
+
+    async fn run_transform(&self, m: &mut RunMachine, i: usize) {
+        let inner = self.inner();
+        let ids = inner.ids.as_ref();
+        let (body, timeout_ms) = match &m.plan.steps[i].body {
+            StepBody::Transform(b) => (
+                b.clone(),
+                m.plan.steps[i].timeout_ms.unwrap_or(TRANSFORM_TIMEOUT_MS),
+            ),
+            _ => return,
+        };
+        let ctx = m.context();
+        let recorded = match &body {
+            TransformBody::Jq(p) => json!({"expr": p.source()}),
+            TransformBody::Template(_) => json!({"template": true}),
+        };
+        m.start_step(ids, inner.clock.now(), i, recorded);
+        let task = tokio::task::spawn_blocking(move || match &body {
+            TransformBody::Jq(p) => p
+                .run_one(&ctx)
+                .map_err(|e| error_value("jq.failed", e.message)),
+            TransformBody::Template(t) => t
+                .render(&ctx, &mut SecretAccess::Mask)
+                .map_err(|e| render_error(&e)),
+        });
+        let result = match tokio::time::timeout(Duration::from_millis(timeout_ms), task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(join)) => Err(error_value(
+                "transform.crashed",
+                format!("the transform crashed: {join}"),
+            )),
+            Err(_) => Err(error_value(
+                "step.timed_out",
+                format!(
+                    "the transform did not finish within {}",
+                    xyn_core::duration::format_duration_ms(timeout_ms)
+                ),
+            )),
+        };
+        let now = inner.clock.now();
+        match result {
+            Ok(v) => m.complete_step(ids, now, i, v),
+            Err(e) => {
+                m.fail_step(ids, now, i, e, true);
+            }
+        }
+    }
+
+    /// Starts an effectful step durably; returns false when the run changed meanwhile.
+    async fn start_effect(
+        &self,
+        m: &mut RunMachine,
+        i: usize,
+        recorded: Value,
+    ) -> Result<bool, XynError> {
+        let inner = self.inner();
+        m.start_step(inner.ids.as_ref(), inner.clock.now(), i, recorded);
+        self.sync(m).await
+    }
+
+    /// The time an effect may take: its step timeout (or the node default), but never past
+    /// the run's deadline.
+    fn effect_timeout(&self, m: &RunMachine, i: usize) -> Duration {
+        let inner = self.inner();
+        let step = m.plan.steps[i]
+            .timeout_ms
+            .unwrap_or(inner.config.default_step_timeout_ms);
+        let run_left = m
+            .run
+            .deadline_at
+            .map_or(u64::MAX, |d| d.ms_since(inner.clock.now()));
+        Duration::from_millis(step.min(run_left).max(1))
+    }
+
+    fn register_cancel(&self, run_id: RunId) -> CancellationToken {
+        let token = CancellationToken::new();
+        if let Ok(mut m) = self.inner().cancels.lock() {
+            m.insert(run_id, token.clone());
+        }
+        token
+    }
+
+    fn unregister_cancel(&self, run_id: RunId) {
+        if let Ok(mut m) = self.inner().cancels.lock() {
+            m.remove(&run_id);
+        }
+    }
+
+    fn sink(&self, m: &RunMachine, i: usize, secrets: Vec<String>) -> Arc<StepArtifacts> {
+        let inner = self.inner();
+        Arc::new(StepArtifacts {
+            blobs: inner.blobs.clone(),
+            clock: inner.clock.clone(),
+            ids: inner.ids.clone(),
+            run_id: m.run.run_id,
+            step_id: m.steps[i].step_id,
+            created_by: format!("step:{}", m.steps[i].name),
+            secrets,
+            made: Mutex::new(Vec::new()),
+        })
+    }
+
+    async fn run_action(&self, m: &mut RunMachine, i: usize) -> Result<Progress, XynError> {
+        let inner = self.inner();
+        let ids = inner.ids.as_ref();
+        let (action, with) = match &m.plan.steps[i].body {
+            StepBody::Action { action, with } => (action.clone(), with.clone()),
+            _ => return Ok(Progress::Continue),
+        };
+        let ctx = m.context();
+        let mut recorded = with
+            .render(&ctx, &mut SecretAccess::Mask)
+            .unwrap_or(Value::Null);
+        inner.actions.redact(&action, &mut recorded);
+        let lookup = |n: &str| inner.secrets.get(n);
+        let mut access = SecretAccess::resolve(&lookup);
+        let input = match with.render(&ctx, &mut access) {
+            Ok(v) => v,
+            Err(e) => {
+                m.start_step(ids, inner.clock.now(), i, recorded);
+                m.fail_step(ids, inner.clock.now(), i, render_error(&e), false);
+                return Ok(Progress::Continue);
+            }
+        };
+        let secrets = access.used().to_vec();
+        if !self.start_effect(m, i, recorded).await? {
+            return Ok(Progress::Continue);
+        }
+        let step = &m.steps[i];
+        let sink = self.sink(m, i, secrets.clone());
+        let actx = ActionContext {
+            run_id: Some(m.run.run_id),
+            step_id: Some(step.step_id),
+            attempt: step.attempt,
+            idempotency_key: format!("{}:{}:{}", m.run.run_id, step.step_id, step.attempt),
+            correlation_id: m.run.correlation_id.clone(),
+            actor: m.run.actor.clone(),
+            timeout: Some(self.effect_timeout(m, i)),
+            platform: Arc::new(self.clone()),
+            artifacts: sink.clone(),
+            http: inner.http.clone(),
+        };
+        let timeout = self.effect_timeout(m, i);
+        let token = self.register_cancel(m.run.run_id);
+        let exec = inner.actions.execute(&action, &actx, input);
+        let res = tokio::select! {
+            r = tokio::time::timeout(timeout, exec) => Some(r),
+            _ = token.cancelled() => None,
+        };
+        self.unregister_cancel(m.run.run_id);
+        let Some(res) = res else {
+            return Ok(Progress::Cancelled);
+        };
+        let now = inner.clock.now();
+        for a in sink.take() {
+            m.attach_artifact(ids, now, i, a);
+        }
+        let dims = json!({"action": action});
+        match res {
+            Err(_) => {
+                let e = error_value(
+                    "step.timed_out",
+                    format!(
+                        "{action} did not finish within {}",
+                        xyn_core::duration::format_duration_ms(timeout.as_millis() as u64)
+                    ),
+                );
+                m.fail_step(ids, now, i, e, true);
+            }
+            Ok(Ok(out)) => {
+                let mut output = out.output;
+                redact_value(&mut output, &secrets);
+                inner.actions.redact(&action, &mut output);
+                let (run_id, step_id) = (m.run.run_id, m.steps[i].step_id);
+                for (metric, q) in [
+                    (footprint::BYTES_IN, out.bytes_in),
+                    (footprint::BYTES_OUT, out.bytes_out),
+                ] {
+                    m.record_footprint(Footprint::new(
+                        now,
+                        Some(run_id),
+                        Some(step_id),
+                        "action",
+                        &action,
+                        metric,
+                        q as f64,
+                        "bytes",
+                        dims.clone(),
+                    ));
+                }
+                m.complete_step(ids, now, i, output);
+            }
+            Ok(Err(err)) => {
+                let mut v = err.to_value();
+                redact_value(&mut v, &secrets);
+                inner.actions.redact(&action, &mut v);
+                m.fail_step(ids, now, i, v, err.retryable);
+            }
+        }
+        Ok(Progress::Continue)
+    }
+
+    async fn run_agent(&self, m: &mut RunMachine, i: usize) -> Result<Progress, XynError> {
+        let inner = self.inner();
+        let ids = inner.ids.as_ref();
+        let StepBody::Agent {
+            provider,
+            model,
+            prompt,
+            system,
+            temperature,
+            max_tokens,
+            json_output,
+            options,
+        } = m.plan.steps[i].body.clone()
+        else {
+            return Ok(Progress::Continue);
+        };
+        let ctx = m.context();
+        let render = |t: &xyn_core::template::Template,
+                      acc: &mut SecretAccess<'_>|
+         -> Result<String, RenderError> {
+            let v = t.render(&ctx, acc)?;
+            Ok(v.as_str().map_or_else(|| v.to_string(), str::to_string))
+        };
+        let recorded_prompt = render(&prompt, &mut SecretAccess::Mask).unwrap_or_default();
+        let recorded = json!({"provider": provider, "model": model, "prompt": recorded_prompt});
+        let lookup = |n: &str| inner.secrets.get(n);
+        let mut access = SecretAccess::resolve(&lookup);
+        let rendered = (|| -> Result<(String, Option<String>, Value), RenderError> {
+            let p = render(&prompt, &mut access)?;
+            let s = system
+                .as_ref()
+                .map(|t| render(t, &mut access))
+                .transpose()?;
+            let o = options
+                .as_ref()
+                .map(|o| o.render(&ctx, &mut access))
+                .transpose()?
+                .unwrap_or(Value::Null);
+            Ok((p, s, o))
+        })();
+        let (prompt_text, system_text, options_v) = match rendered {
+            Ok(x) => x,
+            Err(e) => {
+                m.start_step(ids, inner.clock.now(), i, recorded);
+                m.fail_step(ids, inner.clock.now(), i, render_error(&e), false);
+                return Ok(Progress::Continue);
+            }
+        };
+        let secrets = access.used().to_vec();
+        let route = match inner.agents.route(&provider) {
+            Ok(r) => r,
+            Err(e) => {
+                m.start_step(ids, inner.clock.now(), i, recorded);
+                m.fail_step(
+                    ids,
+                    inner.clock.now(),
+                    i,
+                    json!({"code": e.code, "message": e.message}),
+                    false,
+                );
+                return Ok(Progress::Continue);
+            }
+        };
+        if !self.start_effect(m, i, recorded).await? {
+            return Ok(Progress::Continue);
+        }
+        let req = ChatRequest {
+            provider: provider.clone(),
+            model: model.clone(),
+            system: system_text,
+            prompt: prompt_text,
+            temperature,
+            max_tokens,
+            json_output,
+            options: options_v,
+        };
+        let timeout = self.effect_timeout(m, i);
+        let token = self.register_cancel(m.run.run_id);
+        let call = route.provider.complete(&req, timeout);
+        let res = tokio::select! {
+            r = tokio::time::timeout(timeout + Duration::from_millis(50), call) => Some(r),
+            _ = token.cancelled() => None,
+        };
+        self.unregister_cancel(m.run.run_id);
+        let Some(res) = res else {
+            return Ok(Progress::Cancelled);
+        };
+        let sink = self.sink(m, i, secrets.clone());
+        let now = inner.clock.now();
+        let dims = json!({"provider": route.provider.name(), "requested_provider": provider, "model": model});
+        let (run_id, step_id) = (m.run.run_id, m.steps[i].step_id);
+        match res {
+            Err(_) => {
+                let e = error_value(
+                    "step.timed_out",
+                    format!("{provider} did not answer within {}ms", timeout.as_millis()),
+                );
+                m.fail_step(ids, now, i, e, true);
+            }
+            Ok(Err(e)) => {
+                let mut v = json!({"code": e.code, "message": e.message, "retryable": e.retryable,
+                    "status": e.status, "provider_code": e.provider_code});
+                redact_value(&mut v, &secrets);
+                m.fail_step(ids, now, i, v, e.retryable);
+            }
+            Ok(Ok(resp)) => {
+                let mut prompt_doc = json!({"provider": resp.provider, "requested_provider": provider, "model": model,
+                    "request": resp.wire_request});
+                let mut response_doc = json!({"provider": resp.provider, "model": resp.model,
+                    "request_id": resp.request_id, "response": resp.wire_response});
+                redact_value(&mut prompt_doc, &secrets);
+                redact_value(&mut response_doc, &secrets);
+                let mut artifact_ids = Vec::new();
+                for (name, kind, doc) in [
+                    ("prompt.json", "prompt", &prompt_doc),
+                    ("response.json", "response", &response_doc),
+                ] {
+                    let bytes = serde_json::to_vec_pretty(doc).unwrap_or_default();
+                    match sink
+                        .put(
+                            name,
+                            kind,
+                            "application/json",
+                            bytes,
+                            json!({"provider": resp.provider, "model": resp.model}),
+                        )
+                        .await
+                    {
+                        Ok(a) => artifact_ids.push(a.artifact_id.to_string()),
+                        Err(e) => {
+                            tracing::error!(%run_id, error = %e, "could not store an agent artifact")
+                        }
+                    }
+                }
+                for a in sink.take() {
+                    m.attach_artifact(ids, now, i, a);
+                }
+                let usage = resp.usage.unwrap_or_default();
+                for (metric, q, unit) in [
+                    (footprint::TOKENS_IN, usage.tokens_in as f64, "tokens"),
+                    (footprint::TOKENS_OUT, usage.tokens_out as f64, "tokens"),
+                    (
+                        footprint::REQUEST_COUNT,
+                        resp.requests.max(1) as f64,
+                        "count",
+                    ),
+                ] {
+                    m.record_footprint(Footprint::new(
+                        now,
+                        Some(run_id),
+                        Some(step_id),
+                        "agent",
+                        &format!("{}/{}", route.provider.name(), resp.model),
+                        metric,
+                        q,
+                        unit,
+                        dims.clone(),
+                    ));
+                }
+                let mut text = resp.text.clone();
+                if let Some(r) = redact_str(&text, &secrets) {
+                    text = r;
+                }
+                let mut out = json!({
+                    "text": text,
+                    "provider": resp.provider,
+                    "model": resp.model,
+                    "finish_reason": resp.finish.as_str(),
+                    "usage": {"tokens_in": usage.tokens_in, "tokens_out": usage.tokens_out},
+                    "request_id": resp.request_id,
+                    "artifacts": artifact_ids,
+                });
+                if let Some(note) = &route.note {
+                    out["routing"] = Value::String(note.clone());
+                }
+                if json_output {
+                    match parse_json_answer(&text) {
+                        Some(j) => out["json"] = j,
+                        None => {
+                            let e = json!({"code": "agent.bad_json", "message": "the answer is not a JSON object", "text": text});
+                            m.fail_step(ids, now, i, e, true);
+                            return Ok(Progress::Continue);
+                        }
+                    }
+                }
+                m.complete_step(ids, now, i, out);
+            }
+        }
+        Ok(Progress::Continue)
+    }
+}
+
+/// Parses a model's JSON answer, tolerating a Markdown code fence around it.
+fn parse_json_answer(text: &str) -> Option<Value> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("```json")
+        .or_else(|| t.strip_prefix("```"))
+        .and_then(|r| r.strip_suffix("```"))
+        .unwrap_or(t)
+        .trim();
+    serde_json::from_str::<Value>(t)
+        .ok()
+        .filter(Value::is_object)
+}
+
+/// Collects the artifacts a step writes; the driver attaches them when it records the result.
+pub(crate) struct StepArtifacts {
+    blobs: BlobStore,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+    run_id: RunId,
+    step_id: StepId,
+    created_by: String,
+    secrets: Vec<String>,
+    made: Mutex<Vec<Artifact>>,
+}
+
+impl StepArtifacts {
+    pub(crate) fn take(&self) -> Vec<Artifact> {
+        self.made
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl ArtifactSink for StepArtifacts {
+    async fn put(
+        &self,
+        name: &str,
+        kind: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+        metadata: Value,
+    ) -> Result<Artifact, XynError> {
+        // Secrets never reach artifacts: text is redacted before it is stored.
+        let bytes = match std::str::from_utf8(&bytes) {
+            Ok(t) => match redact_str(t, &self.secrets) {
+                Some(r) => r.into_bytes(),
+                None => bytes,
+            },
+            Err(_) => bytes,
+        };
+        let len = bytes.len() as i64;
+        let blobs = self.blobs.clone();
+        let sha = tokio::task::spawn_blocking(move || blobs.put(&bytes))
+            .await
+            .map_err(|e| XynError::internal(format!("artifact writer failed: {e}")))??;
+        let a = Artifact {
+            artifact_id: ArtifactId(self.ids.new_uuid()),
+            name: name.to_string(),
+            kind: kind.to_string(),
+            content_type: content_type.to_string(),
+            byte_length: len,
+            sha256: sha,
+            created_at: self.clock.now(),
+            created_by: self.created_by.clone(),
+            run_id: Some(self.run_id),
+            step_id: Some(self.step_id),
+            metadata,
+        };
+        if let Ok(mut v) = self.made.lock() {
+            v.push(a.clone());
+        }
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_answers_with_or_without_fences() {
+        assert_eq!(parse_json_answer("{\"a\":1}"), Some(json!({"a": 1})));
+        assert_eq!(
+            parse_json_answer("```json\n{\"a\":1}\n```"),
+            Some(json!({"a": 1}))
+        );
+        assert_eq!(parse_json_answer("[1]"), None);
+        assert_eq!(parse_json_answer("hello"), None);
+    }
+}

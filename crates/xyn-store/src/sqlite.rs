@@ -1,0 +1,1013 @@
+//! The embedded SQLite adapter (WAL mode, `synchronous=FULL`).
+//!
+//! One writer thread owns the only write connection and commits in groups: it takes every
+//! batch that is waiting, applies each inside its own SAVEPOINT (so one failed precondition
+//! does not undo the others), assigns `seq` and chain hashes in order, commits once (one fsync
+//! for the whole group) and then answers every caller. Under load many batches share a
+//! commit; when idle a batch commits alone at once. Readers use a small pool of connections
+//! on the blocking thread pool; WAL lets them read while the writer writes.
+//!
+//! Nothing here polls: the writer sleeps on its channel, readers run only when asked.
+
+mod rows;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
+use tokio::sync::oneshot;
+use xyn_core::event::{ChainReport, ChainVerifier, GENESIS_HASH, StoredEvent};
+use xyn_core::footprint::Footprint;
+use xyn_core::records::{Artifact, BlueprintVersion, Draft};
+use xyn_core::run::{Run, Step};
+use xyn_core::{ArtifactId, DraftId, EventId, RunId, Timestamp};
+
+use crate::{
+    ArtifactQuery, DraftWrite, EventQuery, FootprintQuery, Page, RunQuery, RunWrite, StepWrite,
+    Store, StoreError, StoreResult, StoreStats, WriteBatch,
+};
+use rows::*;
+
+/// Most batches folded into one transaction.
+const MAX_GROUP: usize = 1024;
+
+/// Tuning of the SQLite adapter.
+#[derive(Clone, Debug)]
+pub struct SqliteConfig {
+    /// `FULL` (default) syncs the WAL on every commit: an acknowledged write survives power
+    /// loss. `NORMAL` survives process crashes only.
+    pub synchronous_full: bool,
+    /// Read connections kept open.
+    pub readers: usize,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            synchronous_full: true,
+            readers: 4,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    reads: AtomicU64,
+    commits: AtomicU64,
+    batches: AtomicU64,
+    events: AtomicU64,
+}
+
+type Reply = oneshot::Sender<StoreResult<Vec<StoredEvent>>>;
+
+enum Cmd {
+    Commit(Box<WriteBatch>, Reply),
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Cmd>>>,
+    writer: Mutex<Option<thread::JoinHandle<()>>>,
+    readers: Arc<ReaderPool>,
+    counters: Arc<Counters>,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    keep: usize,
+}
+
+impl ReaderPool {
+    fn take(&self) -> StoreResult<Connection> {
+        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(c);
+        }
+        open_reader(&self.path)
+    }
+
+    fn give(&self, c: Connection) {
+        if let Ok(mut v) = self.idle.lock()
+            && v.len() < self.keep
+        {
+            v.push(c);
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(unavailable)?;
+    c.execute_batch(
+        "PRAGMA busy_timeout = 5000; PRAGMA query_only = 1; PRAGMA cache_size = -2000;",
+    )
+    .map_err(unavailable)?;
+    Ok(c)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, applies migrations and starts the
+    /// writer thread.
+    pub fn open(path: impl AsRef<Path>, config: SqliteConfig) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(&path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let sync = if config.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; \
+             PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -8000;"
+        ))
+        .map_err(unavailable)?;
+        migrate(&conn)?;
+        let head = load_head(&conn)?;
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = mpsc::channel::<Cmd>();
+        let wc = counters.clone();
+        let writer = thread::Builder::new()
+            .name("xyn-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, head, wc))
+            .map_err(unavailable)?;
+        Ok(Self {
+            readers: Arc::new(ReaderPool {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+                keep: config.readers.max(1),
+            }),
+            path,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            counters,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops the writer after it has committed what it was given.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = h.join();
+        }
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let pool = self.readers.clone();
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let out = f(&conn);
+            pool.give(conn);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("reader task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(unavailable)?;
+    let target = schema::MIGRATIONS.len() as i64;
+    if current > target {
+        return Err(StoreError::Unavailable(format!(
+            "the database has schema version {current}, newer than this xyn ({target}); upgrade xyn"
+        )));
+    }
+    for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let v = i as i64 + 1;
+        conn.execute_batch(&format!("BEGIN; {sql}; PRAGMA user_version = {v}; COMMIT;"))
+            .map_err(|e| StoreError::Unavailable(format!("migration {v} failed: {e}")))?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct Head {
+    seq: i64,
+    hash: [u8; 32],
+}
+
+fn load_head(conn: &Connection) -> StoreResult<Head> {
+    let row: Option<(i64, String)> = conn
+        .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(unavailable)?;
+    match row {
+        None => Ok(Head {
+            seq: 0,
+            hash: GENESIS_HASH,
+        }),
+        Some((seq, hex_hash)) => {
+            let bytes = hex::decode(&hex_hash)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| StoreError::Corrupt("chain head hash".into()))?;
+            Ok(Head { seq, hash: bytes })
+        }
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, mut head: Head, c: Arc<Counters>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(cmd) => group.push(cmd),
+                Err(_) => break,
+            }
+        }
+        let committed_head = head;
+        let results = commit_group(&mut conn, &mut group, &mut head);
+        let results = match results {
+            Ok(r) => {
+                c.commits.fetch_add(1, Ordering::Relaxed);
+                c.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
+                let n: usize = r.iter().map(|x| x.as_ref().map_or(0, Vec::len)).sum();
+                c.events.fetch_add(n as u64, Ordering::Relaxed);
+                r
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sqlite commit failed; the group is refused");
+                head = load_head(&conn).unwrap_or(committed_head);
+                group.iter().map(|_| Err(unavailable(&e))).collect()
+            }
+        };
+        for (cmd, res) in group.into_iter().zip(results) {
+            match cmd {
+                Cmd::Commit(_, reply) => {
+                    let _ = reply.send(res);
+                }
+            }
+        }
+    }
+}
+
+fn commit_group(
+    conn: &mut Connection,
+    group: &mut [Cmd],
+    head: &mut Head,
+) -> Result<Vec<StoreResult<Vec<StoredEvent>>>, rusqlite::Error> {
+    let start_head = *head;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(group.len());
+    for cmd in group.iter_mut() {
+        let Cmd::Commit(batch, _) = cmd;
+        let before = *head;
+        tx.execute_batch("SAVEPOINT b")?;
+        match apply(&tx, batch, head) {
+            Ok(events) => {
+                tx.execute_batch("RELEASE b")?;
+                results.push(Ok(events));
+            }
+            Err(e) => {
+                tx.execute_batch("ROLLBACK TO b; RELEASE b")?;
+                *head = before;
+                results.push(Err(e));
+            }
+        }
+    }
+    if head.seq != start_head.seq {
+        tx.prepare_cached(
+            "INSERT INTO chain_head (id, seq, hash) VALUES (1, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        )?
+        .execute(params![head.seq, hex::encode(head.hash)])?;
+    }
+    match tx.commit() {
+        Ok(()) => Ok(results),
+        Err(e) => {
+            *head = start_head;
+            Err(e)
+        }
+    }
+}
+
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e
+        && f.code == rusqlite::ErrorCode::ConstraintViolation
+    {
+        return StoreError::Conflict(e.to_string());
+    }
+    StoreError::Unavailable(e.to_string())
+}
+
+fn apply(
+    tx: &rusqlite::Transaction<'_>,
+    b: &WriteBatch,
+    head: &mut Head,
+) -> StoreResult<Vec<StoredEvent>> {
+    for f in &b.cron_fires {
+        tx.prepare_cached(
+            "INSERT INTO cron_fires (blueprint_id, slot, fired_at) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                f.blueprint_id,
+                f.slot.as_micros(),
+                f.fired_at.as_micros()
+            ])
+        })
+        .map_err(|e| match sql_err(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!(
+                "cron slot {} of {} already fired",
+                f.slot, f.blueprint_id
+            )),
+            other => other,
+        })?;
+    }
+    for w in &b.runs {
+        match w {
+            RunWrite::Insert(r) => {
+                tx.prepare_cached(&format!(
+                    "INSERT INTO runs ({RUN_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"
+                ))
+                .and_then(|mut s| s.execute(params_from_iter(run_params(r))))
+                .map_err(sql_err)?;
+            }
+            RunWrite::Update { run, expect } => {
+                if let Some(allowed) = expect {
+                    let cur: Option<String> = tx
+                        .prepare_cached("SELECT status FROM runs WHERE run_id = ?1")
+                        .and_then(|mut s| {
+                            s.query_row([run.run_id.to_string()], |r| r.get(0))
+                                .optional()
+                        })
+                        .map_err(sql_err)?;
+                    match cur {
+                        None => {
+                            return Err(StoreError::Conflict(format!(
+                                "run {} does not exist",
+                                run.run_id
+                            )));
+                        }
+                        Some(s) if !allowed.iter().any(|a| a.as_str() == s) => {
+                            return Err(StoreError::Conflict(format!(
+                                "run {} is {s}, not {}",
+                                run.run_id,
+                                allowed
+                                    .iter()
+                                    .map(|a| a.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(" or ")
+                            )));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE runs SET name=?2, blueprint_id=?3, blueprint_version=?4, status=?5, created_at=?6, \
+                         started_at=?7, completed_at=?8, actor=?9, correlation_id=?10, env_id=?11, trigger_event_id=?12, \
+                         inputs=?13, outputs=?14, error=?15, deadline_at=?16, priority=?17, step_executions=?18, \
+                         revision=?19 WHERE run_id=?1 AND revision=?19 - 1",
+                    )
+                    .and_then(|mut s| s.execute(params_from_iter(run_params(run))))
+                    .map_err(sql_err)?;
+                if n != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "run {} changed meanwhile (expected revision {})",
+                        run.run_id,
+                        run.revision - 1
+                    )));
+                }
+            }
+        }
+    }
+    for w in &b.steps {
+        match w {
+            StepWrite::Insert(s) => {
+                tx.prepare_cached(&format!(
+                    "INSERT INTO steps ({STEP_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"
+                ))
+                .and_then(|mut st| st.execute(params_from_iter(step_params(s))))
+                .map_err(sql_err)?;
+            }
+            StepWrite::Update { step, expect } => {
+                if let Some(allowed) = expect {
+                    let cur: Option<String> = tx
+                        .prepare_cached("SELECT status FROM steps WHERE step_id = ?1")
+                        .and_then(|mut s| {
+                            s.query_row([step.step_id.to_string()], |r| r.get(0))
+                                .optional()
+                        })
+                        .map_err(sql_err)?;
+                    match cur {
+                        None => {
+                            return Err(StoreError::Conflict(format!(
+                                "step {} does not exist",
+                                step.step_id
+                            )));
+                        }
+                        Some(s) if !allowed.iter().any(|a| a.as_str() == s) => {
+                            return Err(StoreError::Conflict(format!(
+                                "step '{}' is {s}, not {}",
+                                step.name,
+                                allowed
+                                    .iter()
+                                    .map(|a| a.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(" or ")
+                            )));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE steps SET run_id=?2, name=?3, idx=?4, kind=?5, status=?6, attempt=?7, started_at=?8, \
+                         completed_at=?9, inputs=?10, outputs=?11, error=?12, next_attempt_at=?13, decided_by=?14, \
+                         decision_comment=?15, logs_artifact_id=?16 WHERE step_id=?1",
+                    )
+                    .and_then(|mut s| s.execute(params_from_iter(step_params(step))))
+                    .map_err(sql_err)?;
+                if n != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "step {} does not exist",
+                        step.step_id
+                    )));
+                }
+            }
+        }
+    }
+    for a in &b.artifacts {
+        tx.prepare_cached(&format!(
+            "INSERT INTO artifacts ({ARTIFACT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"
+        ))
+        .and_then(|mut s| s.execute(params_from_iter(artifact_params(a))))
+        .map_err(sql_err)?;
+    }
+    for f in &b.footprints {
+        tx.prepare_cached(&format!(
+            "INSERT INTO footprints ({FOOTPRINT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+        ))
+        .and_then(|mut s| s.execute(params_from_iter(footprint_params(f))))
+        .map_err(sql_err)?;
+    }
+    for v in &b.blueprint_versions {
+        tx.prepare_cached(&format!(
+            "INSERT INTO blueprint_versions ({BLUEPRINT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)"
+        ))
+        .and_then(|mut s| s.execute(params_from_iter(blueprint_params(v))))
+        .map_err(|e| match sql_err(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!(
+                "blueprint {} version {} already exists",
+                v.blueprint_id, v.version
+            )),
+            other => other,
+        })?;
+    }
+    for w in &b.drafts {
+        match w {
+            DraftWrite::Insert(d) => {
+                tx.prepare_cached(&format!(
+                    "INSERT INTO drafts ({DRAFT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
+                ))
+                .and_then(|mut s| s.execute(params_from_iter(draft_params(d))))
+                .map_err(sql_err)?;
+            }
+            DraftWrite::Update {
+                draft,
+                expect_revision,
+            } => {
+                if let Some(rev) = expect_revision {
+                    let cur: Option<i64> = tx
+                        .prepare_cached("SELECT revision FROM drafts WHERE draft_id = ?1")
+                        .and_then(|mut s| {
+                            s.query_row([draft.draft_id.to_string()], |r| r.get(0))
+                                .optional()
+                        })
+                        .map_err(sql_err)?;
+                    if cur != Some(*rev) {
+                        return Err(StoreError::Conflict(format!(
+                            "draft {} changed meanwhile (revision {:?}, expected {rev})",
+                            draft.draft_id, cur
+                        )));
+                    }
+                }
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE drafts SET name=?2, kind=?3, status=?4, revision=?5, trigger_event_type=?6, definition=?7, \
+                         definition_artifact_id=?8, notes=?9, source_run_id=?10, validation=?11, promoted_version=?12, \
+                         created_at=?13, updated_at=?14 WHERE draft_id=?1",
+                    )
+                    .and_then(|mut s| s.execute(params_from_iter(draft_params(draft))))
+                    .map_err(sql_err)?;
+                if n != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "draft {} does not exist",
+                        draft.draft_id
+                    )));
+                }
+            }
+        }
+    }
+    let mut stored = Vec::with_capacity(b.events.len());
+    for e in &b.events {
+        let seq = head.seq + 1;
+        let hash = e.chain_hash(&head.hash, seq);
+        let hex_hash = hex::encode(hash);
+        tx.prepare_cached(&format!(
+            "INSERT INTO events ({EVENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
+        ))
+        .and_then(|mut s| s.execute(params_from_iter(event_params(seq, e, &hex_hash))))
+        .map_err(sql_err)?;
+        tx.prepare_cached("INSERT INTO outbox (seq) VALUES (?1)")
+            .and_then(|mut s| s.execute([seq]))
+            .map_err(sql_err)?;
+        head.seq = seq;
+        head.hash = hash;
+        stored.push(StoredEvent {
+            seq,
+            hash: hex_hash,
+            event: e.clone(),
+        });
+    }
+    Ok(stored)
+}
+
+fn limit(n: usize) -> i64 {
+    n.clamp(1, 1000) as i64
+}
+
+/// Splits a page fetched with one extra row into items and the next key.
+fn paginate<T>(mut rows: Vec<(i64, T)>, lim: i64) -> Page<T> {
+    let next = if rows.len() as i64 > lim {
+        rows.truncate(lim as usize);
+        rows.last().map(|(k, _)| *k)
+    } else {
+        None
+    };
+    Page {
+        items: rows.into_iter().map(|(_, t)| t).collect(),
+        next,
+    }
+}
+
+fn collect<T>(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<rusqlite::types::Value>,
+    f: impl Fn(&rusqlite::Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+    let mut rows = stmt.query(params_from_iter(args)).map_err(unavailable)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(unavailable)? {
+        out.push(f(r)?);
+    }
+    Ok(out)
+}
+
+/// SQL for an event-name filter: exact, `prefix.*` (one more segment) or `prefix.**`.
+fn name_filter(name: &str, args: &mut Vec<rusqlite::types::Value>) -> String {
+    use rusqlite::types::Value as V;
+    if let Some(prefix) = name.strip_suffix(".**") {
+        args.push(V::Text(format!("{prefix}.")));
+        args.push(V::Text(format!("{prefix}/")));
+        let n = args.len();
+        format!("event_name >= ?{} AND event_name < ?{n}", n - 1)
+    } else if let Some(prefix) = name.strip_suffix(".*") {
+        args.push(V::Text(format!("{prefix}.")));
+        args.push(V::Text(format!("{prefix}/")));
+        let n = args.len();
+        format!(
+            "event_name >= ?{} AND event_name < ?{n} AND instr(substr(event_name, {}), '.') = 0",
+            n - 1,
+            prefix.len() + 2
+        )
+    } else {
+        args.push(V::Text(name.to_string()));
+        format!("event_name = ?{}", args.len())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn commit(&self, batch: WriteBatch) -> StoreResult<Vec<StoredEvent>> {
+        if batch.is_empty() {
+            return Ok(vec![]);
+        }
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self
+                .tx
+                .lock()
+                .map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?;
+            let tx = guard
+                .as_ref()
+                .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+            tx.send(Cmd::Commit(Box::new(batch), reply))
+                .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        }
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+    }
+
+    async fn get_event(&self, id: EventId) -> StoreResult<Option<StoredEvent>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {EVENT_COLS} FROM events WHERE event_id = ?1");
+            Ok(collect(c, &sql, vec![id.to_string().into()], event_from_row)?.pop())
+        })
+        .await
+    }
+
+    async fn list_events(&self, q: EventQuery) -> StoreResult<Page<StoredEvent>> {
+        self.read(move |c| {
+            let mut args = Vec::new();
+            let mut conds = Vec::new();
+            if let Some(n) = &q.event_name {
+                conds.push(name_filter(n, &mut args));
+            }
+            if let Some(r) = q.run_id {
+                args.push(r.to_string().into());
+                conds.push(format!("run_id = ?{}", args.len()));
+            }
+            if let Some(cid) = &q.correlation_id {
+                args.push(cid.clone().into());
+                conds.push(format!("correlation_id = ?{}", args.len()));
+            }
+            if let Some(b) = q.before {
+                args.push(b.into());
+                conds.push(format!("seq < ?{}", args.len()));
+            }
+            let lim = limit(q.limit);
+            let wh = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            };
+            let sql = format!(
+                "SELECT {EVENT_COLS} FROM events {wh} ORDER BY seq DESC LIMIT {}",
+                lim + 1
+            );
+            let rows = collect(c, &sql, args, |r| event_from_row(r).map(|e| (e.seq, e)))?;
+            Ok(paginate(rows, lim))
+        })
+        .await
+    }
+
+    async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        self.read(move |c| {
+            let sql =
+                format!("SELECT {EVENT_COLS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+            collect(
+                c,
+                &sql,
+                vec![after.into(), (limit.clamp(1, 10_000) as i64).into()],
+                event_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn chain_head(&self) -> StoreResult<Option<(i64, String)>> {
+        self.read(|c| {
+            c.query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn verify_chain(&self) -> StoreResult<ChainReport> {
+        self.read(|c| {
+            let head: Option<(i64, String)> = c
+                .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(unavailable)?;
+            let mut v = ChainVerifier::new();
+            let mut stmt = c
+                .prepare(&format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"))
+                .map_err(unavailable)?;
+            let mut rows = stmt.query([]).map_err(unavailable)?;
+            let mut unreadable: Option<(i64, String)> = None;
+            while let Some(r) = rows.next().map_err(unavailable)? {
+                match event_from_row(r) {
+                    Ok(e) => {
+                        if !v.push(&e) {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let seq: i64 = r.get(0).unwrap_or(-1);
+                        unreadable = Some((seq, e.to_string()));
+                        break;
+                    }
+                }
+            }
+            let mut report = v.finish(head);
+            if let Some((seq, why)) = unreadable
+                && report.ok
+            {
+                report.ok = false;
+                report.broken_seq = Some(seq);
+                report.reason = Some(format!("event seq {seq} cannot be read: {why}"));
+            }
+            Ok(report)
+        })
+        .await
+    }
+
+    async fn get_run(&self, id: RunId) -> StoreResult<Option<Run>> {
+        self.read(move |c| {
+            let sql = format!("SELECT id, {RUN_COLS} FROM runs WHERE run_id = ?1");
+            Ok(collect(c, &sql, vec![id.to_string().into()], run_from_row)?
+                .pop()
+                .map(|(_, r)| r))
+        })
+        .await
+    }
+
+    async fn list_runs(&self, q: RunQuery) -> StoreResult<Page<Run>> {
+        self.read(move |c| {
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut conds = Vec::new();
+            if let Some(st) = &q.status
+                && !st.is_empty()
+            {
+                let mut ph = Vec::new();
+                for s in st {
+                    args.push(s.as_str().to_string().into());
+                    ph.push(format!("?{}", args.len()));
+                }
+                conds.push(format!("status IN ({})", ph.join(",")));
+            }
+            if let Some(b) = &q.blueprint_id {
+                args.push(b.clone().into());
+                conds.push(format!("blueprint_id = ?{}", args.len()));
+            }
+            if let Some(cid) = &q.correlation_id {
+                args.push(cid.clone().into());
+                conds.push(format!("correlation_id = ?{}", args.len()));
+            }
+            if let Some(b) = q.before {
+                args.push(b.into());
+                conds.push(format!("id < ?{}", args.len()));
+            }
+            let lim = limit(q.limit);
+            let wh = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            };
+            let sql = format!(
+                "SELECT id, {RUN_COLS} FROM runs {wh} ORDER BY id DESC LIMIT {}",
+                lim + 1
+            );
+            Ok(paginate(collect(c, &sql, args, run_from_row)?, lim))
+        })
+        .await
+    }
+
+    async fn get_steps(&self, run: RunId) -> StoreResult<Vec<Step>> {
+        self.read(move |c| {
+            let sql = format!("SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 ORDER BY idx");
+            collect(c, &sql, vec![run.to_string().into()], step_from_row)
+        })
+        .await
+    }
+
+    async fn unfinished_runs(&self) -> StoreResult<Vec<RunId>> {
+        self.read(|c| {
+            collect(
+                c,
+                "SELECT run_id FROM runs WHERE status IN ('created', 'running') ORDER BY id",
+                vec![],
+                |r| {
+                    let s: String = r.get(0).map_err(unavailable)?;
+                    s.parse()
+                        .map_err(|_| StoreError::Corrupt(format!("bad run id {s:?}")))
+                },
+            )
+        })
+        .await
+    }
+
+    async fn get_artifact(&self, id: ArtifactId) -> StoreResult<Option<Artifact>> {
+        self.read(move |c| {
+            let sql = format!("SELECT id, {ARTIFACT_COLS} FROM artifacts WHERE artifact_id = ?1");
+            Ok(
+                collect(c, &sql, vec![id.to_string().into()], artifact_from_row)?
+                    .pop()
+                    .map(|(_, a)| a),
+            )
+        })
+        .await
+    }
+
+    async fn list_artifacts(&self, q: ArtifactQuery) -> StoreResult<Page<Artifact>> {
+        self.read(move |c| {
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut conds = Vec::new();
+            if let Some(r) = q.run_id {
+                args.push(r.to_string().into());
+                conds.push(format!("run_id = ?{}", args.len()));
+            }
+            if let Some(s) = q.step_id {
+                args.push(s.to_string().into());
+                conds.push(format!("step_id = ?{}", args.len()));
+            }
+            if let Some(k) = &q.kind {
+                args.push(k.clone().into());
+                conds.push(format!("kind = ?{}", args.len()));
+            }
+            if let Some(b) = q.before {
+                args.push(b.into());
+                conds.push(format!("id < ?{}", args.len()));
+            }
+            let lim = limit(q.limit);
+            let wh = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            };
+            let sql = format!(
+                "SELECT id, {ARTIFACT_COLS} FROM artifacts {wh} ORDER BY id DESC LIMIT {}",
+                lim + 1
+            );
+            Ok(paginate(collect(c, &sql, args, artifact_from_row)?, lim))
+        })
+        .await
+    }
+
+    async fn blueprint_heads(&self) -> StoreResult<Vec<BlueprintVersion>> {
+        self.read(|c| {
+            let sql = format!(
+                "SELECT {BLUEPRINT_COLS} FROM blueprint_versions b WHERE version = \
+                 (SELECT MAX(version) FROM blueprint_versions WHERE blueprint_id = b.blueprint_id) \
+                 ORDER BY blueprint_id"
+            );
+            collect(c, &sql, vec![], blueprint_from_row)
+        })
+        .await
+    }
+
+    async fn get_blueprint(
+        &self,
+        id: &str,
+        version: Option<i64>,
+    ) -> StoreResult<Option<BlueprintVersion>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let (sql, args): (String, Vec<rusqlite::types::Value>) = match version {
+                Some(v) => (
+                    format!("SELECT {BLUEPRINT_COLS} FROM blueprint_versions WHERE blueprint_id = ?1 AND version = ?2"),
+                    vec![id.into(), v.into()],
+                ),
+                None => (
+                    format!("SELECT {BLUEPRINT_COLS} FROM blueprint_versions WHERE blueprint_id = ?1 ORDER BY version DESC LIMIT 1"),
+                    vec![id.into()],
+                ),
+            };
+            Ok(collect(c, &sql, args, blueprint_from_row)?.pop())
+        })
+        .await
+    }
+
+    async fn list_blueprint_versions(&self, id: &str) -> StoreResult<Vec<BlueprintVersion>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            let sql = format!("SELECT {BLUEPRINT_COLS} FROM blueprint_versions WHERE blueprint_id = ?1 ORDER BY version DESC");
+            collect(c, &sql, vec![id.into()], blueprint_from_row)
+        })
+        .await
+    }
+
+    async fn get_draft(&self, id: DraftId) -> StoreResult<Option<Draft>> {
+        self.read(move |c| {
+            let sql = format!("SELECT id, {DRAFT_COLS} FROM drafts WHERE draft_id = ?1");
+            Ok(
+                collect(c, &sql, vec![id.to_string().into()], draft_from_row)?
+                    .pop()
+                    .map(|(_, d)| d),
+            )
+        })
+        .await
+    }
+
+    async fn list_drafts(&self, before: Option<i64>, limit_n: usize) -> StoreResult<Page<Draft>> {
+        self.read(move |c| {
+            let lim = limit(limit_n);
+            let (wh, args): (&str, Vec<rusqlite::types::Value>) = match before {
+                Some(b) => ("WHERE id < ?1", vec![b.into()]),
+                None => ("", vec![]),
+            };
+            let sql = format!(
+                "SELECT id, {DRAFT_COLS} FROM drafts {wh} ORDER BY id DESC LIMIT {}",
+                lim + 1
+            );
+            Ok(paginate(collect(c, &sql, args, draft_from_row)?, lim))
+        })
+        .await
+    }
+
+    async fn list_footprints(&self, q: FootprintQuery) -> StoreResult<Page<Footprint>> {
+        self.read(move |c| {
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut conds = Vec::new();
+            if let Some(r) = q.run_id {
+                args.push(r.to_string().into());
+                conds.push(format!("run_id = ?{}", args.len()));
+            }
+            if let Some(m) = &q.metric {
+                args.push(m.clone().into());
+                conds.push(format!("metric = ?{}", args.len()));
+            }
+            if let Some(s) = q.since {
+                args.push(s.as_micros().into());
+                conds.push(format!("occurred_at >= ?{}", args.len()));
+            }
+            if let Some(u) = q.until {
+                args.push(u.as_micros().into());
+                conds.push(format!("occurred_at < ?{}", args.len()));
+            }
+            if let Some(b) = q.before {
+                args.push(b.into());
+                conds.push(format!("id < ?{}", args.len()));
+            }
+            let lim = limit(q.limit);
+            let wh = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            };
+            let sql = format!(
+                "SELECT id, {FOOTPRINT_COLS} FROM footprints {wh} ORDER BY id DESC LIMIT {}",
+                lim + 1
+            );
+            Ok(paginate(collect(c, &sql, args, footprint_from_row)?, lim))
+        })
+        .await
+    }
+
+    async fn last_cron_slot(&self, blueprint_id: &str) -> StoreResult<Option<Timestamp>> {
+        let id = blueprint_id.to_string();
+        self.read(move |c| {
+            let v: Option<i64> = c
+                .query_row(
+                    "SELECT MAX(slot) FROM cron_fires WHERE blueprint_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
+            Ok(v.map(Timestamp::from_micros))
+        })
+        .await
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            reads: self.counters.reads.load(Ordering::Relaxed),
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            events: self.counters.events.load(Ordering::Relaxed),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+}

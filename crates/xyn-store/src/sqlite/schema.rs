@@ -1,0 +1,159 @@
+//! The SQLite schema, as ordered migrations tracked by `PRAGMA user_version`.
+//!
+//! Timestamps are INTEGER microseconds since the Unix epoch (UTC); JSON is TEXT; ids are
+//! hyphenated UUID TEXT. Append a migration to change the schema; never edit a shipped one.
+
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: the kernel.
+    r#"
+CREATE TABLE events (
+    seq            INTEGER PRIMARY KEY,
+    event_id       TEXT    NOT NULL UNIQUE,
+    event_name     TEXT    NOT NULL,
+    occurred_at    INTEGER NOT NULL,
+    env_id         TEXT    NOT NULL,
+    actor          TEXT    NOT NULL,
+    correlation_id TEXT    NOT NULL,
+    run_id         TEXT,
+    step_id        TEXT,
+    resource_type  TEXT,
+    resource_id    TEXT,
+    data           TEXT    NOT NULL,
+    hash           TEXT    NOT NULL
+);
+CREATE INDEX events_by_name ON events (event_name, seq);
+CREATE INDEX events_by_run ON events (run_id, seq) WHERE run_id IS NOT NULL;
+CREATE INDEX events_by_correlation ON events (correlation_id, seq);
+
+-- The head of the hash chain, updated in the same transaction as the events: a removed
+-- tail of the log no longer matches it.
+CREATE TABLE chain_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash TEXT    NOT NULL
+);
+
+-- One row per event, written in the same transaction; a dispatcher publishes and marks them.
+CREATE TABLE outbox (
+    seq          INTEGER PRIMARY KEY,
+    published_at INTEGER
+);
+
+CREATE TABLE runs (
+    id                INTEGER PRIMARY KEY,
+    run_id            TEXT    NOT NULL UNIQUE,
+    name              TEXT    NOT NULL,
+    blueprint_id      TEXT    NOT NULL,
+    blueprint_version INTEGER NOT NULL,
+    status            TEXT    NOT NULL,
+    created_at        INTEGER NOT NULL,
+    started_at        INTEGER,
+    completed_at      INTEGER,
+    actor             TEXT    NOT NULL,
+    correlation_id    TEXT    NOT NULL,
+    env_id            TEXT    NOT NULL,
+    trigger_event_id  TEXT,
+    inputs            TEXT    NOT NULL,
+    outputs           TEXT,
+    error             TEXT,
+    deadline_at       INTEGER,
+    priority          INTEGER NOT NULL DEFAULT 0,
+    step_executions   INTEGER NOT NULL DEFAULT 0,
+    revision          INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_by_status ON runs (status, id);
+CREATE INDEX runs_by_blueprint ON runs (blueprint_id, id);
+CREATE INDEX runs_by_correlation ON runs (correlation_id);
+
+CREATE TABLE steps (
+    step_id          TEXT    PRIMARY KEY,
+    run_id           TEXT    NOT NULL,
+    name             TEXT    NOT NULL,
+    idx              INTEGER NOT NULL,
+    kind             TEXT    NOT NULL,
+    status           TEXT    NOT NULL,
+    attempt          INTEGER NOT NULL,
+    started_at       INTEGER,
+    completed_at     INTEGER,
+    inputs           TEXT,
+    outputs          TEXT,
+    error            TEXT,
+    next_attempt_at  INTEGER,
+    decided_by       TEXT,
+    decision_comment TEXT,
+    logs_artifact_id TEXT
+);
+CREATE INDEX steps_by_run ON steps (run_id, idx);
+
+CREATE TABLE artifacts (
+    id            INTEGER PRIMARY KEY,
+    artifact_id   TEXT    NOT NULL UNIQUE,
+    name          TEXT    NOT NULL,
+    kind          TEXT    NOT NULL,
+    content_type  TEXT    NOT NULL,
+    byte_length   INTEGER NOT NULL,
+    sha256        TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL,
+    created_by    TEXT    NOT NULL,
+    run_id        TEXT,
+    step_id       TEXT,
+    metadata      TEXT    NOT NULL
+);
+CREATE INDEX artifacts_by_run ON artifacts (run_id, id);
+
+CREATE TABLE footprints (
+    id          INTEGER PRIMARY KEY,
+    occurred_at INTEGER NOT NULL,
+    run_id      TEXT,
+    step_id     TEXT,
+    source_kind TEXT    NOT NULL,
+    source_ref  TEXT    NOT NULL,
+    metric      TEXT    NOT NULL,
+    quantity    REAL    NOT NULL,
+    unit        TEXT    NOT NULL,
+    class       TEXT    NOT NULL,
+    dims        TEXT    NOT NULL
+);
+CREATE INDEX footprints_by_run ON footprints (run_id);
+CREATE INDEX footprints_by_metric ON footprints (metric, occurred_at);
+
+CREATE TABLE blueprint_versions (
+    blueprint_id TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    name         TEXT    NOT NULL,
+    definition   TEXT    NOT NULL,
+    source       TEXT    NOT NULL,
+    digest       TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    created_by   TEXT    NOT NULL,
+    origin       TEXT    NOT NULL,
+    PRIMARY KEY (blueprint_id, version)
+);
+
+CREATE TABLE drafts (
+    id                     INTEGER PRIMARY KEY,
+    draft_id               TEXT    NOT NULL UNIQUE,
+    name                   TEXT    NOT NULL,
+    kind                   TEXT    NOT NULL,
+    status                 TEXT    NOT NULL,
+    revision               INTEGER NOT NULL,
+    trigger_event_type     TEXT,
+    definition             TEXT    NOT NULL,
+    definition_artifact_id TEXT,
+    notes                  TEXT,
+    source_run_id          TEXT,
+    validation             TEXT,
+    promoted_version       INTEGER,
+    created_at             INTEGER NOT NULL,
+    updated_at             INTEGER NOT NULL
+);
+
+-- A cron slot fires at most once: the primary key refuses a second claim.
+CREATE TABLE cron_fires (
+    blueprint_id TEXT    NOT NULL,
+    slot         INTEGER NOT NULL,
+    fired_at     INTEGER NOT NULL,
+    PRIMARY KEY (blueprint_id, slot)
+);
+"#,
+];

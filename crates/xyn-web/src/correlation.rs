@@ -1,0 +1,79 @@
+//! Correlation ids (xyn-seed-plan §32.2): accepted from `X-Correlation-Id`, generated when
+//! absent, put in the request's extensions for handlers and logs, echoed on every response
+//! and written into error bodies.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use xyn_core::{XynError, codes};
+
+use crate::error::{ApiError, ErrorMarker};
+
+pub static HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// The correlation id of the current request.
+#[derive(Clone, Debug)]
+pub struct CorrelationId(pub String);
+
+pub async fn layer(mut req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(&HEADER)
+        .map(|v| v.to_str().map(str::to_string));
+    let id = match given {
+        None => uuid::Uuid::new_v4().to_string(),
+        Some(Ok(s)) if xyn_engine_valid(&s) => s,
+        Some(_) => {
+            let id = uuid::Uuid::new_v4().to_string();
+            let mut resp = ApiError {
+                error: XynError::bad_request(
+                    codes::REQUEST_INVALID,
+                    "X-Correlation-Id must be 1 to 200 visible ASCII characters",
+                ),
+                correlation_id: Some(id.clone()),
+            }
+            .into_response();
+            set_header(&mut resp, &id);
+            return resp;
+        }
+    };
+    req.extensions_mut().insert(CorrelationId(id.clone()));
+    let mut resp = next.run(req).await;
+    if resp.extensions().get::<ErrorMarker>().is_some() {
+        resp = patch_error_body(resp, &id).await;
+    }
+    set_header(&mut resp, &id);
+    resp
+}
+
+fn xyn_engine_valid(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn set_header(resp: &mut Response, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert(HEADER.clone(), v);
+    }
+}
+
+/// Fills in `correlation_id` of an error body produced without it.
+async fn patch_error_body(resp: Response, id: &str) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return Response::from_parts(parts, Body::empty()),
+    };
+    let mut v: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    if v.get("correlation_id").is_none_or(|c| c.is_null()) {
+        v["correlation_id"] = serde_json::Value::String(id.to_string());
+    }
+    let body = serde_json::to_vec(&v).unwrap_or_default();
+    let mut parts = parts;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}

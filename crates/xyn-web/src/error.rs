@@ -1,0 +1,160 @@
+//! The one error type of the HTTP edge: maps [`XynError`] kinds to statuses and writes the
+//! standard body `{"error":{"code","message","details"},"correlation_id"}` (xyn-seed-plan §45.7).
+//! A 5xx body never carries internals: the cause is logged with the correlation id instead.
+
+use axum::Json;
+use axum::extract::FromRequest;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use xyn_core::{ErrorKind, XynError, codes};
+
+use crate::correlation::CorrelationId;
+
+/// An API error, carrying the request's correlation id once known.
+#[derive(Debug)]
+pub struct ApiError {
+    pub error: XynError,
+    pub correlation_id: Option<String>,
+}
+
+impl From<XynError> for ApiError {
+    fn from(error: XynError) -> Self {
+        Self {
+            error,
+            correlation_id: None,
+        }
+    }
+}
+
+impl From<xyn_store::StoreError> for ApiError {
+    fn from(e: xyn_store::StoreError) -> Self {
+        XynError::from(e).into()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The HTTP status for an error kind.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The standard error body.
+pub fn error_body(e: &XynError, correlation_id: Option<&str>) -> Value {
+    let (message, details) = match e.kind {
+        ErrorKind::Internal => (
+            "internal error; see the node's log for this correlation id".to_string(),
+            Value::Null,
+        ),
+        _ => (e.message.clone(), e.details.clone().unwrap_or(Value::Null)),
+    };
+    json!({
+        "error": {"code": e.code, "message": message, "details": details},
+        "correlation_id": correlation_id,
+    })
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_of(self.error.kind);
+        if status.is_server_error() {
+            tracing::error!(code = self.error.code, error = %self.error.message,
+                correlation_id = ?self.correlation_id, "request failed");
+        }
+        let mut resp = (
+            status,
+            Json(error_body(&self.error, self.correlation_id.as_deref())),
+        )
+            .into_response();
+        // The correlation layer fills the id in when the handler did not know it.
+        resp.extensions_mut().insert(ErrorMarker);
+        resp
+    }
+}
+
+/// Marks responses whose body is an error body (the correlation layer patches its id in).
+#[derive(Clone, Copy)]
+pub struct ErrorMarker;
+
+/// `Json<T>` whose rejections use the standard error shape: 400 for malformed JSON, 422 for
+/// wrong types or unknown fields (naming the field), 413 over the body limit, 415 without a
+/// JSON content type.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let cid = req.extensions().get::<CorrelationId>().map(|c| c.0.clone());
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(ApiError {
+                error: json_rejection(rej),
+                correlation_id: cid,
+            }),
+        }
+    }
+}
+
+fn json_rejection(rej: JsonRejection) -> XynError {
+    match rej {
+        JsonRejection::JsonDataError(e) => {
+            let msg = e.body_text();
+            let code = if msg.contains("unknown field") {
+                codes::REQUEST_UNKNOWN_FIELD
+            } else {
+                codes::REQUEST_INVALID
+            };
+            XynError::invalid(code, clean_serde_message(&msg))
+        }
+        JsonRejection::JsonSyntaxError(e) => XynError::bad_request(
+            codes::REQUEST_INVALID_JSON,
+            format!(
+                "the body is not valid JSON: {}",
+                clean_serde_message(&e.body_text())
+            ),
+        ),
+        JsonRejection::MissingJsonContentType(_) => XynError::bad_request(
+            codes::REQUEST_INVALID,
+            "send the body as JSON with 'Content-Type: application/json'",
+        ),
+        JsonRejection::BytesRejection(e) => {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                XynError::new(
+                    ErrorKind::TooLarge,
+                    codes::REQUEST_TOO_LARGE,
+                    "the request body is larger than the limit",
+                )
+            } else {
+                XynError::bad_request(
+                    codes::REQUEST_INVALID,
+                    format!("cannot read the body: {}", e.body_text()),
+                )
+            }
+        }
+        other => XynError::bad_request(codes::REQUEST_INVALID, other.body_text()),
+    }
+}
+
+/// Serde's messages start with axum's prefix ("Failed to deserialize the JSON body into the
+/// target type: "); keep the part a person needs.
+fn clean_serde_message(m: &str) -> String {
+    m.split_once(": ").map_or(m, |(_, rest)| rest).to_string()
+}

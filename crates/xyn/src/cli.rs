@@ -1,0 +1,417 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::output;
+
+/// Xyn turns events into runs of blueprints, with an audit trail you can verify.
+#[derive(Parser, Debug)]
+#[command(name = "xyn", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where a running node is, and how to print answers.
+#[derive(Args, Debug, Clone)]
+pub struct Remote {
+    /// Base URL of the node's API.
+    #[arg(
+        long,
+        env = "XYN_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// Print the API's JSON instead of a human summary.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a node: API, engine and workers in one process, on embedded SQLite.
+    Serve(ServeArgs),
+    /// Emit and list events.
+    #[command(subcommand)]
+    Event(EventCmd),
+    /// Validate, apply and inspect blueprints.
+    #[command(subcommand)]
+    Blueprint(BlueprintCmd),
+    /// Start, inspect and steer runs.
+    #[command(subcommand)]
+    Run(RunCmd),
+    /// Check the event log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "XYN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where the database and artifacts live.
+    #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
+    pub data_dir: PathBuf,
+    /// Blueprints applied at start (every *.yaml, *.yml, *.json).
+    #[arg(long, env = "XYN_BLUEPRINTS_DIR", default_value = "./blueprints")]
+    pub blueprints: PathBuf,
+    /// Configuration file (default: ./xyn.toml when it exists).
+    #[arg(long, env = "XYN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format on stdout.
+    #[arg(long, env = "XYN_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    pub log_format: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventCmd {
+    /// Emit an event; prints it once it is durable.
+    Emit {
+        /// Event name, e.g. checkmk.alert.
+        name: String,
+        /// Event data, a JSON object.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        /// What the event is about, as TYPE:ID.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Correlation id to carry (default: a new one).
+        #[arg(long)]
+        correlation_id: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List events, newest first.
+    List {
+        /// Only this name (or pattern ending in .* / .**).
+        #[arg(long)]
+        name: Option<String>,
+        /// Only events of this run.
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BlueprintCmd {
+    /// Check blueprint files; reports every problem with its path and code (no node needed).
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a blueprint file to the node (a new version when it changed).
+    Apply {
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List blueprints (latest versions).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one blueprint version.
+    Show {
+        id: String,
+        #[arg(long)]
+        version: Option<i64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunCmd {
+    /// Start a run of a blueprint by hand.
+    Start {
+        /// Blueprint id, optionally @version.
+        blueprint: String,
+        /// Inputs, a JSON object.
+        #[arg(long, default_value = "{}")]
+        inputs: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List runs, newest first.
+    List {
+        /// Only these statuses (comma-separated).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        blueprint: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a run with its steps, timings and artifacts.
+    Show {
+        run_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Approve a waiting gate.
+    Approve {
+        run_id: String,
+        /// The gate's step id (its name in the blueprint).
+        #[arg(long)]
+        step: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Reject a waiting gate.
+    Reject {
+        run_id: String,
+        #[arg(long)]
+        step: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Cancel a run that has not finished.
+    Cancel {
+        run_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Walk the whole event log and check its hash chain. Exit 0 when intact, 1 when not.
+    Verify {
+        /// The node's data directory (opened read-only; the node may keep running).
+        #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_object(what: &str, s: &str) -> Result<Value> {
+    let v: Value = serde_json::from_str(s).with_context(|| format!("{what} is not valid JSON"))?;
+    anyhow::ensure!(v.is_object(), "{what} must be a JSON object");
+    Ok(v)
+}
+
+fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+fn rt() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => crate::serve::serve(args),
+        Command::Blueprint(BlueprintCmd::Validate { files, json }) => {
+            output::validate_files(&files, json)
+        }
+        Command::Audit(AuditCmd::Verify { data_dir, json }) => {
+            rt()?.block_on(crate::serve::audit_verify(&data_dir, json))
+        }
+        Command::Event(cmd) => rt()?.block_on(event(cmd)),
+        Command::Blueprint(cmd) => rt()?.block_on(blueprint(cmd)),
+        Command::Run(cmd) => rt()?.block_on(run_cmd(cmd)),
+    }
+}
+
+async fn event(cmd: EventCmd) -> Result<ExitCode> {
+    match cmd {
+        EventCmd::Emit {
+            name,
+            data,
+            resource,
+            correlation_id,
+            remote,
+        } => {
+            let data = parse_object("--data", &data)?;
+            let mut body = json!({"event_name": name, "data": data});
+            if let Some(r) = resource {
+                let (t, id) = r.split_once(':').context("--resource must be TYPE:ID")?;
+                body["resource"] = json!({"type": t, "id": id});
+            }
+            let c = Client::new(&remote.url, actor(), correlation_id);
+            let v = c.post("/api/v1/events", &body).await?;
+            output::print(&remote, &v, output::event_line)
+        }
+        EventCmd::List {
+            name,
+            run,
+            limit,
+            remote,
+        } => {
+            let c = Client::new(&remote.url, actor(), None);
+            let mut q = vec![("limit", limit.to_string())];
+            if let Some(n) = name {
+                q.push(("event_name", n));
+            }
+            if let Some(r) = run {
+                q.push(("run_id", r));
+            }
+            let v = c.get("/api/v1/events", &q).await?;
+            output::print(&remote, &v, output::event_table)
+        }
+    }
+}
+
+async fn blueprint(cmd: BlueprintCmd) -> Result<ExitCode> {
+    match cmd {
+        BlueprintCmd::Validate { files, json } => output::validate_files(&files, json),
+        BlueprintCmd::Apply { file, remote } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let c = Client::new(&remote.url, actor(), None);
+            let v = c
+                .post("/api/v1/blueprints", &json!({"definition": text}))
+                .await?;
+            output::print(&remote, &v, output::blueprint_applied)
+        }
+        BlueprintCmd::List { remote } => {
+            let c = Client::new(&remote.url, actor(), None);
+            let v = c.get("/api/v1/blueprints", &[]).await?;
+            output::print(&remote, &v, output::blueprint_table)
+        }
+        BlueprintCmd::Show {
+            id,
+            version,
+            remote,
+        } => {
+            let c = Client::new(&remote.url, actor(), None);
+            let q: Vec<(&str, String)> = version
+                .map(|v| ("version", v.to_string()))
+                .into_iter()
+                .collect();
+            let v = c
+                .get(&format!("/api/v1/blueprints/{}", output::path_seg(&id)), &q)
+                .await?;
+            output::print(&remote, &v, output::blueprint_show)
+        }
+    }
+}
+
+async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {
+    match cmd {
+        RunCmd::Start {
+            blueprint,
+            inputs,
+            name,
+            remote,
+        } => {
+            let inputs = parse_object("--inputs", &inputs)?;
+            let c = Client::new(&remote.url, actor(), None);
+            let v = c
+                .post(
+                    "/api/v1/runs",
+                    &json!({"blueprint_ref": blueprint, "inputs": inputs, "name": name}),
+                )
+                .await?;
+            output::print(&remote, &v, output::run_line)
+        }
+        RunCmd::List {
+            status,
+            blueprint,
+            limit,
+            remote,
+        } => {
+            let c = Client::new(&remote.url, actor(), None);
+            let mut q = vec![("limit", limit.to_string())];
+            if let Some(s) = status {
+                q.push(("status", s));
+            }
+            if let Some(b) = blueprint {
+                q.push(("blueprint_id", b));
+            }
+            let v = c.get("/api/v1/runs", &q).await?;
+            output::print(&remote, &v, output::run_table)
+        }
+        RunCmd::Show { run_id, remote } => {
+            let c = Client::new(&remote.url, actor(), None);
+            let id = output::path_seg(&run_id);
+            let run = c.get(&format!("/api/v1/runs/{id}"), &[]).await?;
+            let steps = c.get(&format!("/api/v1/runs/{id}/steps"), &[]).await?;
+            let artifacts = c
+                .get(
+                    "/api/v1/artifacts",
+                    &[("run_id", run_id.clone()), ("limit", "500".into())],
+                )
+                .await?;
+            let all = json!({"run": run, "steps": steps["items"], "artifacts": artifacts["items"]});
+            output::print(&remote, &all, output::run_show)
+        }
+        RunCmd::Approve {
+            run_id,
+            step,
+            comment,
+            remote,
+        } => decide(run_id, step, comment, remote, "approve").await,
+        RunCmd::Reject {
+            run_id,
+            step,
+            comment,
+            remote,
+        } => decide(run_id, step, comment, remote, "reject").await,
+        RunCmd::Cancel {
+            run_id,
+            reason,
+            remote,
+        } => {
+            let c = Client::new(&remote.url, actor(), None);
+            let v = c
+                .post(
+                    &format!("/api/v1/runs/{}/cancel", output::path_seg(&run_id)),
+                    &json!({"reason": reason}),
+                )
+                .await?;
+            output::print(&remote, &v, output::run_line)
+        }
+    }
+}
+
+async fn decide(
+    run_id: String,
+    step: String,
+    comment: Option<String>,
+    remote: Remote,
+    verb: &str,
+) -> Result<ExitCode> {
+    let c = Client::new(&remote.url, actor(), None);
+    let v = c
+        .post(
+            &format!(
+                "/api/v1/runs/{}/steps/{}/{verb}",
+                output::path_seg(&run_id),
+                output::path_seg(&step)
+            ),
+            &json!({"comment": comment}),
+        )
+        .await?;
+    output::print(&remote, &v, output::step_decided)
+}

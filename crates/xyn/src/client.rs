@@ -1,0 +1,115 @@
+//! A small client for the node's API, turning the standard error body into a readable error.
+
+use std::fmt;
+
+use anyhow::Result;
+use serde_json::Value;
+
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+    actor: String,
+    correlation_id: Option<String>,
+}
+
+/// An error answered by the node, in the standard shape.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub details: Value,
+}
+
+impl fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.status, self.message)?;
+        if let Some(issues) = self.details.get("issues").and_then(Value::as_array) {
+            for i in issues {
+                write!(
+                    f,
+                    "\n  {}  {}  {}",
+                    i.get("path").and_then(Value::as_str).unwrap_or(""),
+                    i.get("code").and_then(Value::as_str).unwrap_or(""),
+                    i.get("message").and_then(Value::as_str).unwrap_or("")
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+impl Client {
+    pub fn new(base: &str, actor: String, correlation_id: Option<String>) -> Self {
+        xyn_actions::install_crypto_provider();
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+            actor,
+            correlation_id,
+        }
+    }
+
+    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .request(m, format!("{}{path}", self.base))
+            .header("X-Actor", &self.actor);
+        if let Some(c) = &self.correlation_id {
+            r = r.header("X-Correlation-Id", c);
+        }
+        r
+    }
+
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base))?;
+        {
+            let mut qp = url.query_pairs_mut();
+            for (k, v) in query {
+                qp.append_pair(k, v);
+            }
+        }
+        let path_q = format!(
+            "{}{}",
+            url.path(),
+            url.query().map(|q| format!("?{q}")).unwrap_or_default()
+        );
+        self.send(self.req(reqwest::Method::GET, &path_q)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.req(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
+    async fn send(&self, r: reqwest::RequestBuilder) -> Result<Value> {
+        let resp = r.send().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the node at {}: {e}\n  (is `xyn serve` running? set --url or XYN_URL)", self.base)
+        })?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if (200..300).contains(&status) {
+            return Ok(v);
+        }
+        let e = v.get("error").cloned().unwrap_or(Value::Null);
+        Err(ApiFailure {
+            status,
+            code: e
+                .get("code")
+                .and_then(Value::as_str)
+                .unwrap_or("http")
+                .to_string(),
+            message: e
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string()),
+            details: e.get("details").cloned().unwrap_or(Value::Null),
+        }
+        .into())
+    }
+}

@@ -1,0 +1,133 @@
+//! Layered configuration: defaults, then `xyn.toml` (when present), then `XYN_*` variables.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub env_id: Option<String>,
+    #[serde(default)]
+    pub engine: EngineSection,
+    #[serde(default)]
+    pub agents: AgentsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    pub workers: Option<usize>,
+    /// Run wall-clock limit, e.g. "60m".
+    pub run_timeout: Option<String>,
+    pub max_step_executions: Option<u32>,
+    pub max_event_bytes: Option<usize>,
+    pub default_step_timeout: Option<String>,
+    /// `full` (default) or `normal`.
+    pub sqlite_synchronous: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsSection {
+    /// Answer agent tasks from this cassette when the provider's API key is not set.
+    pub fallback_cassette: Option<PathBuf>,
+}
+
+/// The effective settings of `xyn serve`.
+#[derive(Debug)]
+pub struct Settings {
+    pub node: xyn_engine::NodeConfig,
+    pub fallback_cassette: Option<PathBuf>,
+    pub sqlite_full: bool,
+    pub source: Option<PathBuf>,
+}
+
+fn duration(what: &str, s: &str) -> Result<u64> {
+    xyn_core::duration::parse_duration_ms(s)
+        .with_context(|| format!("{what}: {s:?} is not a duration like 30s, 10m or 1h"))
+}
+
+pub fn load(explicit: Option<&Path>) -> Result<Settings> {
+    let (file, source) = match explicit {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?;
+            (
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("bad config {}", p.display()))?,
+                Some(p.to_path_buf()),
+            )
+        }
+        None => {
+            let p = PathBuf::from("xyn.toml");
+            match std::fs::read_to_string(&p) {
+                Ok(text) => (
+                    toml::from_str::<FileConfig>(&text)
+                        .with_context(|| format!("bad config {}", p.display()))?,
+                    Some(p),
+                ),
+                Err(_) => (FileConfig::default(), None),
+            }
+        }
+    };
+    let base = source
+        .as_ref()
+        .and_then(|p| p.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+
+    let mut node = xyn_engine::NodeConfig::default();
+    if let Some(e) = env("XYN_ENV_ID").or(file.env_id) {
+        node.env_id = e;
+    }
+    let e = file.engine;
+    if let Some(w) = env("XYN_WORKERS")
+        .map(|v| v.parse::<usize>())
+        .transpose()
+        .context("XYN_WORKERS")?
+        .or(e.workers)
+    {
+        node.workers = w.max(1);
+    }
+    if let Some(t) = env("XYN_RUN_TIMEOUT").or(e.run_timeout) {
+        node.limits.max_wall_ms = duration("run_timeout", &t)?;
+    }
+    if let Some(n) = e.max_step_executions {
+        node.limits.max_step_executions = n;
+    }
+    if let Some(n) = env("XYN_MAX_EVENT_BYTES")
+        .map(|v| v.parse::<usize>())
+        .transpose()
+        .context("XYN_MAX_EVENT_BYTES")?
+        .or(e.max_event_bytes)
+    {
+        node.max_event_bytes = n;
+    }
+    if let Some(t) = env("XYN_STEP_TIMEOUT").or(e.default_step_timeout) {
+        node.default_step_timeout_ms = duration("default_step_timeout", &t)?;
+    }
+    let sqlite_full = match env("XYN_SQLITE_SYNCHRONOUS")
+        .or(e.sqlite_synchronous)
+        .as_deref()
+    {
+        None | Some("full") | Some("FULL") => true,
+        Some("normal") | Some("NORMAL") => false,
+        Some(other) => anyhow::bail!("sqlite_synchronous must be full or normal, not {other:?}"),
+    };
+    let fallback_cassette = env("XYN_AGENT_FALLBACK_CASSETTE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            file.agents
+                .fallback_cassette
+                .map(|p| if p.is_absolute() { p } else { base.join(p) })
+        });
+    Ok(Settings {
+        node,
+        fallback_cassette,
+        sqlite_full,
+        source,
+    })
+}

@@ -1,0 +1,24 @@
+//! `xyn`: the one binary. `xyn serve` runs a node; the other commands talk to a running node
+//! over its API (`--url`), except `blueprint validate` (local) and `audit verify` (opens the
+//! data directory directly).
+
+mod cli;
+mod client;
+mod config;
+mod output;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `xyn serve` (wiring of the node) and `xyn audit verify`.
+#![allow(clippy::print_stdout)]
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use xyn_engine::{EnvSecrets, Node, NodeParts, SystemClock, UuidV7Ids};
+use xyn_store::Store;
+use xyn_store::blob::BlobStore;
+use xyn_store::sqlite::{SqliteConfig, SqliteStore};
+
+use crate::cli::ServeArgs;
+use crate::config;
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("XYN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    if format == "text" {
+        let _ = builder.try_init();
+    } else {
+        let _ = builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init();
+    }
+}
+
+pub fn serve(args: ServeArgs) -> Result<ExitCode> {
+    init_logging(&args.log_format);
+    let settings = config::load(args.config.as_deref())?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run_node(args, settings))
+}
+
+async fn run_node(args: ServeArgs, settings: config::Settings) -> Result<ExitCode> {
+    xyn_actions::install_crypto_provider();
+    let db = args.data_dir.join("xyn.db");
+    let store = SqliteStore::open(
+        &db,
+        SqliteConfig {
+            synchronous_full: settings.sqlite_full,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("cannot open the store at {}", db.display()))?;
+    let store: Arc<SqliteStore> = Arc::new(store);
+    let blobs = BlobStore::open(args.data_dir.join("artifacts"))
+        .context("cannot open the artifact store")?;
+    let http = xyn_actions::http_client();
+    let mut agents_cfg = xyn_agents::AgentsConfig::from_env(|k| std::env::var(k).ok());
+    agents_cfg.fallback_cassette = settings.fallback_cassette.clone();
+    let agents =
+        xyn_agents::Router::new(&agents_cfg, http.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node = Node::start(NodeParts {
+        store: store.clone(),
+        blobs,
+        clock: Arc::new(SystemClock),
+        ids: Arc::new(UuidV7Ids),
+        secrets: Arc::new(EnvSecrets),
+        actions: xyn_actions::Registry::with_builtins(),
+        agents,
+        http,
+        config: settings.node.clone(),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    if let Some(src) = &settings.source {
+        tracing::info!(config = %src.display(), "configuration loaded");
+    }
+    if let Some(c) = &settings.fallback_cassette {
+        tracing::info!(cassette = %c.display(), "agent tasks whose provider has no API key are answered from this cassette");
+    }
+    if args.blueprints.is_dir() {
+        for (file, res) in node.apply_dir(&args.blueprints, "system:startup").await {
+            match res {
+                Ok(o) => {
+                    tracing::info!(file, blueprint_id = %o.version.blueprint_id, version = o.version.version,
+                    created = o.created, "blueprint applied")
+                }
+                Err(e) => {
+                    tracing::error!(file, code = e.code, error = %e.message, details = %e.details.clone().unwrap_or_default(), "blueprint not applied");
+                    eprintln!("xyn: blueprint {file} not applied: {}", e.message);
+                }
+            }
+        }
+    } else {
+        tracing::info!(dir = %args.blueprints.display(), "no blueprints directory");
+    }
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(url = %format!("http://{addr}"), data_dir = %args.data_dir.display(), store = %store.describe(), "xyn listening");
+    eprintln!(
+        "xyn listening on http://{addr} (data in {})",
+        args.data_dir.display()
+    );
+
+    let state = xyn_web::AppState {
+        node: node.clone(),
+        config: xyn_web::WebConfig {
+            max_body_bytes: settings.node.max_event_bytes + 64 * 1024,
+        },
+    };
+    xyn_web::serve(listener, state, shutdown_signal(), Duration::from_secs(10)).await?;
+    tracing::info!("shutting down");
+    node.shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.close();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// `xyn audit verify`: opens the store (migrations are a no-op on a current database) and
+/// walks the log.
+pub async fn audit_verify(data_dir: &Path, as_json: bool) -> Result<ExitCode> {
+    let db = data_dir.join("xyn.db");
+    anyhow::ensure!(
+        db.exists(),
+        "no Xyn database at {} (set --data-dir)",
+        db.display()
+    );
+    let store = SqliteStore::open(&db, SqliteConfig::default())
+        .with_context(|| format!("cannot open {}", db.display()))?;
+    let report = store
+        .verify_chain()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.close();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json!(report))?);
+    } else if report.ok {
+        println!(
+            "audit: OK — {} events, seq {}..{}, head {}",
+            report.events_checked,
+            report.first_seq.unwrap_or(0),
+            report.last_seq.unwrap_or(0),
+            report.head_hash.as_deref().unwrap_or("-")
+        );
+    } else {
+        println!(
+            "audit: BROKEN at seq {} — {} ({} events verified before it)",
+            report.broken_seq.unwrap_or(0),
+            report.reason.as_deref().unwrap_or("unknown"),
+            report.events_checked
+        );
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
