@@ -1,4 +1,4 @@
-//! The built-in actions: `http.call` and the internal platform actions of §9.3
+//! The built-in actions: `http.call`, `ssh.run` and the internal platform actions of §9.3
 //! (`drafts.save`, `blueprints.validate`, `blueprints.promote`).
 
 use std::sync::Arc;
@@ -7,12 +7,14 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use crate::http::HttpCall;
+use crate::ssh::SshRun;
 use crate::{Action, ActionContext, ActionError, ActionOutput};
 
 /// Every built-in action.
 pub fn all() -> Vec<Arc<dyn Action>> {
     vec![
         Arc::new(HttpCall),
+        Arc::new(SshRun),
         Arc::new(DraftsSave),
         Arc::new(BlueprintsValidate),
         Arc::new(BlueprintsPromote),

@@ -8,6 +8,7 @@
 
 pub mod builtin;
 pub mod http;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -412,17 +412,38 @@ pub fn compile(v: &Value, env: &ValidationEnv<'_>) -> Result<Arc<Plan>, Vec<Issu
     Err(issues)
 }
 
-fn path_key(p: &str) -> Vec<(String, usize)> {
-    // Sort `[10]` after `[9]`: split into (text, number) pieces.
+/// A sort key for JSON paths in which `[10]` comes after `[9]`.
+fn path_key(p: &str) -> Vec<PathPart> {
     let mut out = Vec::new();
-    for part in p.split('[') {
-        let (num, rest) = match part.find(']') {
-            Some(i) => (part[..i].parse::<usize>().unwrap_or(0), &part[i + 1..]),
-            None => (0, part),
-        };
-        out.push((rest.to_string(), num));
+    let mut text = String::new();
+    let mut chars = p.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '[' {
+            let mut num = String::new();
+            while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                num.push(d);
+                chars.next();
+            }
+            if chars.peek() == Some(&']') && !num.is_empty() {
+                chars.next();
+                out.push(PathPart::Text(std::mem::take(&mut text)));
+                out.push(PathPart::Index(num.parse().unwrap_or(usize::MAX)));
+                continue;
+            }
+            text.push('[');
+            text.push_str(&num);
+            continue;
+        }
+        text.push(c);
     }
+    out.push(PathPart::Text(text));
     out
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum PathPart {
+    Text(String),
+    Index(usize),
 }
 
 const ID_HELP: &str = "must start with a lowercase letter or digit and contain only lowercase letters, digits, '_', '-' and '.'";
@@ -1213,7 +1234,9 @@ impl Checker<'_, '_> {
         scope: &RefScope<'_>,
     ) -> Option<StepBody> {
         let provider = self.aliased_str(path, m, "provider", "agent");
+        let both = |a: &str, b: &str| m.contains_key(a) && m.contains_key(b);
         match &provider {
+            None if both("provider", "agent") => {}
             None => self.issue(
                 format!("{path}.provider"),
                 codes::AGENT_PROVIDER_MISSING,
@@ -1254,6 +1277,7 @@ impl Checker<'_, '_> {
             "prompt_template"
         };
         let prompt = match prompt_src {
+            None if both("prompt", "prompt_template") => None,
             None => {
                 self.issue(
                     format!("{path}.prompt_template"),
@@ -1390,6 +1414,8 @@ impl Checker<'_, '_> {
     ) -> Option<StepBody> {
         let mode = self.opt_str(path, m, "mode");
         match mode.as_deref() {
+            // Present but not a string: `field.type` was reported.
+            None if m.get("mode").is_some_and(|v| !v.is_null()) => {}
             None => self.issue(
                 format!("{path}.mode"),
                 codes::GATE_MODE_MISSING,
