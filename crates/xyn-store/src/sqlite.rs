@@ -739,9 +739,7 @@ impl Store for SqliteStore {
                 }
             }
             let mut report = v.finish(head);
-            if let Some((seq, why)) = unreadable
-                && report.ok
-            {
+            if let Some((seq, why)) = unreadable {
                 report.ok = false;
                 report.broken_seq = Some(seq);
                 report.reason = Some(format!("event seq {seq} cannot be read: {why}"));

@@ -1,0 +1,130 @@
+//! Store tests: the conformance suite on every adapter available here, and what only the
+//! SQLite adapter can show (tampering with its file, reopening it).
+
+#[path = "conformance/mod.rs"]
+mod conformance;
+
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use xyn_store::Store;
+use xyn_store::sqlite::{SqliteConfig, SqliteStore};
+
+/// A store on a fresh temporary database; the directory lives as long as the process.
+async fn sqlite() -> Arc<dyn Store> {
+    let dir = tempfile::tempdir().unwrap().keep();
+    Arc::new(SqliteStore::open(dir.join("xyn.db"), SqliteConfig::default()).unwrap())
+}
+
+conformance_suite!(sqlite_conformance, || sqlite());
+
+fn open(dir: &std::path::Path) -> SqliteStore {
+    SqliteStore::open(dir.join("xyn.db"), SqliteConfig::default()).unwrap()
+}
+
+async fn log_of(n: usize) -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut b = xyn_store::WriteBatch::default();
+    for _ in 0..n {
+        b.events.push(conformance::event("t.x", None));
+    }
+    s.commit(b).await.unwrap();
+    (dir, s)
+}
+
+fn sql(dir: &std::path::Path, q: &str) {
+    Connection::open(dir.join("xyn.db")).unwrap().execute_batch(q).unwrap();
+}
+
+#[tokio::test]
+async fn an_edited_event_row_is_named() {
+    let (dir, s) = log_of(6).await;
+    sql(dir.path(), "UPDATE events SET data = '{\"n\":2}' WHERE seq = 4");
+    let r = s.verify_chain().await.unwrap();
+    assert!(!r.ok);
+    assert_eq!(r.broken_seq, Some(4));
+    assert_eq!(r.events_checked, 3);
+}
+
+#[tokio::test]
+async fn an_edited_actor_or_time_is_named() {
+    let (dir, s) = log_of(3).await;
+    sql(dir.path(), "UPDATE events SET occurred_at = occurred_at + 1 WHERE seq = 2");
+    assert_eq!(s.verify_chain().await.unwrap().broken_seq, Some(2));
+    let (dir, s) = log_of(3).await;
+    sql(dir.path(), "UPDATE events SET actor = 'someone-else' WHERE seq = 1");
+    assert_eq!(s.verify_chain().await.unwrap().broken_seq, Some(1));
+}
+
+#[tokio::test]
+async fn a_deleted_event_row_is_named() {
+    let (dir, s) = log_of(6).await;
+    sql(dir.path(), "DELETE FROM events WHERE seq = 3");
+    let r = s.verify_chain().await.unwrap();
+    assert_eq!(r.broken_seq, Some(3), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_removed_tail_is_named() {
+    let (dir, s) = log_of(6).await;
+    sql(dir.path(), "DELETE FROM events WHERE seq >= 5");
+    let r = s.verify_chain().await.unwrap();
+    assert_eq!(r.broken_seq, Some(5), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_rewritten_hash_breaks_the_next_link() {
+    let (dir, s) = log_of(6).await;
+    sql(dir.path(), "UPDATE events SET hash = 'ab' || substr(hash, 3) WHERE seq = 2");
+    assert_eq!(s.verify_chain().await.unwrap().broken_seq, Some(2));
+}
+
+#[tokio::test]
+async fn unreadable_rows_are_reported_not_panicked_on() {
+    let (dir, s) = log_of(3).await;
+    sql(dir.path(), "UPDATE events SET data = 'not json' WHERE seq = 2");
+    let r = s.verify_chain().await.unwrap();
+    assert_eq!(r.broken_seq, Some(2));
+    assert!(r.reason.unwrap().contains("cannot be read"));
+}
+
+#[tokio::test]
+async fn the_chain_continues_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.commit(xyn_store::WriteBatch { events: vec![conformance::event("a.b", None)], ..Default::default() })
+            .await
+            .unwrap();
+        s.close();
+    }
+    let s = open(dir.path());
+    let e = s
+        .commit(xyn_store::WriteBatch { events: vec![conformance::event("a.b", None)], ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(e[0].seq, 2);
+    assert!(s.verify_chain().await.unwrap().ok);
+}
+
+#[tokio::test]
+async fn wal_mode_and_full_sync_are_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let _s = open(dir.path());
+    let c = Connection::open(dir.path().join("xyn.db")).unwrap();
+    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        s.close();
+    }
+    sql(dir.path(), "PRAGMA user_version = 999");
+    let err = SqliteStore::open(dir.path().join("xyn.db"), SqliteConfig::default()).err().unwrap();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
