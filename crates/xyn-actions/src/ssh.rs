@@ -25,7 +25,9 @@ fn safe_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with('-')
         && s.len() <= 255
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']'))
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+        })
 }
 
 #[async_trait]
@@ -78,17 +80,29 @@ impl Action for SshRun {
         }
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(
+        &self,
+        ctx: &ActionContext,
+        input: Value,
+    ) -> Result<ActionOutput, ActionError> {
         let get = |k: &str| input.get(k).and_then(Value::as_str);
         let host = get("host").unwrap_or_default();
         if !safe_name(host) {
-            return Err(ActionError::new("action.input_invalid", format!("host {host:?} is not a host name"), false));
+            return Err(ActionError::new(
+                "action.input_invalid",
+                format!("host {host:?} is not a host name"),
+                false,
+            ));
         }
         let user = get("user");
         if let Some(u) = user
             && !safe_name(u)
         {
-            return Err(ActionError::new("action.input_invalid", format!("user {u:?} is not a user name"), false));
+            return Err(ActionError::new(
+                "action.input_invalid",
+                format!("user {u:?} is not a user name"),
+                false,
+            ));
         }
         let cmd = get("cmd").unwrap_or_default();
         let connect_timeout = get("connect_timeout")
@@ -115,10 +129,17 @@ impl Action for SshRun {
             c.arg("-l").arg(u);
         }
         c.arg("--").arg(host).arg(cmd);
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let started = std::time::Instant::now();
         let mut child = c.spawn().map_err(|e| {
-            ActionError::new("ssh.unavailable", format!("cannot start the ssh client: {e} (is OpenSSH installed?)"), false)
+            ActionError::new(
+                "ssh.unavailable",
+                format!("cannot start the ssh client: {e} (is OpenSSH installed?)"),
+                false,
+            )
         })?;
         let mut out = child.stdout.take();
         let mut err = child.stderr.take();
@@ -148,12 +169,17 @@ impl Action for SshRun {
             Err(_) => {
                 return Err(ActionError::new(
                     "ssh.timeout",
-                    format!("the command on {host} did not finish within {}ms", limit.as_millis()),
+                    format!(
+                        "the command on {host} did not finish within {}ms",
+                        limit.as_millis()
+                    ),
                     true,
                 ));
             }
         };
-        let status = status.map_err(|e| ActionError::new("ssh.error", format!("waiting for ssh failed: {e}"), true))?;
+        let status = status.map_err(|e| {
+            ActionError::new("ssh.error", format!("waiting for ssh failed: {e}"), true)
+        })?;
         let code = status.code().unwrap_or(-1);
         let text = |b: &[u8]| {
             let s = String::from_utf8_lossy(b);
@@ -176,23 +202,39 @@ impl Action for SshRun {
         if stdout.len() > INLINE_MAX {
             let a = ctx
                 .artifacts
-                .put("stdout", "log", "text/plain", stdout.clone(), json!({"host": host}))
+                .put(
+                    "stdout",
+                    "log",
+                    "text/plain",
+                    stdout.clone(),
+                    json!({"host": host}),
+                )
                 .await
                 .map_err(ActionError::from)?;
             output["stdout_artifact_id"] = Value::String(a.artifact_id.to_string());
         }
-        let allow_failure = input.get("allow_failure").and_then(Value::as_bool).unwrap_or(false);
+        let allow_failure = input
+            .get("allow_failure")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         if code == 255 {
             return Err(ActionError::new(
                 "ssh.connect",
-                format!("ssh to {host} failed: {}", String::from_utf8_lossy(&stderr).trim()),
+                format!(
+                    "ssh to {host} failed: {}",
+                    String::from_utf8_lossy(&stderr).trim()
+                ),
                 true,
             )
             .with_details(output));
         }
         if code != 0 && !allow_failure {
-            return Err(ActionError::new("ssh.exit_status", format!("the command on {host} exited with {code}"), false)
-                .with_details(output));
+            return Err(ActionError::new(
+                "ssh.exit_status",
+                format!("the command on {host} exited with {code}"),
+                false,
+            )
+            .with_details(output));
         }
         Ok(ActionOutput {
             output,

@@ -1,10 +1,17 @@
+#![allow(clippy::unwrap_used)]
 //! Blueprint validation: every rule, each with its exact path and stable code, and a full
 //! report snapshot for a blueprint with many problems at once.
 
 use expect_test::expect;
 use xyn_core::blueprint::{self, ValidationEnv, compile_text, validate_text};
 
-const ACTIONS: &[&str] = &["http.call", "ssh.run", "drafts.save", "blueprints.validate", "blueprints.promote"];
+const ACTIONS: &[&str] = &[
+    "http.call",
+    "ssh.run",
+    "drafts.save",
+    "blueprints.validate",
+    "blueprints.promote",
+];
 
 fn env() -> ValidationEnv<'static> {
     ValidationEnv {
@@ -56,68 +63,124 @@ fn yaml_and_json_are_one_schema() {
         "plan": [{"kind": "transform", "id": "a", "expr": "{x: 1}"}]}"#;
     let a = compile_text(&yaml, &env()).unwrap();
     let b = compile_text(json, &env()).unwrap();
-    assert_eq!(a.digest, b.digest, "the same blueprint in YAML and JSON has one digest");
+    assert_eq!(
+        a.digest, b.digest,
+        "the same blueprint in YAML and JSON has one digest"
+    );
 }
 
 #[test]
 fn syntax_errors_name_the_line() {
     let r = validate_text("id: [unclosed\n", &env());
     assert_eq!(r.issues[0].code, "syntax");
-    assert!(r.issues[0].message.contains("line"), "{}", r.issues[0].message);
+    assert!(
+        r.issues[0].message.contains("line"),
+        "{}",
+        r.issues[0].message
+    );
     let r = validate_text("{\"id\": }", &env());
     assert_eq!(r.issues[0].code, "syntax");
-    assert_eq!(issues("- just\n- a list\n"), one("$", "blueprint.not_an_object"));
+    assert_eq!(
+        issues("- just\n- a list\n"),
+        one("$", "blueprint.not_an_object")
+    );
 }
 
 #[test]
 fn ids() {
-    assert_eq!(issues("trigger: {event_type: a.b}\nplan: [{kind: gate, id: g, mode: manual}]"), one("$.id", "id.missing"));
-    assert_eq!(issues("id: Bad Id\ntrigger: {event_type: a.b}\nplan: [{kind: gate, id: g, mode: manual}]"), one("$.id", "id.invalid"));
-    assert_eq!(issues(&with_plan("  - {kind: gate, mode: manual}\n")), one("$.plan[0].id", "id.missing"));
     assert_eq!(
-        issues(&with_plan("  - {kind: gate, id: g, mode: manual}\n  - {kind: gate, id: g, mode: manual}\n")),
+        issues("trigger: {event_type: a.b}\nplan: [{kind: gate, id: g, mode: manual}]"),
+        one("$.id", "id.missing")
+    );
+    assert_eq!(
+        issues("id: Bad Id\ntrigger: {event_type: a.b}\nplan: [{kind: gate, id: g, mode: manual}]"),
+        one("$.id", "id.invalid")
+    );
+    assert_eq!(
+        issues(&with_plan("  - {kind: gate, mode: manual}\n")),
+        one("$.plan[0].id", "id.missing")
+    );
+    assert_eq!(
+        issues(&with_plan(
+            "  - {kind: gate, id: g, mode: manual}\n  - {kind: gate, id: g, mode: manual}\n"
+        )),
         one("$.plan[1].id", "id.duplicate")
     );
-    assert_eq!(issues(&with_plan("  - {kind: gate, id: a.b, mode: manual}\n")), one("$.plan[0].id", "id.invalid"));
+    assert_eq!(
+        issues(&with_plan("  - {kind: gate, id: a.b, mode: manual}\n")),
+        one("$.plan[0].id", "id.invalid")
+    );
 }
 
 #[test]
 fn kinds() {
-    assert_eq!(issues(&with_plan("  - {kind: shell, id: s}\n")), one("$.plan[0].kind", "kind.unknown"));
-    assert_eq!(issues(&with_plan("  - {id: s}\n")), one("$.plan[0].kind", "kind.missing"));
+    assert_eq!(
+        issues(&with_plan("  - {kind: shell, id: s}\n")),
+        one("$.plan[0].kind", "kind.unknown")
+    );
+    assert_eq!(
+        issues(&with_plan("  - {id: s}\n")),
+        one("$.plan[0].kind", "kind.missing")
+    );
 }
 
 #[test]
 fn gates_need_a_mode() {
-    assert_eq!(issues(&with_plan("  - {kind: gate, id: g}\n")), one("$.plan[0].mode", "gate.mode_missing"));
-    assert_eq!(issues(&with_plan("  - {kind: gate, id: g, mode: vote}\n")), one("$.plan[0].mode", "gate.mode_unknown"));
+    assert_eq!(
+        issues(&with_plan("  - {kind: gate, id: g}\n")),
+        one("$.plan[0].mode", "gate.mode_missing")
+    );
+    assert_eq!(
+        issues(&with_plan("  - {kind: gate, id: g, mode: vote}\n")),
+        one("$.plan[0].mode", "gate.mode_unknown")
+    );
 }
 
 #[test]
 fn agent_tasks_need_provider_model_and_prompt() {
     assert_eq!(
-        issues(&with_plan("  - {kind: agent_task, id: a, model: m, prompt: p}\n")),
+        issues(&with_plan(
+            "  - {kind: agent_task, id: a, model: m, prompt: p}\n"
+        )),
         one("$.plan[0].provider", "agent.provider_missing")
     );
     assert_eq!(
-        issues(&with_plan("  - {kind: agent_task, id: a, provider: openai, prompt: p}\n")),
+        issues(&with_plan(
+            "  - {kind: agent_task, id: a, provider: openai, prompt: p}\n"
+        )),
         one("$.plan[0].model", "agent.model_missing")
     );
     assert_eq!(
-        issues(&with_plan("  - {kind: agent_task, id: a, provider: openai, model: m}\n")),
+        issues(&with_plan(
+            "  - {kind: agent_task, id: a, provider: openai, model: m}\n"
+        )),
         one("$.plan[0].prompt_template", "agent.prompt_missing")
     );
     assert_eq!(
-        issues(&with_plan("  - {kind: agent_task, id: a, agent: gpt, model: m, prompt: p}\n")),
+        issues(&with_plan(
+            "  - {kind: agent_task, id: a, agent: gpt, model: m, prompt: p}\n"
+        )),
         one("$.plan[0].agent", "agent.provider_unknown")
     );
     assert_eq!(
-        issues(&with_plan("  - {kind: agent_task, id: a, agent: openai, provider: openai, model: m, prompt: p}\n")),
+        issues(&with_plan(
+            "  - {kind: agent_task, id: a, agent: openai, provider: openai, model: m, prompt: p}\n"
+        )),
         one("$.plan[0].agent", "field.conflict")
     );
     // Both spellings are accepted.
-    assert!(issues(&with_plan("  - {kind: agent_task, id: a, provider: anthropic, model: m, prompt_template: p}\n")).is_empty());
-    assert!(issues(&with_plan("  - {kind: agent_task, id: a, agent: anthropic, model: m, prompt: p}\n")).is_empty());
+    assert!(
+        issues(&with_plan(
+            "  - {kind: agent_task, id: a, provider: anthropic, model: m, prompt_template: p}\n"
+        ))
+        .is_empty()
+    );
+    assert!(
+        issues(&with_plan(
+            "  - {kind: agent_task, id: a, agent: anthropic, model: m, prompt: p}\n"
+        ))
+        .is_empty()
+    );
 }
 
 #[test]
@@ -127,11 +190,15 @@ fn action_tasks_need_a_known_action_and_with() {
         one("$.plan[0].action", "action.action_missing")
     );
     assert_eq!(
-        issues(&with_plan("  - {kind: action_task, id: a, action: http.call}\n")),
+        issues(&with_plan(
+            "  - {kind: action_task, id: a, action: http.call}\n"
+        )),
         one("$.plan[0].with", "action.with_missing")
     );
     assert_eq!(
-        issues(&with_plan("  - {kind: action_task, id: a, action: rm.rf, with: {}}\n")),
+        issues(&with_plan(
+            "  - {kind: action_task, id: a, action: rm.rf, with: {}}\n"
+        )),
         one("$.plan[0].action", "action.unknown")
     );
 }
@@ -139,7 +206,9 @@ fn action_tasks_need_a_known_action_and_with() {
 #[test]
 fn templates_reference_inputs_and_earlier_steps_only() {
     assert_eq!(
-        issues(&with_plan("  - {kind: action_task, id: a, action: http.call, with: {url: '{{inputs.nope}}'}}\n")),
+        issues(&with_plan(
+            "  - {kind: action_task, id: a, action: http.call, with: {url: '{{inputs.nope}}'}}\n"
+        )),
         one("$.plan[0].with.url", "template.unknown_input")
     );
     assert_eq!(
@@ -149,19 +218,27 @@ fn templates_reference_inputs_and_earlier_steps_only() {
         one("$.plan[0].with.url", "template.forward_step")
     );
     assert_eq!(
-        issues(&with_plan("  - {kind: action_task, id: a, action: http.call, with: {url: '{{steps.a.outputs.x}}'}}\n")),
+        issues(&with_plan(
+            "  - {kind: action_task, id: a, action: http.call, with: {url: '{{steps.a.outputs.x}}'}}\n"
+        )),
         one("$.plan[0].with.url", "template.self_reference")
     );
     assert_eq!(
-        issues(&with_plan("  - {kind: action_task, id: a, action: http.call, with: {h: {x: ['{{steps.zz.outputs}}']}}}\n")),
+        issues(&with_plan(
+            "  - {kind: action_task, id: a, action: http.call, with: {h: {x: ['{{steps.zz.outputs}}']}}}\n"
+        )),
         one("$.plan[0].with.h.x[0]", "template.unknown_step")
     );
     assert_eq!(
-        issues(&with_plan("  - {kind: agent_task, id: a, provider: openai, model: m, prompt: 'hi {{inputs.host'}\n")),
+        issues(&with_plan(
+            "  - {kind: agent_task, id: a, provider: openai, model: m, prompt: 'hi {{inputs.host'}\n"
+        )),
         one("$.plan[0].prompt", "template.syntax")
     );
     assert_eq!(
-        issues(&with_plan("  - {kind: transform, id: a, template: {x: '{{nope.y}}'}}\n")),
+        issues(&with_plan(
+            "  - {kind: transform, id: a, template: {x: '{{nope.y}}'}}\n"
+        )),
         one("$.plan[0].template.x", "template.syntax")
     );
     assert_eq!(
@@ -183,22 +260,36 @@ fn outputs_can_only_reference_steps_and_inputs() {
     assert_eq!(
         issues(t),
         vec![
-            ("$.outputs[0].value".to_string(), "template.unknown_step".to_string()),
-            ("$.outputs[1].name".to_string(), "output.name_duplicate".to_string()),
+            (
+                "$.outputs[0].value".to_string(),
+                "template.unknown_step".to_string()
+            ),
+            (
+                "$.outputs[1].name".to_string(),
+                "output.name_duplicate".to_string()
+            ),
         ]
     );
 }
 
 #[test]
 fn triggers() {
-    assert_eq!(issues("id: bp.t\nplan: [{kind: gate, id: g, mode: manual}]"), one("$.trigger", "trigger.missing"));
-    assert_eq!(issues("id: bp.t\ntrigger: {}\nplan: [{kind: gate, id: g, mode: manual}]"), one("$.trigger.event_type", "trigger.event_type_missing"));
+    assert_eq!(
+        issues("id: bp.t\nplan: [{kind: gate, id: g, mode: manual}]"),
+        one("$.trigger", "trigger.missing")
+    );
+    assert_eq!(
+        issues("id: bp.t\ntrigger: {}\nplan: [{kind: gate, id: g, mode: manual}]"),
+        one("$.trigger.event_type", "trigger.event_type_missing")
+    );
     assert_eq!(
         issues("id: bp.t\ntrigger: {event_type: 'A B'}\nplan: [{kind: gate, id: g, mode: manual}]"),
         one("$.trigger.event_type", "trigger.event_type_invalid")
     );
     assert_eq!(
-        issues("id: bp.t\ntrigger: {cron: '61 * * * *'}\nplan: [{kind: gate, id: g, mode: manual}]"),
+        issues(
+            "id: bp.t\ntrigger: {cron: '61 * * * *'}\nplan: [{kind: gate, id: g, mode: manual}]"
+        ),
         one("$.trigger.cron", "cron.invalid")
     );
     assert_eq!(
@@ -206,47 +297,113 @@ fn triggers() {
         one("$.trigger.cron", "cron.invalid")
     );
     assert_eq!(
-        issues("id: bp.t\ntrigger: {event_type: a.b, filter: '.data.x =='}\nplan: [{kind: gate, id: g, mode: manual}]"),
+        issues(
+            "id: bp.t\ntrigger: {event_type: a.b, filter: '.data.x =='}\nplan: [{kind: gate, id: g, mode: manual}]"
+        ),
         one("$.trigger.filter", "jq.invalid")
     );
-    assert!(issues("id: bp.t\ntrigger: {cron: '*/5 * * * *'}\nplan: [{kind: gate, id: g, mode: manual}]").is_empty());
+    assert!(
+        issues(
+            "id: bp.t\ntrigger: {cron: '*/5 * * * *'}\nplan: [{kind: gate, id: g, mode: manual}]"
+        )
+        .is_empty()
+    );
     assert!(issues("id: bp.t\ntrigger: {event_type: 'checkmk.*', filter: '.data.state == \"CRIT\"'}\nplan: [{kind: gate, id: g, mode: manual}]").is_empty());
 }
 
 #[test]
 fn jq_is_checked_everywhere() {
-    assert_eq!(issues(&with_plan("  - {kind: transform, id: a, expr: '{a: }'}\n")), one("$.plan[0].expr", "jq.invalid"));
-    assert_eq!(issues(&with_plan("  - {kind: transform, id: a, expr: 'nosuch(1)'}\n")), one("$.plan[0].expr", "jq.invalid"));
-    assert_eq!(issues(&with_plan("  - {kind: transform, id: a, expr: '.', if: '(('}\n")), one("$.plan[0].if", "jq.invalid"));
-    assert_eq!(issues(&with_plan("  - {kind: transform, id: a, expr: 'env'}\n")), one("$.plan[0].expr", "jq.invalid"));
-    assert_eq!(issues(&with_plan("  - {kind: transform, id: a}\n")), one("$.plan[0].expr", "transform.expr_missing"));
     assert_eq!(
-        issues(&with_plan("  - {kind: transform, id: a, expr: '.', template: {a: 1}}\n")),
+        issues(&with_plan("  - {kind: transform, id: a, expr: '{a: }'}\n")),
+        one("$.plan[0].expr", "jq.invalid")
+    );
+    assert_eq!(
+        issues(&with_plan(
+            "  - {kind: transform, id: a, expr: 'nosuch(1)'}\n"
+        )),
+        one("$.plan[0].expr", "jq.invalid")
+    );
+    assert_eq!(
+        issues(&with_plan(
+            "  - {kind: transform, id: a, expr: '.', if: '(('}\n"
+        )),
+        one("$.plan[0].if", "jq.invalid")
+    );
+    assert_eq!(
+        issues(&with_plan("  - {kind: transform, id: a, expr: 'env'}\n")),
+        one("$.plan[0].expr", "jq.invalid")
+    );
+    assert_eq!(
+        issues(&with_plan("  - {kind: transform, id: a}\n")),
+        one("$.plan[0].expr", "transform.expr_missing")
+    );
+    assert_eq!(
+        issues(&with_plan(
+            "  - {kind: transform, id: a, expr: '.', template: {a: 1}}\n"
+        )),
         one("$.plan[0].template", "field.conflict")
     );
 }
 
 #[test]
 fn plans() {
-    assert_eq!(issues("id: bp.t\ntrigger: {event_type: a.b}"), one("$.plan", "plan.missing"));
-    assert_eq!(issues("id: bp.t\ntrigger: {event_type: a.b}\nplan: []"), one("$.plan", "plan.empty"));
-    let many: String = (0..201).map(|i| format!("  - {{kind: gate, id: g{i}, mode: manual}}\n")).collect();
-    assert_eq!(issues(&with_plan(&many)), one("$.plan", "plan.too_many_steps"));
+    assert_eq!(
+        issues("id: bp.t\ntrigger: {event_type: a.b}"),
+        one("$.plan", "plan.missing")
+    );
+    assert_eq!(
+        issues("id: bp.t\ntrigger: {event_type: a.b}\nplan: []"),
+        one("$.plan", "plan.empty")
+    );
+    let many: String = (0..201)
+        .map(|i| format!("  - {{kind: gate, id: g{i}, mode: manual}}\n"))
+        .collect();
+    assert_eq!(
+        issues(&with_plan(&many)),
+        one("$.plan", "plan.too_many_steps")
+    );
 }
 
 #[test]
 fn fields_types_durations_and_retries() {
-    assert_eq!(issues(&with_plan("  - {kind: gate, id: g, mode: manual, colour: red}\n")), one("$.plan[0].colour", "field.unknown"));
-    assert_eq!(issues("id: bp.t\nowner: me\ntrigger: {event_type: a.b}\nplan: [{kind: gate, id: g, mode: manual}]"), one("$.owner", "field.unknown"));
-    assert_eq!(issues(&with_plan("  - {kind: gate, id: g, mode: [manual]}\n")), one("$.plan[0].mode", "field.type"));
-    assert_eq!(issues(&with_plan("  - {kind: gate, id: g, mode: manual, timeout: 10}\n")), one("$.plan[0].timeout", "duration.invalid"));
-    assert_eq!(issues(&with_plan("  - {kind: gate, id: g, mode: manual, timeout: soon}\n")), one("$.plan[0].timeout", "duration.invalid"));
     assert_eq!(
-        issues(&with_plan("  - {kind: transform, id: a, expr: '.', retry: {max_attempts: 0}}\n")),
+        issues(&with_plan(
+            "  - {kind: gate, id: g, mode: manual, colour: red}\n"
+        )),
+        one("$.plan[0].colour", "field.unknown")
+    );
+    assert_eq!(
+        issues(
+            "id: bp.t\nowner: me\ntrigger: {event_type: a.b}\nplan: [{kind: gate, id: g, mode: manual}]"
+        ),
+        one("$.owner", "field.unknown")
+    );
+    assert_eq!(
+        issues(&with_plan("  - {kind: gate, id: g, mode: [manual]}\n")),
+        one("$.plan[0].mode", "field.type")
+    );
+    assert_eq!(
+        issues(&with_plan(
+            "  - {kind: gate, id: g, mode: manual, timeout: 10}\n"
+        )),
+        one("$.plan[0].timeout", "duration.invalid")
+    );
+    assert_eq!(
+        issues(&with_plan(
+            "  - {kind: gate, id: g, mode: manual, timeout: soon}\n"
+        )),
+        one("$.plan[0].timeout", "duration.invalid")
+    );
+    assert_eq!(
+        issues(&with_plan(
+            "  - {kind: transform, id: a, expr: '.', retry: {max_attempts: 0}}\n"
+        )),
         one("$.plan[0].retry.max_attempts", "retry.invalid")
     );
     assert_eq!(
-        issues(&with_plan("  - {kind: transform, id: a, expr: '.', retry: {backoff: random}}\n")),
+        issues(&with_plan(
+            "  - {kind: transform, id: a, expr: '.', retry: {backoff: random}}\n"
+        )),
         one("$.plan[0].retry.backoff", "retry.invalid")
     );
     assert!(issues(&with_plan("  - {kind: transform, id: a, expr: '.', retry: {max_attempts: 3, backoff: 2s}, timeout: 1m30s}\n")).is_empty());
@@ -254,13 +411,37 @@ fn fields_types_durations_and_retries() {
 
 #[test]
 fn inputs() {
-    let t = |inputs: &str| format!("id: bp.t\ntrigger: {{event_type: a.b}}\ninputs: {inputs}\nplan: [{{kind: gate, id: g, mode: manual}}]");
-    assert_eq!(issues(&t("[{from: /data/x}]")), one("$.inputs[0].name", "input.name_missing"));
-    assert_eq!(issues(&t("[{name: a}, {name: a}]")), one("$.inputs[1].name", "input.name_duplicate"));
-    assert_eq!(issues(&t("[{name: a, from: data.a}]")), one("$.inputs[0].from", "input.from_invalid"));
-    assert_eq!(issues(&t("[{name: a, type: str}]")), one("$.inputs[0].type", "input.type_unknown"));
-    assert_eq!(issues(&t("[{name: a, type: number, default: x}]")), one("$.inputs[0].default", "input.default_type"));
-    assert!(issues(&t("[host, {name: n, type: integer, default: 3, from: /data/count}]")).is_empty());
+    let t = |inputs: &str| {
+        format!(
+            "id: bp.t\ntrigger: {{event_type: a.b}}\ninputs: {inputs}\nplan: [{{kind: gate, id: g, mode: manual}}]"
+        )
+    };
+    assert_eq!(
+        issues(&t("[{from: /data/x}]")),
+        one("$.inputs[0].name", "input.name_missing")
+    );
+    assert_eq!(
+        issues(&t("[{name: a}, {name: a}]")),
+        one("$.inputs[1].name", "input.name_duplicate")
+    );
+    assert_eq!(
+        issues(&t("[{name: a, from: data.a}]")),
+        one("$.inputs[0].from", "input.from_invalid")
+    );
+    assert_eq!(
+        issues(&t("[{name: a, type: str}]")),
+        one("$.inputs[0].type", "input.type_unknown")
+    );
+    assert_eq!(
+        issues(&t("[{name: a, type: number, default: x}]")),
+        one("$.inputs[0].default", "input.default_type")
+    );
+    assert!(
+        issues(&t(
+            "[host, {name: n, type: integer, default: 3, from: /data/count}]"
+        ))
+        .is_empty()
+    );
 }
 
 #[test]

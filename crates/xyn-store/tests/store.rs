@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Store tests: the conformance suite on every adapter available here, and what only the
 //! SQLite adapter can show (tampering with its file, reopening it).
 
@@ -34,13 +35,19 @@ async fn log_of(n: usize) -> (tempfile::TempDir, SqliteStore) {
 }
 
 fn sql(dir: &std::path::Path, q: &str) {
-    Connection::open(dir.join("xyn.db")).unwrap().execute_batch(q).unwrap();
+    Connection::open(dir.join("xyn.db"))
+        .unwrap()
+        .execute_batch(q)
+        .unwrap();
 }
 
 #[tokio::test]
 async fn an_edited_event_row_is_named() {
     let (dir, s) = log_of(6).await;
-    sql(dir.path(), "UPDATE events SET data = '{\"n\":2}' WHERE seq = 4");
+    sql(
+        dir.path(),
+        "UPDATE events SET data = '{\"n\":2}' WHERE seq = 4",
+    );
     let r = s.verify_chain().await.unwrap();
     assert!(!r.ok);
     assert_eq!(r.broken_seq, Some(4));
@@ -50,10 +57,16 @@ async fn an_edited_event_row_is_named() {
 #[tokio::test]
 async fn an_edited_actor_or_time_is_named() {
     let (dir, s) = log_of(3).await;
-    sql(dir.path(), "UPDATE events SET occurred_at = occurred_at + 1 WHERE seq = 2");
+    sql(
+        dir.path(),
+        "UPDATE events SET occurred_at = occurred_at + 1 WHERE seq = 2",
+    );
     assert_eq!(s.verify_chain().await.unwrap().broken_seq, Some(2));
     let (dir, s) = log_of(3).await;
-    sql(dir.path(), "UPDATE events SET actor = 'someone-else' WHERE seq = 1");
+    sql(
+        dir.path(),
+        "UPDATE events SET actor = 'someone-else' WHERE seq = 1",
+    );
     assert_eq!(s.verify_chain().await.unwrap().broken_seq, Some(1));
 }
 
@@ -76,14 +89,20 @@ async fn a_removed_tail_is_named() {
 #[tokio::test]
 async fn a_rewritten_hash_breaks_the_next_link() {
     let (dir, s) = log_of(6).await;
-    sql(dir.path(), "UPDATE events SET hash = 'ab' || substr(hash, 3) WHERE seq = 2");
+    sql(
+        dir.path(),
+        "UPDATE events SET hash = 'ab' || substr(hash, 3) WHERE seq = 2",
+    );
     assert_eq!(s.verify_chain().await.unwrap().broken_seq, Some(2));
 }
 
 #[tokio::test]
 async fn unreadable_rows_are_reported_not_panicked_on() {
     let (dir, s) = log_of(3).await;
-    sql(dir.path(), "UPDATE events SET data = 'not json' WHERE seq = 2");
+    sql(
+        dir.path(),
+        "UPDATE events SET data = 'not json' WHERE seq = 2",
+    );
     let r = s.verify_chain().await.unwrap();
     assert_eq!(r.broken_seq, Some(2));
     assert!(r.reason.unwrap().contains("cannot be read"));
@@ -94,14 +113,20 @@ async fn the_chain_continues_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = open(dir.path());
-        s.commit(xyn_store::WriteBatch { events: vec![conformance::event("a.b", None)], ..Default::default() })
-            .await
-            .unwrap();
+        s.commit(xyn_store::WriteBatch {
+            events: vec![conformance::event("a.b", None)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
         s.close();
     }
     let s = open(dir.path());
     let e = s
-        .commit(xyn_store::WriteBatch { events: vec![conformance::event("a.b", None)], ..Default::default() })
+        .commit(xyn_store::WriteBatch {
+            events: vec![conformance::event("a.b", None)],
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(e[0].seq, 2);
@@ -113,7 +138,9 @@ async fn wal_mode_and_full_sync_are_on() {
     let dir = tempfile::tempdir().unwrap();
     let _s = open(dir.path());
     let c = Connection::open(dir.path().join("xyn.db")).unwrap();
-    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
 }
 
@@ -125,6 +152,8 @@ async fn a_newer_schema_is_refused() {
         s.close();
     }
     sql(dir.path(), "PRAGMA user_version = 999");
-    let err = SqliteStore::open(dir.path().join("xyn.db"), SqliteConfig::default()).err().unwrap();
+    let err = SqliteStore::open(dir.path().join("xyn.db"), SqliteConfig::default())
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("newer"), "{err}");
 }

@@ -14,8 +14,8 @@ use xyn_core::records::{Artifact, BlueprintVersion, Draft, DraftStatus};
 use xyn_core::run::{Run, RunStatus, Step, StepStatus};
 use xyn_core::{ArtifactId, DraftId, EventId, RunId, StepId, Timestamp};
 use xyn_store::{
-    ArtifactQuery, CronFire, DraftWrite, EventQuery, FootprintQuery, RunQuery, RunWrite, StepWrite, Store, StoreError,
-    WriteBatch,
+    ArtifactQuery, CronFire, DraftWrite, EventQuery, FootprintQuery, RunQuery, RunWrite, StepWrite,
+    Store, StoreError, WriteBatch,
 };
 
 pub fn id() -> Uuid {
@@ -105,7 +105,10 @@ pub async fn events_get_seq_and_a_verifiable_chain(s: Arc<dyn Store>) {
     let got = s.get_event(a[1].event.event_id).await.unwrap().unwrap();
     assert_eq!(got, a[1]);
     let after = s.events_after(2, 10).await.unwrap();
-    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]);
+    assert_eq!(
+        after.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
     assert!(s.get_event(EventId(id())).await.unwrap().is_none());
 }
 
@@ -113,7 +116,9 @@ pub async fn concurrent_commits_keep_seq_contiguous(s: Arc<dyn Store>) {
     let mut tasks = Vec::new();
     for i in 0..50 {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move { s.commit(events(1 + i % 4, "c.burst")).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            s.commit(events(1 + i % 4, "c.burst")).await.unwrap()
+        }));
     }
     let mut seqs = Vec::new();
     for t in tasks {
@@ -141,7 +146,10 @@ pub async fn a_failed_precondition_changes_nothing_and_spares_other_batches(s: A
         tasks.push(tokio::spawn(async move {
             let mut b = events(2, if i % 2 == 0 { "ok.batch" } else { "bad.batch" });
             if i % 2 == 1 {
-                b.runs.push(RunWrite::Update { run: stale, expect: None });
+                b.runs.push(RunWrite::Update {
+                    run: stale,
+                    expect: None,
+                });
             }
             (i, s.commit(b).await)
         }));
@@ -155,12 +163,23 @@ pub async fn a_failed_precondition_changes_nothing_and_spares_other_batches(s: A
         }
     }
     let bad = s
-        .list_events(EventQuery { event_name: Some("bad.batch".into()), limit: 100, ..Default::default() })
+        .list_events(EventQuery {
+            event_name: Some("bad.batch".into()),
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert!(bad.items.is_empty(), "events of refused batches must not be stored");
+    assert!(
+        bad.items.is_empty(),
+        "events of refused batches must not be stored"
+    );
     let ok = s
-        .list_events(EventQuery { event_name: Some("ok.batch".into()), limit: 100, ..Default::default() })
+        .list_events(EventQuery {
+            event_name: Some("ok.batch".into()),
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(ok.items.len(), 20);
@@ -182,12 +201,24 @@ pub async fn runs_update_only_from_the_revision_they_read(s: Arc<dyn Store>) {
     .unwrap();
     r.revision = 1;
     r.status = RunStatus::Completed;
-    s.commit(WriteBatch { runs: vec![RunWrite::Update { run: r.clone(), expect: None }], ..Default::default() })
-        .await
-        .unwrap();
+    s.commit(WriteBatch {
+        runs: vec![RunWrite::Update {
+            run: r.clone(),
+            expect: None,
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     // A second writer that also read revision 0 loses.
     let res = s
-        .commit(WriteBatch { runs: vec![RunWrite::Update { run: r.clone(), expect: None }], ..Default::default() })
+        .commit(WriteBatch {
+            runs: vec![RunWrite::Update {
+                run: r.clone(),
+                expect: None,
+            }],
+            ..Default::default()
+        })
         .await;
     assert!(matches!(res, Err(StoreError::Conflict(_))), "{res:?}");
     // Status preconditions.
@@ -195,7 +226,10 @@ pub async fn runs_update_only_from_the_revision_they_read(s: Arc<dyn Store>) {
     r2.revision = 2;
     let res = s
         .commit(WriteBatch {
-            runs: vec![RunWrite::Update { run: r2, expect: Some(vec![RunStatus::Running]) }],
+            runs: vec![RunWrite::Update {
+                run: r2,
+                expect: Some(vec![RunStatus::Running]),
+            }],
             ..Default::default()
         })
         .await;
@@ -207,13 +241,19 @@ pub async fn runs_update_only_from_the_revision_they_read(s: Arc<dyn Store>) {
     st2.status = StepStatus::Completed;
     let res = s
         .commit(WriteBatch {
-            steps: vec![StepWrite::Update { step: st2.clone(), expect: Some(vec![StepStatus::Waiting]) }],
+            steps: vec![StepWrite::Update {
+                step: st2.clone(),
+                expect: Some(vec![StepStatus::Waiting]),
+            }],
             ..Default::default()
         })
         .await;
     assert!(matches!(res, Err(StoreError::Conflict(_))), "{res:?}");
     s.commit(WriteBatch {
-        steps: vec![StepWrite::Update { step: st2.clone(), expect: Some(vec![StepStatus::Created]) }],
+        steps: vec![StepWrite::Update {
+            step: st2.clone(),
+            expect: Some(vec![StepStatus::Created]),
+        }],
         ..Default::default()
     })
     .await
@@ -223,7 +263,12 @@ pub async fn runs_update_only_from_the_revision_they_read(s: Arc<dyn Store>) {
 
 pub async fn pages_are_stable_under_concurrent_inserts(s: Arc<dyn Store>) {
     s.commit(events(25, "p.page")).await.unwrap();
-    let q = |before| EventQuery { event_name: Some("p.page".into()), before, limit: 10, ..Default::default() };
+    let q = |before| EventQuery {
+        event_name: Some("p.page".into()),
+        before,
+        limit: 10,
+        ..Default::default()
+    };
     let p1 = s.list_events(q(None)).await.unwrap();
     assert_eq!(p1.items.len(), 10);
     assert_eq!(p1.items[0].seq, 25, "newest first");
@@ -232,22 +277,44 @@ pub async fn pages_are_stable_under_concurrent_inserts(s: Arc<dyn Store>) {
     let p2 = s.list_events(q(p1.next)).await.unwrap();
     let p3 = s.list_events(q(p2.next)).await.unwrap();
     assert_eq!(p3.next, None);
-    let seqs: Vec<i64> = [&p1, &p2, &p3].iter().flat_map(|p| p.items.iter().map(|e| e.seq)).collect();
+    let seqs: Vec<i64> = [&p1, &p2, &p3]
+        .iter()
+        .flat_map(|p| p.items.iter().map(|e| e.seq))
+        .collect();
     assert_eq!(seqs, (1..=25).rev().collect::<Vec<_>>());
 
     for i in 0..12 {
-        let status = if i % 3 == 0 { RunStatus::Failed } else { RunStatus::Completed };
-        s.commit(WriteBatch { runs: vec![RunWrite::Insert(run("bp.page", status))], ..Default::default() })
-            .await
-            .unwrap();
+        let status = if i % 3 == 0 {
+            RunStatus::Failed
+        } else {
+            RunStatus::Completed
+        };
+        s.commit(WriteBatch {
+            runs: vec![RunWrite::Insert(run("bp.page", status))],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     }
-    let rq = |before| RunQuery { blueprint_id: Some("bp.page".into()), before, limit: 5, ..Default::default() };
+    let rq = |before| RunQuery {
+        blueprint_id: Some("bp.page".into()),
+        before,
+        limit: 5,
+        ..Default::default()
+    };
     let a = s.list_runs(rq(None)).await.unwrap();
     let b = s.list_runs(rq(a.next)).await.unwrap();
     let c = s.list_runs(rq(b.next)).await.unwrap();
-    assert_eq!((a.items.len(), b.items.len(), c.items.len(), c.next), (5, 5, 2, None));
+    assert_eq!(
+        (a.items.len(), b.items.len(), c.items.len(), c.next),
+        (5, 5, 2, None)
+    );
     let failed = s
-        .list_runs(RunQuery { status: Some(vec![RunStatus::Failed]), limit: 50, ..Default::default() })
+        .list_runs(RunQuery {
+            status: Some(vec![RunStatus::Failed]),
+            limit: 50,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(failed.items.len(), 4);
@@ -257,7 +324,13 @@ pub async fn pages_are_stable_under_concurrent_inserts(s: Arc<dyn Store>) {
 pub async fn event_filters(s: Arc<dyn Store>) {
     let r = RunId(id());
     let mut b = WriteBatch::default();
-    for n in ["checkmk.alert", "checkmk.alert.crit", "checkmk.ok", "zabbix.alert", "checkmkx.alert"] {
+    for n in [
+        "checkmk.alert",
+        "checkmk.alert.crit",
+        "checkmk.ok",
+        "zabbix.alert",
+        "checkmkx.alert",
+    ] {
         b.events.push(event(n, None));
     }
     b.events.push(event("run.thing", Some(r)));
@@ -265,18 +338,48 @@ pub async fn event_filters(s: Arc<dyn Store>) {
     let names = |q: EventQuery| {
         let s = s.clone();
         async move {
-            let mut v: Vec<String> = s.list_events(q).await.unwrap().items.into_iter().map(|e| e.event.event_name).collect();
+            let mut v: Vec<String> = s
+                .list_events(q)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|e| e.event.event_name)
+                .collect();
             v.sort();
             v
         }
     };
-    let by = |n: &str| EventQuery { event_name: Some(n.into()), limit: 50, ..Default::default() };
+    let by = |n: &str| EventQuery {
+        event_name: Some(n.into()),
+        limit: 50,
+        ..Default::default()
+    };
     assert_eq!(names(by("checkmk.alert")).await, vec!["checkmk.alert"]);
-    assert_eq!(names(by("checkmk.*")).await, vec!["checkmk.alert", "checkmk.ok"]);
-    assert_eq!(names(by("checkmk.**")).await, vec!["checkmk.alert", "checkmk.alert.crit", "checkmk.ok"]);
-    assert_eq!(names(EventQuery { run_id: Some(r), limit: 50, ..Default::default() }).await, vec!["run.thing"]);
     assert_eq!(
-        names(EventQuery { correlation_id: Some("nope".into()), limit: 50, ..Default::default() }).await,
+        names(by("checkmk.*")).await,
+        vec!["checkmk.alert", "checkmk.ok"]
+    );
+    assert_eq!(
+        names(by("checkmk.**")).await,
+        vec!["checkmk.alert", "checkmk.alert.crit", "checkmk.ok"]
+    );
+    assert_eq!(
+        names(EventQuery {
+            run_id: Some(r),
+            limit: 50,
+            ..Default::default()
+        })
+        .await,
+        vec!["run.thing"]
+    );
+    assert_eq!(
+        names(EventQuery {
+            correlation_id: Some("nope".into()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await,
         Vec::<String>::new()
     );
 }
@@ -293,19 +396,52 @@ pub async fn blueprint_versions(s: Arc<dyn Store>) {
         created_by: "t".into(),
         origin: "test".into(),
     };
-    s.commit(WriteBatch { blueprint_versions: vec![v("bp.a", 1), v("bp.b", 1)], ..Default::default() })
-        .await
-        .unwrap();
-    s.commit(WriteBatch { blueprint_versions: vec![v("bp.a", 2)], ..Default::default() }).await.unwrap();
-    let dup = s.commit(WriteBatch { blueprint_versions: vec![v("bp.a", 2)], events: vec![event("x.y", None)], ..Default::default() }).await;
+    s.commit(WriteBatch {
+        blueprint_versions: vec![v("bp.a", 1), v("bp.b", 1)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.commit(WriteBatch {
+        blueprint_versions: vec![v("bp.a", 2)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dup = s
+        .commit(WriteBatch {
+            blueprint_versions: vec![v("bp.a", 2)],
+            events: vec![event("x.y", None)],
+            ..Default::default()
+        })
+        .await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
     let heads = s.blueprint_heads().await.unwrap();
-    assert_eq!(heads.iter().map(|h| (h.blueprint_id.as_str(), h.version)).collect::<Vec<_>>(), vec![("bp.a", 2), ("bp.b", 1)]);
-    assert_eq!(s.get_blueprint("bp.a", None).await.unwrap().unwrap().version, 2);
-    assert_eq!(s.get_blueprint("bp.a", Some(1)).await.unwrap().unwrap(), v("bp.a", 1));
+    assert_eq!(
+        heads
+            .iter()
+            .map(|h| (h.blueprint_id.as_str(), h.version))
+            .collect::<Vec<_>>(),
+        vec![("bp.a", 2), ("bp.b", 1)]
+    );
+    assert_eq!(
+        s.get_blueprint("bp.a", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    assert_eq!(
+        s.get_blueprint("bp.a", Some(1)).await.unwrap().unwrap(),
+        v("bp.a", 1)
+    );
     assert!(s.get_blueprint("bp.zz", None).await.unwrap().is_none());
     assert_eq!(s.list_blueprint_versions("bp.a").await.unwrap().len(), 2);
-    assert!(s.verify_chain().await.unwrap().events_checked == 0, "the refused batch's event is not stored");
+    assert!(
+        s.verify_chain().await.unwrap().events_checked == 0,
+        "the refused batch's event is not stored"
+    );
 }
 
 pub async fn drafts_revise_with_a_precondition(s: Arc<dyn Store>) {
@@ -325,15 +461,32 @@ pub async fn drafts_revise_with_a_precondition(s: Arc<dyn Store>) {
         created_at: ts(1),
         updated_at: ts(1),
     };
-    s.commit(WriteBatch { drafts: vec![DraftWrite::Insert(d.clone())], ..Default::default() }).await.unwrap();
+    s.commit(WriteBatch {
+        drafts: vec![DraftWrite::Insert(d.clone())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let mut d2 = d.clone();
     d2.revision = 2;
     d2.definition = "id: y".into();
-    s.commit(WriteBatch { drafts: vec![DraftWrite::Update { draft: d2.clone(), expect_revision: Some(1) }], ..Default::default() })
-        .await
-        .unwrap();
+    s.commit(WriteBatch {
+        drafts: vec![DraftWrite::Update {
+            draft: d2.clone(),
+            expect_revision: Some(1),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let stale = s
-        .commit(WriteBatch { drafts: vec![DraftWrite::Update { draft: d2.clone(), expect_revision: Some(1) }], ..Default::default() })
+        .commit(WriteBatch {
+            drafts: vec![DraftWrite::Update {
+                draft: d2.clone(),
+                expect_revision: Some(1),
+            }],
+            ..Default::default()
+        })
         .await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
     assert_eq!(s.get_draft(d.draft_id).await.unwrap().unwrap(), d2);
@@ -341,13 +494,32 @@ pub async fn drafts_revise_with_a_precondition(s: Arc<dyn Store>) {
 }
 
 pub async fn a_cron_slot_fires_once(s: Arc<dyn Store>) {
-    let fire = |slot| CronFire { blueprint_id: "bp.cron".into(), slot: ts(slot), fired_at: ts(slot) };
-    s.commit(WriteBatch { cron_fires: vec![fire(60)], events: vec![event("x.cron", None)], ..Default::default() })
-        .await
-        .unwrap();
-    let again = s.commit(WriteBatch { cron_fires: vec![fire(60)], events: vec![event("x.cron", None)], ..Default::default() }).await;
+    let fire = |slot| CronFire {
+        blueprint_id: "bp.cron".into(),
+        slot: ts(slot),
+        fired_at: ts(slot),
+    };
+    s.commit(WriteBatch {
+        cron_fires: vec![fire(60)],
+        events: vec![event("x.cron", None)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let again = s
+        .commit(WriteBatch {
+            cron_fires: vec![fire(60)],
+            events: vec![event("x.cron", None)],
+            ..Default::default()
+        })
+        .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
-    s.commit(WriteBatch { cron_fires: vec![fire(120)], ..Default::default() }).await.unwrap();
+    s.commit(WriteBatch {
+        cron_fires: vec![fire(120)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     assert_eq!(s.last_cron_slot("bp.cron").await.unwrap(), Some(ts(120)));
     assert_eq!(s.last_cron_slot("bp.other").await.unwrap(), None);
     assert_eq!(s.verify_chain().await.unwrap().events_checked, 1);
@@ -357,7 +529,19 @@ pub async fn footprints_artifacts_and_unfinished_runs(s: Arc<dyn Store>) {
     let r = run("bp.f", RunStatus::Running);
     let done = run("bp.f", RunStatus::Completed);
     let st = step(&r, 0, "a");
-    let fp = |metric: &str, q: f64| Footprint::new(ts(2), Some(r.run_id), Some(st.step_id), "step", "a", metric, q, "ms", json!({"k": "v"}));
+    let fp = |metric: &str, q: f64| {
+        Footprint::new(
+            ts(2),
+            Some(r.run_id),
+            Some(st.step_id),
+            "step",
+            "a",
+            metric,
+            q,
+            "ms",
+            json!({"k": "v"}),
+        )
+    };
     let art = Artifact {
         artifact_id: ArtifactId(id()),
         name: "prompt.json".into(),
@@ -380,9 +564,24 @@ pub async fn footprints_artifacts_and_unfinished_runs(s: Arc<dyn Store>) {
     })
     .await
     .unwrap();
-    let f = s.list_footprints(FootprintQuery { run_id: Some(r.run_id), metric: Some("wall_ms".into()), limit: 10, ..Default::default() }).await.unwrap();
+    let f = s
+        .list_footprints(FootprintQuery {
+            run_id: Some(r.run_id),
+            metric: Some("wall_ms".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(f.items, vec![fp("wall_ms", 12.0)]);
-    let a = s.list_artifacts(ArtifactQuery { run_id: Some(r.run_id), limit: 10, ..Default::default() }).await.unwrap();
+    let a = s
+        .list_artifacts(ArtifactQuery {
+            run_id: Some(r.run_id),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(a.items, vec![art.clone()]);
     assert_eq!(s.get_artifact(art.artifact_id).await.unwrap(), Some(art));
     assert_eq!(s.unfinished_runs().await.unwrap(), vec![r.run_id]);
@@ -391,7 +590,11 @@ pub async fn footprints_artifacts_and_unfinished_runs(s: Arc<dyn Store>) {
 pub async fn stats_count_work_and_empty_batches_are_free(s: Arc<dyn Store>) {
     let before = s.stats();
     assert_eq!(s.commit(WriteBatch::default()).await.unwrap().len(), 0);
-    assert_eq!(s.stats().commits, before.commits, "an empty batch does not touch the database");
+    assert_eq!(
+        s.stats().commits,
+        before.commits,
+        "an empty batch does not touch the database"
+    );
     s.commit(events(3, "s.x")).await.unwrap();
     let _ = s.get_event(EventId(id())).await.unwrap();
     let after = s.stats();
@@ -404,9 +607,9 @@ pub async fn stats_count_work_and_empty_batches_are_free(s: Arc<dyn Store>) {
 macro_rules! conformance_suite {
     ($name:ident, $make:expr) => {
         mod $name {
+            use super::conformance as c;
             #[allow(unused_imports)]
             use super::*;
-            use super::conformance as c;
             macro_rules! check {
                 ($f:ident) => {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
