@@ -47,30 +47,76 @@ pub const GENESIS_HASH: [u8; 32] = [0u8; 32];
 impl Event {
     /// The canonical JSON of the event together with its sequence number: the bytes that are hashed.
     pub fn canonical_bytes(&self, seq: i64) -> Vec<u8> {
-        let v = json!({
-            "seq": seq,
-            "event_id": self.event_id.to_string(),
-            "event_name": self.event_name,
-            "occurred_at": self.occurred_at.to_string(),
-            "env_id": self.env_id,
-            "actor": self.actor,
-            "correlation_id": self.correlation_id,
-            "run_id": self.run_id.map(|r| r.to_string()),
-            "step_id": self.step_id.map(|s| s.to_string()),
-            "resource": self.resource.as_ref().map(|r| json!({"type": r.kind, "id": r.id})),
-            "data": self.data,
-        });
-        let mut out = Vec::with_capacity(512);
-        write_canonical(&v, &mut out);
+        self.canonical_with_data(seq, &crate::canonical::to_canonical(&self.data))
+    }
+
+    /// The canonical JSON of the event, given the canonical JSON of its `data`. Keys are
+    /// written in sorted order directly (no intermediate map), which is what makes the
+    /// result canonical.
+    fn canonical_with_data(&self, seq: i64, data: &[u8]) -> Vec<u8> {
+        fn key(out: &mut Vec<u8>, k: &str, first: bool) {
+            if !first {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"\":");
+        }
+        fn string(out: &mut Vec<u8>, s: &str) {
+            write_canonical(&Value::String(s.to_string()), out);
+        }
+        fn opt_string(out: &mut Vec<u8>, s: Option<String>) {
+            match s {
+                Some(s) => string(out, &s),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        let mut out = Vec::with_capacity(320 + data.len());
+        out.push(b'{');
+        key(&mut out, "actor", true);
+        string(&mut out, &self.actor);
+        key(&mut out, "correlation_id", false);
+        string(&mut out, &self.correlation_id);
+        key(&mut out, "data", false);
+        out.extend_from_slice(data);
+        key(&mut out, "env_id", false);
+        string(&mut out, &self.env_id);
+        key(&mut out, "event_id", false);
+        string(&mut out, &self.event_id.to_string());
+        key(&mut out, "event_name", false);
+        string(&mut out, &self.event_name);
+        key(&mut out, "occurred_at", false);
+        string(&mut out, &self.occurred_at.to_string());
+        key(&mut out, "resource", false);
+        match &self.resource {
+            Some(r) => write_canonical(&json!({"type": r.kind, "id": r.id}), &mut out),
+            None => out.extend_from_slice(b"null"),
+        }
+        key(&mut out, "run_id", false);
+        opt_string(&mut out, self.run_id.map(|r| r.to_string()));
+        key(&mut out, "seq", false);
+        out.extend_from_slice(seq.to_string().as_bytes());
+        key(&mut out, "step_id", false);
+        opt_string(&mut out, self.step_id.map(|r| r.to_string()));
+        out.push(b'}');
         out
     }
 
     /// `sha256(prev_hash ‖ canonical JSON of the event with its seq)`.
     pub fn chain_hash(&self, prev: &[u8; 32], seq: i64) -> [u8; 32] {
+        self.chain_hash_and_data(prev, seq).0
+    }
+
+    /// The chain hash together with the canonical JSON text of `data` (what the store keeps),
+    /// so an append serialises the data once.
+    pub fn chain_hash_and_data(&self, prev: &[u8; 32], seq: i64) -> ([u8; 32], String) {
+        let data = crate::canonical::to_canonical(&self.data);
         let mut h = Sha256::new();
         h.update(prev);
-        h.update(self.canonical_bytes(seq));
-        h.finalize().into()
+        h.update(self.canonical_with_data(seq, &data));
+        let text = String::from_utf8(data)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        (h.finalize().into(), text)
     }
 }
 
@@ -306,6 +352,30 @@ mod tests {
             }
         }
         v.finish(head)
+    }
+
+    #[test]
+    fn the_canonical_form_equals_a_sorted_map_rendering() {
+        let mut e = ev(7, json!({"b": [1, {"z": 1, "a": "é\n"}], "a": null}));
+        e.resource = Some(Resource {
+            kind: "host".into(),
+            id: "web-1".into(),
+        });
+        e.run_id = Some(RunId(Uuid::from_u128(9)));
+        let v = json!({
+            "seq": 3,
+            "event_id": e.event_id.to_string(),
+            "event_name": e.event_name,
+            "occurred_at": e.occurred_at.to_string(),
+            "env_id": e.env_id,
+            "actor": e.actor,
+            "correlation_id": e.correlation_id,
+            "run_id": e.run_id.map(|r| r.to_string()),
+            "step_id": null,
+            "resource": {"type": "host", "id": "web-1"},
+            "data": e.data,
+        });
+        assert_eq!(e.canonical_bytes(3), crate::canonical::to_canonical(&v));
     }
 
     #[test]

@@ -32,6 +32,12 @@ use crate::{
 };
 use rows::*;
 
+const INSERT_EVENT: &str = "INSERT INTO events (seq, event_id, event_name, occurred_at, env_id, actor, correlation_id, \
+     run_id, step_id, resource_type, resource_id, data, hash) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)";
+
+/// Commits between two background checkpoints.
+const CHECKPOINT_EVERY: u64 = 32;
+
 /// Most batches folded into one transaction.
 const MAX_GROUP: usize = 1024;
 
@@ -136,19 +142,34 @@ impl SqliteStore {
         } else {
             "NORMAL"
         };
+        // Checkpoints run on their own thread (below), so the writer never stalls on copying
+        // WAL frames into the database; the writer's own autocheckpoint is only a backstop.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; \
-             PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -8000;"
+             PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -8000; \
+             PRAGMA wal_autocheckpoint = 20000; PRAGMA journal_size_limit = 67108864;"
         ))
         .map_err(unavailable)?;
         migrate(&conn)?;
         let head = load_head(&conn)?;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel::<Cmd>();
+        let (ck_tx, ck_rx) = mpsc::sync_channel::<()>(1);
+        let ck_conn = open_reader(&path)?;
+        ck_conn
+            .execute_batch("PRAGMA query_only = 0;")
+            .map_err(unavailable)?;
+        let checkpointer = thread::Builder::new()
+            .name("xyn-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(ck_conn, ck_rx))
+            .map_err(unavailable)?;
         let wc = counters.clone();
         let writer = thread::Builder::new()
             .name("xyn-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, head, wc))
+            .spawn(move || {
+                writer_loop(conn, rx, head, wc, ck_tx);
+                let _ = checkpointer.join();
+            })
             .map_err(unavailable)?;
         Ok(Self {
             readers: Arc::new(ReaderPool {
@@ -246,7 +267,24 @@ fn load_head(conn: &Connection) -> StoreResult<Head> {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, mut head: Head, c: Arc<Counters>) {
+/// Copies WAL frames into the database when the writer asks (every few commits), without
+/// blocking the writer (PASSIVE mode). Sleeps otherwise.
+fn checkpoint_loop(conn: Connection, rx: mpsc::Receiver<()>) {
+    while rx.recv().is_ok() {
+        if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+            tracing::warn!(error = %e, "background checkpoint failed");
+        }
+    }
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Cmd>,
+    mut head: Head,
+    c: Arc<Counters>,
+    checkpoint: mpsc::SyncSender<()>,
+) {
+    let mut since_checkpoint = 0u64;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -260,6 +298,12 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>, mut head: Head, c:
         let results = match results {
             Ok(r) => {
                 c.commits.fetch_add(1, Ordering::Relaxed);
+                since_checkpoint += 1;
+                if since_checkpoint >= CHECKPOINT_EVERY {
+                    since_checkpoint = 0;
+                    // Coalesces: a checkpoint already asked for covers this one.
+                    let _ = checkpoint.try_send(());
+                }
                 c.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
                 let n: usize = r.iter().map(|x| x.as_ref().map_or(0, Vec::len)).sum();
                 c.events.fetch_add(n as u64, Ordering::Relaxed);
@@ -543,13 +587,13 @@ fn apply(
     let mut stored = Vec::with_capacity(b.events.len());
     for e in &b.events {
         let seq = head.seq + 1;
-        let hash = e.chain_hash(&head.hash, seq);
+        let (hash, data_text) = e.chain_hash_and_data(&head.hash, seq);
         let hex_hash = hex::encode(hash);
-        tx.prepare_cached(&format!(
-            "INSERT INTO events ({EVENT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"
-        ))
-        .and_then(|mut s| s.execute(params_from_iter(event_params(seq, e, &hex_hash))))
-        .map_err(sql_err)?;
+        tx.prepare_cached(INSERT_EVENT)
+            .and_then(|mut s| {
+                s.execute(params_from_iter(event_params(seq, e, data_text, &hex_hash)))
+            })
+            .map_err(sql_err)?;
         tx.prepare_cached("INSERT INTO outbox (seq) VALUES (?1)")
             .and_then(|mut s| s.execute([seq]))
             .map_err(sql_err)?;

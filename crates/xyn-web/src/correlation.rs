@@ -23,10 +23,10 @@ pub async fn layer(mut req: Request, next: Next) -> Response {
         .get(&HEADER)
         .map(|v| v.to_str().map(str::to_string));
     let id = match given {
-        None => uuid::Uuid::new_v4().to_string(),
+        None => uuid::Uuid::now_v7().to_string(),
         Some(Ok(s)) if xyn_engine_valid(&s) => s,
         Some(_) => {
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = uuid::Uuid::now_v7().to_string();
             let mut resp = ApiError {
                 error: XynError::bad_request(
                     codes::REQUEST_INVALID,

@@ -61,7 +61,8 @@ fn opt_json(r: &Row<'_>, i: usize, what: &str) -> StoreResult<Option<Value>> {
 
 pub(crate) const EVENT_COLS: &str = "seq, event_id, event_name, occurred_at, env_id, actor, correlation_id, run_id, step_id, resource_type, resource_id, data, hash";
 
-pub(crate) fn event_params(seq: i64, e: &Event, hash: &str) -> [SqlValue; 13] {
+/// `data` is the event data's JSON text (canonical, computed once with the hash).
+pub(crate) fn event_params(seq: i64, e: &Event, data: String, hash: &str) -> [SqlValue; 13] {
     [
         SqlValue::Integer(seq),
         SqlValue::Text(e.event_id.to_string()),
@@ -74,7 +75,7 @@ pub(crate) fn event_params(seq: i64, e: &Event, hash: &str) -> [SqlValue; 13] {
         opt_text(e.step_id.map(|s| s.to_string())),
         opt_text(e.resource.as_ref().map(|r| r.kind.clone())),
         opt_text(e.resource.as_ref().map(|r| r.id.clone())),
-        SqlValue::Text(json_text(&e.data)),
+        SqlValue::Text(data),
         SqlValue::Text(hash.to_string()),
     ]
 }
