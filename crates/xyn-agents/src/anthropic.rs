@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use crate::openai::{error_parts, join_url};
-use crate::retry::post_json;
+use crate::retry::{Backoff, Policy, post_json};
 use crate::{AgentError, ChatRequest, ChatResponse, FinishReason, Provider, Usage};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -34,16 +34,26 @@ impl Default for AnthropicConfig {
 pub struct Anthropic {
     config: AnthropicConfig,
     http: reqwest::Client,
-    max_retries: u32,
+    policy: Policy,
 }
 
 impl Anthropic {
+    /// A provider that retries at most `max_retries` times with the SDKs' [`Backoff`].
     pub fn new(config: AnthropicConfig, http: reqwest::Client, max_retries: u32) -> Self {
         Self {
             config,
             http,
-            max_retries,
+            policy: Policy {
+                max_retries,
+                backoff: Backoff::default(),
+            },
         }
+    }
+
+    /// Replaces the delays between retries.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.policy.backoff = backoff;
+        self
     }
 }
 
@@ -155,7 +165,7 @@ impl Provider for Anthropic {
             &headers,
             &body,
             timeout,
-            self.max_retries,
+            &self.policy,
             "anthropic",
         )
         .await?;

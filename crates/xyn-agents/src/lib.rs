@@ -13,6 +13,8 @@ pub mod openai;
 pub mod replay;
 mod retry;
 
+pub use retry::Backoff;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,8 +124,9 @@ pub trait Provider: Send + Sync {
     ) -> Result<ChatResponse, AgentError>;
 }
 
-/// Node configuration of the agent layer.
-#[derive(Clone, Debug, Default)]
+/// Node configuration of the agent layer. [`Default`] is [`AgentsConfig::from_env`] with an
+/// empty environment.
+#[derive(Clone, Debug)]
 pub struct AgentsConfig {
     pub openai: openai::OpenAiConfig,
     pub anthropic: anthropic::AnthropicConfig,
@@ -134,6 +137,14 @@ pub struct AgentsConfig {
     pub force_cassette: Option<std::path::PathBuf>,
     /// Retries after the first attempt (the official SDKs use 2).
     pub max_retries: u32,
+    /// The delays between retries (the official SDKs' by default).
+    pub backoff: Backoff,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self::from_env(|_| None)
+    }
 }
 
 impl AgentsConfig {
@@ -169,6 +180,7 @@ impl AgentsConfig {
             fallback_cassette: None,
             force_cassette: nonempty("XYN_AGENT_CASSETTE").map(Into::into),
             max_retries: 2,
+            backoff: Backoff::default(),
         }
     }
 }
@@ -195,35 +207,44 @@ impl Router {
         let mut missing_keys = BTreeMap::new();
         providers.insert(
             "openai".into(),
-            Arc::new(openai::OpenAi::new(
-                "openai",
-                config.openai.clone(),
-                http.clone(),
-                config.max_retries,
-            )),
+            Arc::new(
+                openai::OpenAi::new(
+                    "openai",
+                    config.openai.clone(),
+                    http.clone(),
+                    config.max_retries,
+                )
+                .with_backoff(config.backoff),
+            ),
         );
         if config.openai.api_key.is_none() {
             missing_keys.insert("openai".into(), "OPENAI_API_KEY".into());
         }
         providers.insert(
             "anthropic".into(),
-            Arc::new(anthropic::Anthropic::new(
-                config.anthropic.clone(),
-                http.clone(),
-                config.max_retries,
-            )),
+            Arc::new(
+                anthropic::Anthropic::new(
+                    config.anthropic.clone(),
+                    http.clone(),
+                    config.max_retries,
+                )
+                .with_backoff(config.backoff),
+            ),
         );
         if config.anthropic.api_key.is_none() {
             missing_keys.insert("anthropic".into(), "ANTHROPIC_API_KEY".into());
         }
         providers.insert(
             "openai_compatible".into(),
-            Arc::new(openai::OpenAi::new(
-                "openai_compatible",
-                config.openai_compatible.clone(),
-                http,
-                config.max_retries,
-            )),
+            Arc::new(
+                openai::OpenAi::new(
+                    "openai_compatible",
+                    config.openai_compatible.clone(),
+                    http,
+                    config.max_retries,
+                )
+                .with_backoff(config.backoff),
+            ),
         );
         let load = |p: &std::path::PathBuf| replay::Replay::from_file(p).map(Arc::new);
         let fallback = config.fallback_cassette.as_ref().map(load).transpose()?;

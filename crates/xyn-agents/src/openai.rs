@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::retry::post_json;
+use crate::retry::{Backoff, Policy, post_json};
 use crate::{AgentError, ChatRequest, ChatResponse, FinishReason, Provider, Usage};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -47,17 +47,27 @@ pub struct OpenAi {
     name: String,
     config: OpenAiConfig,
     http: reqwest::Client,
-    max_retries: u32,
+    policy: Policy,
 }
 
 impl OpenAi {
+    /// A provider that retries at most `max_retries` times with the SDKs' [`Backoff`].
     pub fn new(name: &str, config: OpenAiConfig, http: reqwest::Client, max_retries: u32) -> Self {
         Self {
             name: name.into(),
             config,
             http,
-            max_retries,
+            policy: Policy {
+                max_retries,
+                backoff: Backoff::default(),
+            },
         }
+    }
+
+    /// Replaces the delays between retries.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.policy.backoff = backoff;
+        self
     }
 }
 
@@ -256,7 +266,7 @@ impl Provider for OpenAi {
             &headers,
             &body,
             timeout,
-            self.max_retries,
+            &self.policy,
             &self.name,
         )
         .await?;
