@@ -204,7 +204,8 @@ pub(crate) async fn post_json(
         };
         match outcome {
             Ok((status, h, body)) => {
-                let retry = !(200..300).contains(&status) && should_retry(status, &h);
+                let retry = !(200..300).contains(&status)
+                    && crate::errors::should_retry_answer(status, &h, &body);
                 if retry {
                     let d = delay(retries, Some(&h), jitter(), &policy.backoff);
                     if can_retry(retries, d) {
