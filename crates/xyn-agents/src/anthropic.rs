@@ -6,8 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::openai::{error_parts, join_url};
-use crate::retry::post_json;
+use crate::errors::{error_parts, request_id, status_error};
+use crate::openai::{JSON_INSTRUCTION, join_url};
+use crate::retry::{Backoff, Policy, post_json};
 use crate::{AgentError, ChatRequest, ChatResponse, FinishReason, Provider, Usage};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -34,16 +35,26 @@ impl Default for AnthropicConfig {
 pub struct Anthropic {
     config: AnthropicConfig,
     http: reqwest::Client,
-    max_retries: u32,
+    policy: Policy,
 }
 
 impl Anthropic {
+    /// A provider that retries at most `max_retries` times with the SDKs' [`Backoff`].
     pub fn new(config: AnthropicConfig, http: reqwest::Client, max_retries: u32) -> Self {
         Self {
             config,
             http,
-            max_retries,
+            policy: Policy {
+                max_retries,
+                backoff: Backoff::default(),
+            },
         }
+    }
+
+    /// Replaces the delays between retries.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.policy.backoff = backoff;
+        self
     }
 }
 
@@ -51,7 +62,8 @@ impl Anthropic {
 pub fn request_body(req: &ChatRequest) -> Value {
     let mut prompt = req.prompt.clone();
     if req.json_output {
-        prompt.push_str("\n\nAnswer with one JSON object and nothing else.");
+        prompt.push_str("\n\n");
+        prompt.push_str(JSON_INSTRUCTION);
     }
     let mut body = json!({
         "model": req.model,
@@ -155,18 +167,12 @@ impl Provider for Anthropic {
             &headers,
             &body,
             timeout,
-            self.max_retries,
+            &self.policy,
             "anthropic",
         )
         .await?;
         if !(200..300).contains(&ex.status) {
-            let retryable = crate::retry::should_retry(ex.status, &ex.headers);
-            return Err(crate::openai::status_error(
-                "anthropic",
-                ex.status,
-                &ex.body,
-                retryable,
-            ));
+            return Err(status_error("anthropic", ex.status, &ex.headers, &ex.body));
         }
         let wire_response: Value = serde_json::from_slice(&ex.body).map_err(|e| {
             AgentError::new(
@@ -186,14 +192,68 @@ impl Provider for Anthropic {
             text,
             finish,
             usage,
-            request_id: ex
-                .headers
-                .get("request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
+            request_id: request_id(&ex.headers),
             wire_request: body,
             wire_response,
             requests: ex.requests,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_defaults_and_json_instruction() {
+        let req = ChatRequest {
+            model: "claude".into(),
+            prompt: "Summarise.".into(),
+            json_output: true,
+            temperature: Some(-0.5),
+            ..Default::default()
+        };
+        let b = request_body(&req);
+        assert_eq!(b["max_tokens"], json!(DEFAULT_MAX_TOKENS));
+        assert_eq!(
+            b["messages"][0]["content"],
+            json!(format!("Summarise.\n\n{JSON_INSTRUCTION}"))
+        );
+        assert_eq!(b.get("system"), None);
+        assert_eq!(
+            b["temperature"],
+            json!(-0.5),
+            "the API reports out-of-range values"
+        );
+        assert!(
+            !b["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["role"] == "system")
+        );
+    }
+
+    #[test]
+    fn error_in_a_200_and_odd_usage() {
+        let e = parse_response(&json!({"type": "error",
+            "error": {"type": "overloaded_error", "message": "Overloaded"}}))
+        .unwrap_err();
+        assert_eq!(e.code, "agent.provider_error");
+        assert_eq!(e.provider_code.as_deref(), Some("overloaded_error"));
+        let (text, _, finish, usage) = parse_response(&json!({
+            "content": [{"type": "text"}, {"type": "text", "text": "a"}, "junk"],
+            "usage": {"output_tokens": 4}
+        }))
+        .unwrap();
+        assert_eq!(text, "a");
+        assert_eq!(finish, FinishReason::Other("unknown".into()));
+        assert_eq!(
+            usage,
+            Some(Usage {
+                tokens_in: 0,
+                tokens_out: 4
+            })
+        );
     }
 }

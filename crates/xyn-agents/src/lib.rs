@@ -9,9 +9,12 @@
 //! mutate process environment variables.
 
 pub mod anthropic;
+mod errors;
 pub mod openai;
 pub mod replay;
 mod retry;
+
+pub use retry::Backoff;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,14 +92,20 @@ pub struct ChatResponse {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct AgentError {
-    /// `agent.missing_key`, `agent.http_status`, `agent.timeout`, `agent.connect`,
-    /// `agent.protocol`, `agent.no_recording`, `agent.unknown_provider`.
+    /// `agent.missing_key`, `agent.http_status` (a non-2xx answer), `agent.provider_error` (an
+    /// error object in a 2xx answer), `agent.timeout`, `agent.connect`, `agent.http` (another
+    /// transport failure, e.g. a connection closed mid-body), `agent.config` (an unusable base
+    /// URL or key), `agent.protocol`, `agent.replay` (an unreadable cassette),
+    /// `agent.no_recording`, `agent.unknown_provider`.
     pub code: String,
     pub message: String,
     pub retryable: bool,
     pub status: Option<u16>,
     /// The provider's error type/code, when it sent one.
     pub provider_code: Option<String>,
+    /// The provider's id of the failed request (`x-request-id`, `request-id` or the error
+    /// body's `request_id`), to quote to its support.
+    pub request_id: Option<String>,
 }
 
 impl AgentError {
@@ -107,6 +116,7 @@ impl AgentError {
             retryable,
             status: None,
             provider_code: None,
+            request_id: None,
         }
     }
 }
@@ -122,8 +132,9 @@ pub trait Provider: Send + Sync {
     ) -> Result<ChatResponse, AgentError>;
 }
 
-/// Node configuration of the agent layer.
-#[derive(Clone, Debug, Default)]
+/// Node configuration of the agent layer. [`Default`] is [`AgentsConfig::from_env`] with an
+/// empty environment.
+#[derive(Clone, Debug)]
 pub struct AgentsConfig {
     pub openai: openai::OpenAiConfig,
     pub anthropic: anthropic::AnthropicConfig,
@@ -134,14 +145,28 @@ pub struct AgentsConfig {
     pub force_cassette: Option<std::path::PathBuf>,
     /// Retries after the first attempt (the official SDKs use 2).
     pub max_retries: u32,
+    /// The delays between retries (the official SDKs' by default).
+    pub backoff: Backoff,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self::from_env(|_| None)
+    }
 }
 
 impl AgentsConfig {
     /// Reads the variables the official SDKs read (`OPENAI_API_KEY`, `OPENAI_BASE_URL`,
-    /// `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`) and Xyn's own
+    /// `OPENAI_ORG_ID`, `OPENAI_PROJECT_ID`, `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`) and Xyn's own
     /// (`XYN_OPENAI_COMPATIBLE_BASE_URL`, `XYN_OPENAI_COMPATIBLE_API_KEY`, `XYN_AGENT_CASSETTE`).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Self {
-        let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        // Values are trimmed: a key read from a file often ends with a line break, which is
+        // not a valid header value.
+        let nonempty = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         Self {
             openai: openai::OpenAiConfig {
                 base_url: nonempty("OPENAI_BASE_URL")
@@ -151,6 +176,7 @@ impl AgentsConfig {
                 organization: nonempty("OPENAI_ORG_ID"),
                 project: nonempty("OPENAI_PROJECT_ID"),
                 key_required: true,
+                max_tokens_field: openai::MaxTokensField::MaxCompletionTokens,
             },
             anthropic: anthropic::AnthropicConfig {
                 base_url: nonempty("ANTHROPIC_BASE_URL")
@@ -165,10 +191,12 @@ impl AgentsConfig {
                 organization: None,
                 project: None,
                 key_required: false,
+                max_tokens_field: openai::MaxTokensField::MaxTokens,
             },
             fallback_cassette: None,
             force_cassette: nonempty("XYN_AGENT_CASSETTE").map(Into::into),
             max_retries: 2,
+            backoff: Backoff::default(),
         }
     }
 }
@@ -195,35 +223,44 @@ impl Router {
         let mut missing_keys = BTreeMap::new();
         providers.insert(
             "openai".into(),
-            Arc::new(openai::OpenAi::new(
-                "openai",
-                config.openai.clone(),
-                http.clone(),
-                config.max_retries,
-            )),
+            Arc::new(
+                openai::OpenAi::new(
+                    "openai",
+                    config.openai.clone(),
+                    http.clone(),
+                    config.max_retries,
+                )
+                .with_backoff(config.backoff),
+            ),
         );
         if config.openai.api_key.is_none() {
             missing_keys.insert("openai".into(), "OPENAI_API_KEY".into());
         }
         providers.insert(
             "anthropic".into(),
-            Arc::new(anthropic::Anthropic::new(
-                config.anthropic.clone(),
-                http.clone(),
-                config.max_retries,
-            )),
+            Arc::new(
+                anthropic::Anthropic::new(
+                    config.anthropic.clone(),
+                    http.clone(),
+                    config.max_retries,
+                )
+                .with_backoff(config.backoff),
+            ),
         );
         if config.anthropic.api_key.is_none() {
             missing_keys.insert("anthropic".into(), "ANTHROPIC_API_KEY".into());
         }
         providers.insert(
             "openai_compatible".into(),
-            Arc::new(openai::OpenAi::new(
-                "openai_compatible",
-                config.openai_compatible.clone(),
-                http,
-                config.max_retries,
-            )),
+            Arc::new(
+                openai::OpenAi::new(
+                    "openai_compatible",
+                    config.openai_compatible.clone(),
+                    http,
+                    config.max_retries,
+                )
+                .with_backoff(config.backoff),
+            ),
         );
         let load = |p: &std::path::PathBuf| replay::Replay::from_file(p).map(Arc::new);
         let fallback = config.fallback_cassette.as_ref().map(load).transpose()?;

@@ -11,10 +11,35 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::retry::post_json;
+use crate::errors::{error_parts, request_id, status_error};
+use crate::retry::{Backoff, Policy, post_json};
 use crate::{AgentError, ChatRequest, ChatResponse, FinishReason, Provider, Usage};
 
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// Appended to the prompt in JSON mode when the step's text does not mention JSON: OpenAI
+/// rejects `response_format: json_object` unless a message contains the word.
+pub const JSON_INSTRUCTION: &str = "Answer with one JSON object and nothing else.";
+
+/// Which field carries the step's token limit (§1.3, §5.2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MaxTokensField {
+    /// `max_completion_tokens`: OpenAI's current field, required by reasoning models.
+    #[default]
+    MaxCompletionTokens,
+    /// `max_tokens`: deprecated at OpenAI, but the one vLLM, Ollama and llama.cpp all read
+    /// (Ollama ignores `max_completion_tokens`).
+    MaxTokens,
+}
+
+impl MaxTokensField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+            MaxTokensField::MaxTokens => "max_tokens",
+        }
+    }
+}
 
 /// Where and how to reach an OpenAI-style API.
 #[derive(Clone, Debug)]
@@ -28,6 +53,8 @@ pub struct OpenAiConfig {
     pub project: Option<String>,
     /// OpenAI itself needs a key; compatible servers often do not.
     pub key_required: bool,
+    /// The field for the token limit.
+    pub max_tokens_field: MaxTokensField,
 }
 
 impl Default for OpenAiConfig {
@@ -39,6 +66,7 @@ impl Default for OpenAiConfig {
             organization: None,
             project: None,
             key_required: true,
+            max_tokens_field: MaxTokensField::default(),
         }
     }
 }
@@ -47,17 +75,27 @@ pub struct OpenAi {
     name: String,
     config: OpenAiConfig,
     http: reqwest::Client,
-    max_retries: u32,
+    policy: Policy,
 }
 
 impl OpenAi {
+    /// A provider that retries at most `max_retries` times with the SDKs' [`Backoff`].
     pub fn new(name: &str, config: OpenAiConfig, http: reqwest::Client, max_retries: u32) -> Self {
         Self {
             name: name.into(),
             config,
             http,
-            max_retries,
+            policy: Policy {
+                max_retries,
+                backoff: Backoff::default(),
+            },
         }
+    }
+
+    /// Replaces the delays between retries.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.policy.backoff = backoff;
+        self
     }
 }
 
@@ -70,19 +108,33 @@ pub fn join_url(base: &str, path: &str) -> String {
     )
 }
 
-/// The request body for a [`ChatRequest`].
+/// The request body for a [`ChatRequest`], as sent to OpenAI.
 pub fn request_body(req: &ChatRequest) -> Value {
+    request_body_with(req, MaxTokensField::MaxCompletionTokens)
+}
+
+/// The request body for a [`ChatRequest`], with the token limit in `max_tokens_field`.
+pub fn request_body_with(req: &ChatRequest, max_tokens_field: MaxTokensField) -> Value {
     let mut messages = Vec::new();
     if let Some(s) = &req.system {
         messages.push(json!({"role": "system", "content": s}));
     }
-    messages.push(json!({"role": "user", "content": req.prompt}));
+    let mentions_json = |s: &str| s.to_ascii_lowercase().contains("json");
+    let prompt = if req.json_output
+        && !mentions_json(&req.prompt)
+        && !req.system.as_deref().is_some_and(mentions_json)
+    {
+        format!("{}\n\n{JSON_INSTRUCTION}", req.prompt)
+    } else {
+        req.prompt.clone()
+    };
+    messages.push(json!({"role": "user", "content": prompt}));
     let mut body = json!({"model": req.model, "messages": messages});
     if let Some(t) = req.temperature {
         body["temperature"] = json!(t);
     }
     if let Some(m) = req.max_tokens {
-        body["max_completion_tokens"] = json!(m);
+        body[max_tokens_field.as_str()] = json!(m);
     }
     if req.json_output {
         body["response_format"] = json!({"type": "json_object"});
@@ -90,7 +142,10 @@ pub fn request_body(req: &ChatRequest) -> Value {
     body
 }
 
-/// Parses a Chat Completions response body.
+/// Parses a Chat Completions response body: `(text, model, finish, usage)`.
+///
+/// A refusal (`message.refusal`) is the text and finishes as
+/// [`FinishReason::ContentFilter`], whatever `finish_reason` says (OpenAI sends `stop`).
 pub fn parse_response(
     provider: &str,
     body: &Value,
@@ -102,43 +157,38 @@ pub fn parse_response(
         e.provider_code = code;
         return Err(e);
     }
+    let protocol = |what: &str| {
+        AgentError::new(
+            "agent.protocol",
+            format!("{provider}: the response has {what}"),
+            false,
+        )
+    };
     let choices = body
         .get("choices")
         .and_then(Value::as_array)
-        .ok_or_else(|| {
-            AgentError::new(
-                "agent.protocol",
-                format!("{provider}: the response has no 'choices'"),
-                false,
-            )
-        })?;
-    let choice = choices.first().ok_or_else(|| {
-        AgentError::new(
-            "agent.protocol",
-            format!("{provider}: the response has an empty 'choices'"),
-            false,
-        )
-    })?;
-    let message = choice.get("message").cloned().unwrap_or(Value::Null);
-    let text = message
-        .get("content")
+        .ok_or_else(|| protocol("no 'choices'"))?;
+    let choice = choices
+        .first()
+        .ok_or_else(|| protocol("an empty 'choices'"))?;
+    let message = choice.get("message").unwrap_or(&Value::Null);
+    let refusal = message
+        .get("refusal")
         .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let refusal = message.get("refusal").and_then(Value::as_str);
-    let finish = match choice.get("finish_reason").and_then(Value::as_str) {
-        Some("stop") => FinishReason::Stop,
-        Some("length") => FinishReason::Length,
-        Some("tool_calls") | Some("function_call") => FinishReason::ToolCalls,
-        Some("content_filter") => FinishReason::ContentFilter,
-        Some(other) => FinishReason::Other(other.to_string()),
-        None if refusal.is_some() => FinishReason::ContentFilter,
-        None => FinishReason::Other("unknown".into()),
+        .filter(|r| !r.is_empty());
+    let content = message.get("content").and_then(Value::as_str).unwrap_or("");
+    let finish = match (choice.get("finish_reason").and_then(Value::as_str), refusal) {
+        (Some("length"), _) => FinishReason::Length,
+        (_, Some(_)) => FinishReason::ContentFilter,
+        (Some("stop"), _) => FinishReason::Stop,
+        (Some("tool_calls") | Some("function_call"), _) => FinishReason::ToolCalls,
+        (Some("content_filter"), _) => FinishReason::ContentFilter,
+        (Some(other), _) => FinishReason::Other(other.to_string()),
+        (None, None) => FinishReason::Other("unknown".into()),
     };
-    let text = if text.is_empty() {
-        refusal.map(str::to_string).unwrap_or(text)
-    } else {
-        text
+    let text = match refusal {
+        Some(r) if content.is_empty() => r.to_string(),
+        _ => content.to_string(),
     };
     let usage = body.get("usage").filter(|u| u.is_object()).map(|u| Usage {
         tokens_in: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
@@ -153,61 +203,6 @@ pub fn parse_response(
         .unwrap_or("")
         .to_string();
     Ok((text, model, finish, usage))
-}
-
-/// `(message, code)` of an error object, or of an error given as a plain string.
-pub(crate) fn error_parts(err: &Value) -> (String, Option<String>) {
-    match err {
-        Value::String(s) => (s.clone(), None),
-        Value::Object(m) => {
-            let msg = m
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("error")
-                .to_string();
-            let code = m
-                .get("code")
-                .filter(|c| !c.is_null())
-                .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_string))
-                .or_else(|| m.get("type").and_then(Value::as_str).map(str::to_string));
-            (msg, code)
-        }
-        other => (other.to_string(), None),
-    }
-}
-
-/// The error for a non-2xx response: JSON (`{"error":{…}}`, `{"error":"…"}`, vLLM's flat
-/// `{"object":"error","message":…}`) or anything else (an HTML error page).
-pub(crate) fn status_error(
-    provider: &str,
-    status: u16,
-    body: &[u8],
-    retryable: bool,
-) -> AgentError {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let (msg, code) = match &parsed {
-        Some(v) if v.get("error").is_some() => error_parts(&v["error"]),
-        Some(v) if v.get("message").is_some() => error_parts(v),
-        _ => {
-            let text = String::from_utf8_lossy(body);
-            let text: String = text.chars().take(300).collect();
-            (
-                if text.trim().is_empty() {
-                    "no body".into()
-                } else {
-                    text
-                },
-                None,
-            )
-        }
-    };
-    AgentError {
-        code: "agent.http_status".into(),
-        message: format!("{provider} answered {status}: {msg}"),
-        retryable,
-        status: Some(status),
-        provider_code: code,
-    }
 }
 
 #[async_trait]
@@ -248,7 +243,7 @@ impl Provider for OpenAi {
         if let Some(p) = &self.config.project {
             headers.push(("OpenAI-Project", p.clone()));
         }
-        let body = request_body(req);
+        let body = request_body_with(req, self.config.max_tokens_field);
         let url = join_url(&base, "chat/completions");
         let ex = post_json(
             &self.http,
@@ -256,13 +251,17 @@ impl Provider for OpenAi {
             &headers,
             &body,
             timeout,
-            self.max_retries,
+            &self.policy,
             &self.name,
         )
         .await?;
         if !(200..300).contains(&ex.status) {
-            let retryable = crate::retry::should_retry(ex.status, &ex.headers);
-            return Err(status_error(&self.name, ex.status, &ex.body, retryable));
+            let mut e = status_error(&self.name, ex.status, &ex.headers, &ex.body);
+            if ex.status == 401 && self.config.api_key.is_none() {
+                e.message
+                    .push_str(&format!("; {} is not set", self.config.key_var));
+            }
+            return Err(e);
         }
         let wire_response: Value = serde_json::from_slice(&ex.body).map_err(|e| {
             AgentError::new(
@@ -282,14 +281,130 @@ impl Provider for OpenAi {
             text,
             finish,
             usage,
-            request_id: ex
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
+            request_id: request_id(&ex.headers),
             wire_request: body,
             wire_response,
             requests: ex.requests,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(prompt: &str, system: Option<&str>, json_output: bool) -> ChatRequest {
+        ChatRequest {
+            provider: "openai".into(),
+            model: "m".into(),
+            system: system.map(str::to_string),
+            prompt: prompt.into(),
+            json_output,
+            max_tokens: Some(7),
+            ..Default::default()
+        }
+    }
+
+    fn user_text(body: &Value) -> &str {
+        body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn json_instruction_only_when_json_is_not_mentioned() {
+        let b = request_body(&req("Summarise.", None, true));
+        assert_eq!(user_text(&b), format!("Summarise.\n\n{JSON_INSTRUCTION}"));
+        for (prompt, system) in [
+            ("Reply in json.", None),
+            ("Summarise.", Some("Always answer with a JSON object.")),
+        ] {
+            let b = request_body(&req(prompt, system, true));
+            assert_eq!(user_text(&b), prompt);
+        }
+        let b = request_body(&req("Summarise.", None, false));
+        assert_eq!(user_text(&b), "Summarise.");
+        assert_eq!(b.get("response_format"), None);
+    }
+
+    #[test]
+    fn token_limit_field() {
+        let r = req("x", None, false);
+        assert_eq!(request_body(&r)["max_completion_tokens"], json!(7));
+        let b = request_body_with(&r, MaxTokensField::MaxTokens);
+        assert_eq!(b["max_tokens"], json!(7));
+        assert_eq!(b.get("max_completion_tokens"), None);
+    }
+
+    fn parse(v: Value) -> Result<(String, String, FinishReason, Option<Usage>), AgentError> {
+        parse_response("openai", &v)
+    }
+
+    #[test]
+    fn refusals_and_finish_reasons() {
+        let choice = |message: Value, finish: Value| json!({"choices": [{"index": 0, "message": message, "finish_reason": finish}]});
+        let (text, _, finish, usage) = parse(choice(
+            json!({"content": null, "refusal": "No."}),
+            json!("stop"),
+        ))
+        .unwrap();
+        assert_eq!(
+            (text.as_str(), finish),
+            ("No.", FinishReason::ContentFilter)
+        );
+        assert_eq!(usage, None);
+        // A refusal cut short is still a truncation.
+        let (_, _, finish, _) = parse(choice(
+            json!({"content": null, "refusal": "No"}),
+            json!("length"),
+        ))
+        .unwrap();
+        assert_eq!(finish, FinishReason::Length);
+        // An empty refusal is no refusal.
+        let (text, _, finish, _) = parse(choice(
+            json!({"content": "Yes", "refusal": ""}),
+            json!("stop"),
+        ))
+        .unwrap();
+        assert_eq!((text.as_str(), finish), ("Yes", FinishReason::Stop));
+        let (_, _, finish, _) = parse(choice(json!({"content": "x"}), Value::Null)).unwrap();
+        assert_eq!(finish, FinishReason::Other("unknown".into()));
+        // No message at all: empty text, not a panic.
+        let (text, _, _, _) = parse(json!({"choices": [{"finish_reason": "stop"}]})).unwrap();
+        assert_eq!(text, "");
+    }
+
+    #[test]
+    fn odd_usage_and_model() {
+        let (_, model, _, usage) = parse(json!({
+            "model": 5,
+            "choices": [{"message": {"content": "x"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": "3", "completion_tokens": 2}
+        }))
+        .unwrap();
+        assert_eq!(model, "");
+        assert_eq!(
+            usage,
+            Some(Usage {
+                tokens_in: 0,
+                tokens_out: 2
+            })
+        );
+    }
+
+    #[test]
+    fn url_joining() {
+        for base in ["http://h/v1", "http://h/v1/", "http://h/v1//"] {
+            assert_eq!(
+                join_url(base, "chat/completions"),
+                "http://h/v1/chat/completions"
+            );
+            assert_eq!(
+                join_url(base, "/chat/completions"),
+                "http://h/v1/chat/completions"
+            );
+        }
     }
 }

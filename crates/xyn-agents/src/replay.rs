@@ -11,7 +11,9 @@
 //! `provider` is the wire format of the recording (`openai`, `openai_compatible` or
 //! `anthropic`); `model` may be `*`. The first entry whose provider, model and optional
 //! `prompt_contains` match answers. Its `body` is parsed by the same code that parses live
-//! responses, and a non-2xx `status` produces the same error a live call would.
+//! responses, and a non-2xx `status` produces the same error a live call would (headers such
+//! as `x-should-retry` and `x-request-id` included). A string `body` is the raw text of the
+//! answer, for non-JSON bodies such as a proxy's HTML error page.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,10 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{AgentError, ChatRequest, ChatResponse, Provider, anthropic, openai};
+use crate::openai::MaxTokensField;
+use crate::{AgentError, ChatRequest, ChatResponse, Provider, anthropic, errors, openai};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,6 +64,21 @@ pub struct Recorded {
 
 fn ok_status() -> u16 {
     200
+}
+
+impl Recorded {
+    /// The recorded headers as HTTP headers (names case-insensitive); invalid ones are skipped.
+    fn header_map(&self) -> HeaderMap {
+        self.headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+                    HeaderValue::from_str(v.trim()).ok()?,
+                ))
+            })
+            .collect()
+    }
 }
 
 /// The replay provider.
@@ -188,28 +207,39 @@ impl Provider for Replay {
                     false,
                 )
             })?;
-        let wire = if entry.provider == "anthropic" {
-            "anthropic"
-        } else {
-            "openai"
-        };
-        let wire_request = match wire {
+        let wire_request = match entry.provider.as_str() {
             "anthropic" => anthropic::request_body(req),
+            "openai_compatible" => openai::request_body_with(req, MaxTokensField::MaxTokens),
             _ => openai::request_body(req),
         };
         let r = &entry.response;
+        let headers = r.header_map();
+        // A string body is the raw text on the wire (an HTML error page, a broken answer).
+        let raw = match &r.body {
+            Value::String(s) => s.as_bytes().to_vec(),
+            v => serde_json::to_vec(v).unwrap_or_default(),
+        };
         if !(200..300).contains(&r.status) {
-            let body = serde_json::to_vec(&r.body).unwrap_or_default();
-            return Err(openai::status_error(
+            return Err(errors::status_error(
                 &entry.provider,
                 r.status,
-                &body,
-                false,
+                &headers,
+                &raw,
             ));
         }
-        let (text, model, finish, usage) = match wire {
-            "anthropic" => anthropic::parse_response(&r.body)?,
-            _ => openai::parse_response(&entry.provider, &r.body)?,
+        let body: Value = match &r.body {
+            Value::String(s) => serde_json::from_str(s).map_err(|e| {
+                AgentError::new(
+                    "agent.protocol",
+                    format!("{}: the response is not JSON: {e}", entry.provider),
+                    false,
+                )
+            })?,
+            v => v.clone(),
+        };
+        let (text, model, finish, usage) = match entry.provider.as_str() {
+            "anthropic" => anthropic::parse_response(&body)?,
+            _ => openai::parse_response(&entry.provider, &body)?,
         };
         Ok(ChatResponse {
             provider: "replay".into(),
@@ -221,14 +251,45 @@ impl Provider for Replay {
             text,
             finish,
             usage,
-            request_id: r
-                .headers
-                .get("x-request-id")
-                .or_else(|| r.headers.get("request-id"))
-                .cloned(),
+            request_id: errors::request_id(&headers),
             wire_request,
-            wire_response: r.body.clone(),
+            wire_response: body,
             requests: 0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_headers_are_case_insensitive() {
+        let r = Recorded {
+            status: 429,
+            headers: HashMap::from([
+                ("X-Request-Id".to_string(), " req_1 ".to_string()),
+                ("Retry-After".to_string(), "2".to_string()),
+                ("bad header".to_string(), "x".to_string()),
+                ("x-bad-value".to_string(), "a\nb".to_string()),
+            ]),
+            body: Value::Null,
+        };
+        let h = r.header_map();
+        assert_eq!(h.len(), 2);
+        assert_eq!(errors::request_id(&h).as_deref(), Some("req_1"));
+        assert_eq!(
+            h.get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
+    }
+
+    #[test]
+    fn providers_stand_for_each_other() {
+        assert!(stands_for("openai", "openai_compatible"));
+        assert!(stands_for("openai_compatible", "openai"));
+        assert!(stands_for("anthropic", "replay"));
+        assert!(!stands_for("anthropic", "openai"));
+        assert!(!stands_for("openai", "anthropic"));
     }
 }
