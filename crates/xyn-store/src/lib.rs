@@ -2,8 +2,8 @@
 //!
 //! [`Store`] is the one way the rest of Xyn reads and writes durable state. Writes are whole
 //! [`WriteBatch`]es: everything in a batch commits together or not at all, events get their
-//! `seq` and chain `hash` inside the same transaction, and every event gets its outbox row
-//! there too. Adapters: [`sqlite::SqliteStore`] (embedded, the default). Artifact bytes live in a
+//! `seq` and chain `hash` inside the same transaction, and the transaction writes an outbox
+//! row naming the range of seqs it appended. Adapters: [`sqlite::SqliteStore`] (embedded, the default). Artifact bytes live in a
 //! [`blob::BlobStore`], content-addressed by sha256; the database holds their metadata only.
 //!
 //! *Architecture Invariant:* an acknowledged commit is durable (fsync'd) before `commit`
@@ -138,7 +138,6 @@ pub struct EventQuery {
     /// Exact name, or a prefix pattern ending in `.*` / `.**` (`checkmk.*`).
     pub event_name: Option<String>,
     pub run_id: Option<RunId>,
-    pub correlation_id: Option<String>,
     /// Only events with `seq` below this (keyset pagination).
     pub before: Option<i64>,
     pub limit: usize,

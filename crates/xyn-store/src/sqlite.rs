@@ -350,6 +350,13 @@ fn commit_group(
         }
     }
     if head.seq != start_head.seq {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        tx.prepare_cached(
+            "INSERT INTO outbox (first_seq, last_seq, created_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![start_head.seq + 1, head.seq, now])?;
         tx.prepare_cached(
             "INSERT INTO chain_head (id, seq, hash) VALUES (1, ?1, ?2) \
              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
@@ -594,9 +601,6 @@ fn apply(
                 s.execute(params_from_iter(event_params(seq, e, data_text, &hex_hash)))
             })
             .map_err(sql_err)?;
-        tx.prepare_cached("INSERT INTO outbox (seq) VALUES (?1)")
-            .and_then(|mut s| s.execute([seq]))
-            .map_err(sql_err)?;
         head.seq = seq;
         head.hash = hash;
         stored.push(StoredEvent {
@@ -704,10 +708,6 @@ impl Store for SqliteStore {
             if let Some(r) = q.run_id {
                 args.push(r.to_string().into());
                 conds.push(format!("run_id = ?{}", args.len()));
-            }
-            if let Some(cid) = &q.correlation_id {
-                args.push(cid.clone().into());
-                conds.push(format!("correlation_id = ?{}", args.len()));
             }
             if let Some(b) = q.before {
                 args.push(b.into());

@@ -157,3 +157,43 @@ async fn a_newer_schema_is_refused() {
         .unwrap();
     assert!(err.to_string().contains("newer"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_ranges_cover_every_event_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(open(dir.path()));
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut b = xyn_store::WriteBatch::default();
+            for _ in 0..(1 + i % 3) {
+                b.events.push(conformance::event("o.x", None));
+            }
+            s.commit(b).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let c = Connection::open(dir.path().join("xyn.db")).unwrap();
+    let mut stmt = c
+        .prepare("SELECT first_seq, last_seq FROM outbox ORDER BY id")
+        .unwrap();
+    let ranges: Vec<(i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut next = 1;
+    for (a, b) in &ranges {
+        assert_eq!(*a, next, "ranges are contiguous: {ranges:?}");
+        assert!(b >= a);
+        next = b + 1;
+    }
+    let max: i64 = c
+        .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(next - 1, max);
+    assert!(ranges.len() <= 40, "one row per transaction, not per event");
+}

@@ -23,7 +23,6 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_name ON events (event_name, seq);
 CREATE INDEX events_by_run ON events (run_id, seq) WHERE run_id IS NOT NULL;
-CREATE INDEX events_by_correlation ON events (correlation_id, seq);
 
 -- The head of the hash chain, updated in the same transaction as the events: a removed
 -- tail of the log no longer matches it.
@@ -33,11 +32,16 @@ CREATE TABLE chain_head (
     hash TEXT    NOT NULL
 );
 
--- One row per event, written in the same transaction; a dispatcher publishes and marks them.
+-- One row per transaction that appended events, naming the range of their seqs; written in
+-- that transaction. A dispatcher publishes the events of each range in seq order and marks it.
 CREATE TABLE outbox (
-    seq          INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY,
+    first_seq    INTEGER NOT NULL,
+    last_seq     INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
     published_at INTEGER
 );
+CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
 
 CREATE TABLE runs (
     id                INTEGER PRIMARY KEY,

@@ -55,13 +55,12 @@ pub async fn emit(
     Ok((StatusCode::CREATED, Json(stored.into())))
 }
 
-/// `GET /api/v1/events?limit&cursor&event_name&run_id&correlation_id`: newest first.
+/// `GET /api/v1/events?limit&cursor&event_name&run_id`: newest first.
 pub async fn list(State(s): State<AppState>, p: Params) -> ApiResult<Json<ListDto<EventDto>>> {
-    p.allow(&["limit", "cursor", "event_name", "run_id", "correlation_id"])?;
+    p.allow(&["limit", "cursor", "event_name", "run_id"])?;
     let q = EventQuery {
         event_name: p.get("event_name").map(str::to_string),
         run_id: p.get("run_id").map(|r| parse_id("run_id", r)).transpose()?,
-        correlation_id: p.get("correlation_id").map(str::to_string),
         before: decode_cursor(p.get("cursor"))?,
         limit: parse_limit(p.get("limit"))?,
     };
