@@ -34,11 +34,18 @@ pub struct Node {
 pub struct NodeBuilder {
     blueprints: Vec<(String, String)>,
     env: Vec<(String, String)>,
+    engine_toml: String,
 }
 
 impl NodeBuilder {
     pub fn blueprint(mut self, file: &str, text: &str) -> Self {
         self.blueprints.push((file.into(), text.into()));
+        self
+    }
+    /// A line for the `[engine]` section of the node's xyn.toml.
+    pub fn engine(mut self, line: &str) -> Self {
+        self.engine_toml.push_str(line);
+        self.engine_toml.push('\n');
         self
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -55,7 +62,8 @@ impl NodeBuilder {
         std::fs::write(
             dir.path().join("xyn.toml"),
             format!(
-                "[agents]\nfallback_cassette = {:?}\n",
+                "[engine]\n{}\n[agents]\nfallback_cassette = {:?}\n",
+                self.engine_toml,
                 cassette.display().to_string()
             ),
         )
@@ -77,6 +85,7 @@ impl Node {
         NodeBuilder {
             blueprints: vec![],
             env: vec![],
+            engine_toml: String::new(),
         }
     }
 
