@@ -235,13 +235,17 @@ impl Node {
                     format!("blueprint {id} version {version} not found"),
                 )
             })?;
-        let plan = self.compile_value(&v.definition).map_err(|issues| {
-            XynError::invalid(
-                codes::BLUEPRINT_INVALID,
-                format!("blueprint {id} version {version} no longer validates on this node"),
-            )
-            .with_details(json!({"issues": issues}))
-        })?;
+        // A stored version was valid when it was written. It is recompiled without checking
+        // action names against this node, so a run whose action was removed since still loads
+        // (and its step fails with `action.unknown`) instead of being stuck.
+        let plan = blueprint::compile(&v.definition, &blueprint::ValidationEnv::permissive())
+            .map_err(|issues| {
+                XynError::invalid(
+                    codes::BLUEPRINT_INVALID,
+                    format!("blueprint {id} version {version} no longer validates on this node"),
+                )
+                .with_details(json!({"issues": issues}))
+            })?;
         self.remember(id, version, plan.clone(), false);
         Ok(plan)
     }

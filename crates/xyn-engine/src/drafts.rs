@@ -30,6 +30,24 @@ fn draft_id_of(input: &Value) -> Result<DraftId, XynError> {
 }
 
 impl Node {
+    /// Commits a draft change; a concurrent change is `conflict`, a storage failure
+    /// `storage_error` (the §9.3 codes).
+    async fn commit_draft(&self, batch: WriteBatch) -> Result<(), XynError> {
+        self.inner()
+            .store
+            .commit(batch)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                xyn_store::StoreError::Conflict(m) => XynError::conflict(codes::DRAFT_CONFLICT, m),
+                other => XynError::new(
+                    xyn_core::ErrorKind::Unavailable,
+                    codes::STORAGE_ERROR,
+                    other.to_string(),
+                ),
+            })
+    }
+
     fn draft_event(&self, name: &str, actor: &str, draft: &Draft, data: Value) -> Event {
         let inner = self.inner();
         Event {
@@ -218,23 +236,13 @@ impl Node {
             &draft,
             json!({"draft_id": draft.draft_id.to_string(), "revision": draft.revision, "name": draft.name}),
         );
-        inner
-            .store
-            .commit(WriteBatch {
-                events: vec![event],
-                drafts: vec![write],
-                artifacts: vec![artifact],
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| match e {
-                xyn_store::StoreError::Conflict(m) => XynError::conflict(codes::DRAFT_CONFLICT, m),
-                other => XynError::new(
-                    xyn_core::ErrorKind::Unavailable,
-                    codes::STORAGE_ERROR,
-                    other.to_string(),
-                ),
-            })?;
+        self.commit_draft(WriteBatch {
+            events: vec![event],
+            drafts: vec![write],
+            artifacts: vec![artifact],
+            ..Default::default()
+        })
+        .await?;
         Ok(draft)
     }
 
@@ -290,22 +298,16 @@ impl Node {
             json!({"draft_id": n.draft_id.to_string(), "revision": n.revision, "is_valid": report.valid,
                 "issue_count": report.issues.len()}),
         );
-        inner
-            .store
-            .commit(WriteBatch {
-                events: vec![event],
-                drafts: vec![DraftWrite::Update {
-                    draft: n.clone(),
-                    expect_revision: Some(d.revision),
-                }],
-                artifacts: vec![artifact.clone()],
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| match e {
-                xyn_store::StoreError::Conflict(m) => XynError::conflict(codes::DRAFT_CONFLICT, m),
-                other => other.into(),
-            })?;
+        self.commit_draft(WriteBatch {
+            events: vec![event],
+            drafts: vec![DraftWrite::Update {
+                draft: n.clone(),
+                expect_revision: Some(d.revision),
+            }],
+            artifacts: vec![artifact.clone()],
+            ..Default::default()
+        })
+        .await?;
         let out = json!({
             "is_valid": report.valid,
             "issues": report.issues,
@@ -374,21 +376,15 @@ impl Node {
             json!({"draft_id": n.draft_id.to_string(), "revision": n.revision,
                 "blueprint_id": outcome.version.blueprint_id, "version": outcome.version.version}),
         );
-        inner
-            .store
-            .commit(WriteBatch {
-                events: vec![event],
-                drafts: vec![DraftWrite::Update {
-                    draft: n.clone(),
-                    expect_revision: Some(d.revision),
-                }],
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| match e {
-                xyn_store::StoreError::Conflict(m) => XynError::conflict(codes::DRAFT_CONFLICT, m),
-                other => other.into(),
-            })?;
+        self.commit_draft(WriteBatch {
+            events: vec![event],
+            drafts: vec![DraftWrite::Update {
+                draft: n.clone(),
+                expect_revision: Some(d.revision),
+            }],
+            ..Default::default()
+        })
+        .await?;
         let out = json!({
             "blueprint_id": outcome.version.blueprint_id,
             "version": outcome.version.version.to_string(),

@@ -381,6 +381,28 @@ fn sql_err(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// A precondition: the row's stored status is one of `allowed`.
+fn expect_status(
+    tx: &rusqlite::Transaction<'_>,
+    select: &str,
+    id: &str,
+    what: &str,
+    allowed: &[&str],
+) -> StoreResult<()> {
+    let cur: Option<String> = tx
+        .prepare_cached(select)
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(sql_err)?;
+    match cur {
+        None => Err(StoreError::Conflict(format!("{what} does not exist"))),
+        Some(s) if !allowed.contains(&s.as_str()) => Err(StoreError::Conflict(format!(
+            "{what} is {s}, not {}",
+            allowed.join(" or ")
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 fn apply(
     tx: &rusqlite::Transaction<'_>,
     b: &WriteBatch,
@@ -416,33 +438,14 @@ fn apply(
             }
             RunWrite::Update { run, expect } => {
                 if let Some(allowed) = expect {
-                    let cur: Option<String> = tx
-                        .prepare_cached("SELECT status FROM runs WHERE run_id = ?1")
-                        .and_then(|mut s| {
-                            s.query_row([run.run_id.to_string()], |r| r.get(0))
-                                .optional()
-                        })
-                        .map_err(sql_err)?;
-                    match cur {
-                        None => {
-                            return Err(StoreError::Conflict(format!(
-                                "run {} does not exist",
-                                run.run_id
-                            )));
-                        }
-                        Some(s) if !allowed.iter().any(|a| a.as_str() == s) => {
-                            return Err(StoreError::Conflict(format!(
-                                "run {} is {s}, not {}",
-                                run.run_id,
-                                allowed
-                                    .iter()
-                                    .map(|a| a.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(" or ")
-                            )));
-                        }
-                        Some(_) => {}
-                    }
+                    let allowed: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
+                    expect_status(
+                        tx,
+                        "SELECT status FROM runs WHERE run_id = ?1",
+                        &run.run_id.to_string(),
+                        &format!("run {}", run.run_id),
+                        &allowed,
+                    )?;
                 }
                 let n = tx
                     .prepare_cached(
@@ -474,33 +477,14 @@ fn apply(
             }
             StepWrite::Update { step, expect } => {
                 if let Some(allowed) = expect {
-                    let cur: Option<String> = tx
-                        .prepare_cached("SELECT status FROM steps WHERE step_id = ?1")
-                        .and_then(|mut s| {
-                            s.query_row([step.step_id.to_string()], |r| r.get(0))
-                                .optional()
-                        })
-                        .map_err(sql_err)?;
-                    match cur {
-                        None => {
-                            return Err(StoreError::Conflict(format!(
-                                "step {} does not exist",
-                                step.step_id
-                            )));
-                        }
-                        Some(s) if !allowed.iter().any(|a| a.as_str() == s) => {
-                            return Err(StoreError::Conflict(format!(
-                                "step '{}' is {s}, not {}",
-                                step.name,
-                                allowed
-                                    .iter()
-                                    .map(|a| a.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(" or ")
-                            )));
-                        }
-                        Some(_) => {}
-                    }
+                    let allowed: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
+                    expect_status(
+                        tx,
+                        "SELECT status FROM steps WHERE step_id = ?1",
+                        &step.step_id.to_string(),
+                        &format!("step '{}'", step.name),
+                        &allowed,
+                    )?;
                 }
                 let n = tx
                     .prepare_cached(
