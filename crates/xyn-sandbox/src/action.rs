@@ -42,7 +42,11 @@ pub struct SandboxedAction {
 }
 
 impl SandboxedAction {
-    pub fn new(host: Arc<SandboxHost>, manifest: Manifest, dir: PathBuf) -> Result<Self, SandboxError> {
+    pub fn new(
+        host: Arc<SandboxHost>,
+        manifest: Manifest,
+        dir: PathBuf,
+    ) -> Result<Self, SandboxError> {
         let schema = |rel: &Option<String>| -> Result<Value, SandboxError> {
             match rel {
                 Some(r) => read_schema(&dir, r),
@@ -58,7 +62,11 @@ impl SandboxedAction {
             None => None,
         };
         let description = manifest.description.clone().unwrap_or_else(|| {
-            format!("sandboxed {} action ({})", manifest.runtime.as_str(), manifest.entry)
+            format!(
+                "sandboxed {} action ({})",
+                manifest.runtime.as_str(),
+                manifest.entry
+            )
         });
         Ok(Self {
             host,
@@ -86,7 +94,11 @@ impl SandboxedAction {
         let secrets: BTreeMap<String, String> = caps
             .secrets
             .iter()
-            .filter_map(|n| std::env::var(secret_env_var(n)).ok().map(|v| (n.clone(), v)))
+            .filter_map(|n| {
+                std::env::var(secret_env_var(n))
+                    .ok()
+                    .map(|v| (n.clone(), v))
+            })
             .collect();
         let layout = &self.host.layout;
         InvokeMsg {
@@ -102,9 +114,17 @@ impl SandboxedAction {
 
     /// Runs through the worker pool; the report, or the stable error when there is none.
     pub async fn invoke(&self, input: Value) -> Result<InvokeReport, SandboxError> {
-        let limits = self.host.limits.resolve(self.manifest.runtime, &self.manifest.limits);
+        let limits = self
+            .host
+            .limits
+            .resolve(self.manifest.runtime, &self.manifest.limits);
         let watchdog = Duration::from_millis(limits.timeout_ms) + WATCHDOG_GRACE;
-        match self.host.pool.invoke(self.message(input.clone()), watchdog).await {
+        match self
+            .host
+            .pool
+            .invoke(self.message(input.clone()), watchdog)
+            .await
+        {
             Ok(r) => Ok(r),
             Err(PoolError::Timeout(d)) => {
                 // The worker was stuck where budgets cannot reach (a C function): the
@@ -137,7 +157,13 @@ impl SandboxedAction {
 pub fn secret_env_var(name: &str) -> String {
     let var: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("XYN_SECRET_{var}")
 }
@@ -188,7 +214,11 @@ impl Action for SandboxedAction {
         self.output_schema.clone()
     }
 
-    async fn execute(&self, ctx: &ActionContext, input: Value) -> Result<ActionOutput, ActionError> {
+    async fn execute(
+        &self,
+        ctx: &ActionContext,
+        input: Value,
+    ) -> Result<ActionOutput, ActionError> {
         let report = self
             .invoke(input)
             .await
@@ -198,7 +228,11 @@ impl Action for SandboxedAction {
         }
         let records = records(&report);
         if let Some(inc) = &report.incident {
-            let code = report.result.as_ref().err().map_or("budget", |e| e.code.as_str());
+            let code = report
+                .result
+                .as_ref()
+                .err()
+                .map_or("budget", |e| e.code.as_str());
             let bytes = serde_json::to_vec_pretty(inc).unwrap_or_default();
             if let Err(e) = ctx
                 .artifacts
@@ -246,7 +280,10 @@ impl Action for SandboxedAction {
 
 /// Registers every installed package of `host.layout` in `registry`. A package whose name
 /// is already taken (a built-in) or whose manifest is broken is skipped and reported.
-pub fn register_installed(host: &Arc<SandboxHost>, registry: &mut Registry) -> Vec<(String, SandboxError)> {
+pub fn register_installed(
+    host: &Arc<SandboxHost>,
+    registry: &mut Registry,
+) -> Vec<(String, SandboxError)> {
     let mut problems = Vec::new();
     for item in host.layout.installed() {
         match item {
@@ -254,7 +291,10 @@ pub fn register_installed(host: &Arc<SandboxHost>, registry: &mut Registry) -> V
                 if registry.contains(&m.name) {
                     problems.push((
                         m.name.clone(),
-                        SandboxError::manifest(format!("{} is already an action of this node", m.name)),
+                        SandboxError::manifest(format!(
+                            "{} is already an action of this node",
+                            m.name
+                        )),
                     ));
                     continue;
                 }

@@ -270,7 +270,9 @@ impl Caps {
                 }
                 match crypto::call(n, args, &self.cfg.capabilities.secrets, &self.cfg.secrets) {
                     Ok(v) => Ok(v),
-                    Err(crypto::CryptoError::Denied(target, r)) => Err(self.deny(name, &target, &r)),
+                    Err(crypto::CryptoError::Denied(target, r)) => {
+                        Err(self.deny(name, &target, &r))
+                    }
                     Err(crypto::CryptoError::Failed(e)) => Err(e),
                 }
             }
@@ -301,7 +303,7 @@ impl Caps {
                 .map(str::trim)
                 .map(str::to_string)
             {
-                if !self.cfg.capabilities.secrets.iter().any(|s| *s == name) {
+                if !self.cfg.capabilities.secrets.contains(&name) {
                     return Err(self.deny(NAME, &name, "secret not listed in the manifest"));
                 }
                 match self.cfg.secrets.get(&name) {

@@ -56,9 +56,17 @@ impl Layout {
 
     /// Creates the directories (the worker's Landlock rules name them, so they must exist).
     pub fn ensure(&self) -> Result<(), SandboxError> {
-        for d in [self.packages(), self.data_root(), self.db_root(), self.cache()] {
+        for d in [
+            self.packages(),
+            self.data_root(),
+            self.db_root(),
+            self.cache(),
+        ] {
             std::fs::create_dir_all(&d).map_err(|e| {
-                SandboxError::new(codes::INSTALL_FAILED, format!("cannot create {}: {e}", d.display()))
+                SandboxError::new(
+                    codes::INSTALL_FAILED,
+                    format!("cannot create {}: {e}", d.display()),
+                )
             })?;
         }
         Ok(())
@@ -93,7 +101,11 @@ impl Layout {
             .collect();
         dirs.sort();
         dirs.into_iter()
-            .map(|d| Manifest::load(&d).map(|m| (m, d.clone())).map_err(|e| (d, e)))
+            .map(|d| {
+                Manifest::load(&d)
+                    .map(|m| (m, d.clone()))
+                    .map_err(|e| (d, e))
+            })
             .collect()
     }
 }
@@ -103,8 +115,10 @@ fn fail(m: impl Into<String>) -> SandboxError {
 }
 
 fn copy_tree(src: &Path, dst: &Path) -> Result<(), SandboxError> {
-    std::fs::create_dir_all(dst).map_err(|e| fail(format!("cannot create {}: {e}", dst.display())))?;
-    let rd = std::fs::read_dir(src).map_err(|e| fail(format!("cannot read {}: {e}", src.display())))?;
+    std::fs::create_dir_all(dst)
+        .map_err(|e| fail(format!("cannot create {}: {e}", dst.display())))?;
+    let rd =
+        std::fs::read_dir(src).map_err(|e| fail(format!("cannot read {}: {e}", src.display())))?;
     for e in rd {
         let e = e.map_err(|e| fail(e.to_string()))?;
         let name = e.file_name();
@@ -114,11 +128,15 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), SandboxError> {
         let ft = e.file_type().map_err(|e| fail(e.to_string()))?;
         let to = dst.join(&name);
         if ft.is_symlink() {
-            return Err(fail(format!("{} is a symlink; packages hold plain files", e.path().display())));
+            return Err(fail(format!(
+                "{} is a symlink; packages hold plain files",
+                e.path().display()
+            )));
         } else if ft.is_dir() {
             copy_tree(&e.path(), &to)?;
         } else if ft.is_file() {
-            std::fs::copy(e.path(), &to).map_err(|err| fail(format!("cannot copy {}: {err}", e.path().display())))?;
+            std::fs::copy(e.path(), &to)
+                .map_err(|err| fail(format!("cannot copy {}: {err}", e.path().display())))?;
         }
     }
     Ok(())
@@ -127,7 +145,8 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), SandboxError> {
 fn check_schema(dir: &Path, rel: &Option<String>) -> Result<(), SandboxError> {
     if let Some(r) = rel {
         let v = read_schema(dir, r)?;
-        jsonschema::validator_for(&v).map_err(|e| fail(format!("{r} is not a valid JSON Schema: {e}")))?;
+        jsonschema::validator_for(&v)
+            .map_err(|e| fail(format!("{r} is not a valid JSON Schema: {e}")))?;
     }
     Ok(())
 }
@@ -135,7 +154,8 @@ fn check_schema(dir: &Path, rel: &Option<String>) -> Result<(), SandboxError> {
 /// Reads a schema file of a package.
 pub fn read_schema(dir: &Path, rel: &str) -> Result<Value, SandboxError> {
     relative_components(rel).map_err(|e| fail(format!("{rel}: {e}")))?;
-    let text = std::fs::read_to_string(dir.join(rel)).map_err(|e| fail(format!("cannot read {rel}: {e}")))?;
+    let text = std::fs::read_to_string(dir.join(rel))
+        .map_err(|e| fail(format!("cannot read {rel}: {e}")))?;
     serde_json::from_str(&text).map_err(|e| fail(format!("{rel} is not JSON: {e}")))
 }
 
@@ -150,7 +170,9 @@ pub fn install(src: &Path, layout: &Layout) -> Result<Manifest, SandboxError> {
     check_schema(src, &manifest.output_schema)?;
     layout.ensure()?;
     let dest = layout.package(&manifest.name);
-    let tmp = layout.packages().join(format!(".tmp-{}-{}", manifest.name, std::process::id()));
+    let tmp = layout
+        .packages()
+        .join(format!(".tmp-{}-{}", manifest.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     copy_tree(src, &tmp)?;
     let built = (|| -> Result<String, SandboxError> {
@@ -165,7 +187,10 @@ pub fn install(src: &Path, layout: &Layout) -> Result<Manifest, SandboxError> {
         }
         let pkg = Package::load(&tmp)?;
         if let crate::sandbox::Code::Wasm(bytes) = &pkg.code {
-            let rt = crate::runtime::wasm::WasmRuntime::new(&DeploymentLimits::default(), Some(layout.cache()))?;
+            let rt = crate::runtime::wasm::WasmRuntime::new(
+                &DeploymentLimits::default(),
+                Some(layout.cache()),
+            )?;
             rt.check_exports(bytes)?;
             rt.precompile(bytes)?;
         }
@@ -178,16 +203,24 @@ pub fn install(src: &Path, layout: &Layout) -> Result<Manifest, SandboxError> {
             return Err(e);
         }
     };
-    let record = json!({"name": manifest.name, "sha256": digest, "source": src.display().to_string()});
+    let record =
+        json!({"name": manifest.name, "sha256": digest, "source": src.display().to_string()});
     let _ = std::fs::create_dir_all(tmp.join(".xyn"));
     let _ = std::fs::write(tmp.join(".xyn/install.json"), record.to_string());
     // Touch the manifest so caches keyed by its mtime see a new version.
-    let _ = std::fs::write(tmp.join(MANIFEST_FILE), std::fs::read(src.join(MANIFEST_FILE)).unwrap_or_default());
-    let old = layout.packages().join(format!(".old-{}-{}", manifest.name, std::process::id()));
+    let _ = std::fs::write(
+        tmp.join(MANIFEST_FILE),
+        std::fs::read(src.join(MANIFEST_FILE)).unwrap_or_default(),
+    );
+    let old = layout
+        .packages()
+        .join(format!(".old-{}-{}", manifest.name, std::process::id()));
     if dest.exists() {
-        std::fs::rename(&dest, &old).map_err(|e| fail(format!("cannot replace {}: {e}", dest.display())))?;
+        std::fs::rename(&dest, &old)
+            .map_err(|e| fail(format!("cannot replace {}: {e}", dest.display())))?;
     }
-    std::fs::rename(&tmp, &dest).map_err(|e| fail(format!("cannot install into {}: {e}", dest.display())))?;
+    std::fs::rename(&tmp, &dest)
+        .map_err(|e| fail(format!("cannot install into {}: {e}", dest.display())))?;
     let _ = std::fs::remove_dir_all(&old);
     let data = layout.data(&manifest.name);
     std::fs::create_dir_all(&data).map_err(|e| fail(e.to_string()))?;
@@ -208,7 +241,8 @@ fn seed_tree(src: &Path, dst: &Path) -> Result<(), SandboxError> {
         if ft.is_dir() {
             seed_tree(&e.path(), &to)?;
         } else if ft.is_file() && !to.exists() {
-            std::fs::copy(e.path(), &to).map_err(|err| fail(format!("cannot seed {}: {err}", to.display())))?;
+            std::fs::copy(e.path(), &to)
+                .map_err(|err| fail(format!("cannot seed {}: {err}", to.display())))?;
         }
     }
     Ok(())

@@ -332,9 +332,8 @@ impl Manifest {
     /// Reads `<dir>/xyn-action.toml`.
     pub fn load(dir: &Path) -> Result<Manifest, SandboxError> {
         let p = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&p).map_err(|e| {
-            SandboxError::manifest(format!("cannot read {}: {e}", p.display()))
-        })?;
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| SandboxError::manifest(format!("cannot read {}: {e}", p.display())))?;
         Manifest::parse(&text)
     }
 
@@ -369,7 +368,10 @@ impl Manifest {
                 }
             ));
         }
-        for s in [&self.input_schema, &self.output_schema].into_iter().flatten() {
+        for s in [&self.input_schema, &self.output_schema]
+            .into_iter()
+            .flatten()
+        {
             relative_components(s)
                 .map_err(|e| SandboxError::manifest(format!("schema {s:?}: {e}")))?;
         }
@@ -445,7 +447,15 @@ mod tests {
         assert!(p.names_private());
         let v6 = HostRule::parse("[::1]:9000").unwrap();
         assert!(v6.matches("[::1]", 9000, 80));
-        for bad in ["http://x.com", "a/b", "x..com", "-a.com", "x.com:0", "x.com:99999", ""] {
+        for bad in [
+            "http://x.com",
+            "a/b",
+            "x..com",
+            "-a.com",
+            "x.com:0",
+            "x.com:99999",
+            "",
+        ] {
             assert!(HostRule::parse(bad).is_err(), "{bad}");
         }
     }

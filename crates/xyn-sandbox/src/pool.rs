@@ -68,8 +68,10 @@ impl PoolError {
                     d.as_millis()
                 ),
             ),
-            PoolError::Crashed(m) => SandboxError::failed(format!("the sandbox worker crashed: {m}"))
-                .with_details(serde_json::json!({"reason": "worker_crashed"})),
+            PoolError::Crashed(m) => {
+                SandboxError::failed(format!("the sandbox worker crashed: {m}"))
+                    .with_details(serde_json::json!({"reason": "worker_crashed"}))
+            }
             PoolError::Unavailable(e) => e.clone(),
         }
     }
@@ -110,21 +112,29 @@ impl WorkerPool {
             )))
         })?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            return Err(PoolError::Unavailable(unavailable("the worker has no pipes")));
+            return Err(PoolError::Unavailable(unavailable(
+                "the worker has no pipes",
+            )));
         };
         let mut stdout = BufReader::new(stdout).lines();
         let first = tokio::time::timeout(Duration::from_secs(10), stdout.next_line()).await;
         let line = match first {
             Ok(Ok(Some(l))) => l,
             Ok(Ok(None)) | Ok(Err(_)) => {
-                let status = child.wait().await.map(|s| s.to_string()).unwrap_or_default();
+                let status = child
+                    .wait()
+                    .await
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
                 return Err(PoolError::Unavailable(unavailable(format!(
                     "the worker exited at start ({status})"
                 ))));
             }
             Err(_) => {
                 let _ = child.kill().await;
-                return Err(PoolError::Unavailable(unavailable("the worker did not start in time")));
+                return Err(PoolError::Unavailable(unavailable(
+                    "the worker did not start in time",
+                )));
             }
         };
         match serde_json::from_str::<FromWorker>(&line) {
@@ -132,7 +142,11 @@ impl WorkerPool {
                 if let Ok(mut s) = self.seal.lock() {
                     *s = Some(seal);
                 }
-                Ok(Worker { child, stdin, stdout })
+                Ok(Worker {
+                    child,
+                    stdin,
+                    stdout,
+                })
             }
             Ok(FromWorker::Fatal { code, message }) => {
                 let _ = child.wait().await;
@@ -140,7 +154,9 @@ impl WorkerPool {
             }
             _ => {
                 let _ = child.kill().await;
-                Err(PoolError::Unavailable(unavailable("the worker spoke out of turn")))
+                Err(PoolError::Unavailable(unavailable(
+                    "the worker spoke out of turn",
+                )))
             }
         }
     }
@@ -149,7 +165,8 @@ impl WorkerPool {
     pub async fn warm_up(&self) -> Result<SealReport, SandboxError> {
         let w = self.spawn().await.map_err(|e| e.to_error())?;
         self.put_back(w);
-        self.seal_report().ok_or_else(|| unavailable("no seal report"))
+        self.seal_report()
+            .ok_or_else(|| unavailable("no seal report"))
     }
 
     fn put_back(&self, w: Worker) {
@@ -160,7 +177,11 @@ impl WorkerPool {
 
     /// Asks every idle worker to drop its caches (benchmarks of cold starts).
     pub async fn forget(&self) {
-        let workers: Vec<Worker> = self.idle.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+        let workers: Vec<Worker> = self
+            .idle
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
         for mut w in workers {
             if send(&mut w.stdin, &ToWorker::Forget).await.is_ok() {
                 self.put_back(w);
@@ -169,7 +190,11 @@ impl WorkerPool {
     }
 
     /// Runs one invocation in a worker; `deadline` is the watchdog's limit.
-    pub async fn invoke(&self, mut msg: InvokeMsg, deadline: Duration) -> Result<InvokeReport, PoolError> {
+    pub async fn invoke(
+        &self,
+        mut msg: InvokeMsg,
+        deadline: Duration,
+    ) -> Result<InvokeReport, PoolError> {
         let _permit = self
             .slots
             .acquire()
@@ -219,7 +244,11 @@ impl WorkerPool {
             };
             match serde_json::from_str::<FromWorker>(&line) {
                 Ok(FromWorker::Done { id: got, report }) if got == id => return Ok(*report),
-                Ok(FromWorker::Http { id: got, policy, request }) if got == id => {
+                Ok(FromWorker::Http {
+                    id: got,
+                    policy,
+                    request,
+                }) if got == id => {
                     let result = self.http.execute(&policy, request).await;
                     send(&mut w.stdin, &ToWorker::HttpResult { id, result })
                         .await

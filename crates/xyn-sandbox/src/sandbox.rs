@@ -47,26 +47,27 @@ impl Package {
             .and_then(|m| m.modified())
             .ok();
         let entry = dir.join(&manifest.entry);
-        let code = match manifest.runtime {
-            RuntimeKind::Wasm => {
-                let compiled = dir.join(COMPILED_WASM);
-                if manifest.entry.ends_with(".wat") && compiled.is_file() {
-                    Code::Wasm(read(&compiled)?)
-                } else if manifest.entry.ends_with(".wat") {
-                    Code::Wasm(wat::parse_file(&entry).map_err(|e| {
-                        SandboxError::manifest(format!("{}: {e}", manifest.entry))
-                    })?)
-                } else {
-                    Code::Wasm(read(&entry)?)
+        let code =
+            match manifest.runtime {
+                RuntimeKind::Wasm => {
+                    let compiled = dir.join(COMPILED_WASM);
+                    if manifest.entry.ends_with(".wat") && compiled.is_file() {
+                        Code::Wasm(read(&compiled)?)
+                    } else if manifest.entry.ends_with(".wat") {
+                        Code::Wasm(wat::parse_file(&entry).map_err(|e| {
+                            SandboxError::manifest(format!("{}: {e}", manifest.entry))
+                        })?)
+                    } else {
+                        Code::Wasm(read(&entry)?)
+                    }
                 }
-            }
-            RuntimeKind::Lua | RuntimeKind::Js => {
-                let bytes = read(&entry)?;
-                Code::Script(String::from_utf8(bytes).map_err(|_| {
-                    SandboxError::manifest(format!("{} is not UTF-8 text", manifest.entry))
-                })?)
-            }
-        };
+                RuntimeKind::Lua | RuntimeKind::Js => {
+                    let bytes = read(&entry)?;
+                    Code::Script(String::from_utf8(bytes).map_err(|_| {
+                        SandboxError::manifest(format!("{} is not UTF-8 text", manifest.entry))
+                    })?)
+                }
+            };
         let digest = match &code {
             Code::Wasm(b) => hex::encode(Sha256::digest(b)),
             Code::Script(s) => hex::encode(Sha256::digest(s.as_bytes())),
@@ -82,7 +83,8 @@ impl Package {
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, SandboxError> {
-    std::fs::read(p).map_err(|e| SandboxError::manifest(format!("cannot read {}: {e}", p.display())))
+    std::fs::read(p)
+        .map_err(|e| SandboxError::manifest(format!("cannot read {}: {e}", p.display())))
 }
 
 /// Settings of a sandbox (one per process).
@@ -179,7 +181,9 @@ impl Sandbox {
 
     /// The limits an invocation of `pkg` runs under.
     pub fn limits_for(&self, pkg: &Package) -> Limits {
-        self.cfg.limits.resolve(pkg.manifest.runtime, &pkg.manifest.limits)
+        self.cfg
+            .limits
+            .resolve(pkg.manifest.runtime, &pkg.manifest.limits)
     }
 
     /// Runs one invocation.

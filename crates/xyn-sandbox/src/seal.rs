@@ -63,8 +63,8 @@ mod imp {
         RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
     };
     use seccompiler::{
-        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-        SeccompFilter, SeccompRule, TargetArch,
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
     };
 
     use super::*;
@@ -187,8 +187,10 @@ mod imp {
 
     fn seccomp() -> Result<(), String> {
         let arch = arch()?;
-        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-            denied_syscalls().into_iter().map(|s| (s, Vec::new())).collect();
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = denied_syscalls()
+            .into_iter()
+            .map(|s| (s, Vec::new()))
+            .collect();
         // clone without CLONE_THREAD makes a process; with it, a thread.
         let new_process = SeccompCondition::new(
             0,

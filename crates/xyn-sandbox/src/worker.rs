@@ -92,7 +92,11 @@ impl WorkerArgs {
         let mut w = WorkerArgs::default();
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+            let mut val = || {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{a} needs a value"))
+            };
             match a.as_str() {
                 "--read" => w.read.push(PathBuf::from(val()?)),
                 "--write" => w.write.push(PathBuf::from(val()?)),
@@ -100,7 +104,8 @@ impl WorkerArgs {
                 "--allow-weak" => w.allow_weak = true,
                 "--self-test-seal" => w.self_test_seal = true,
                 "--limits" => {
-                    w.limits = serde_json::from_str(&val()?).map_err(|e| format!("--limits: {e}"))?
+                    w.limits =
+                        serde_json::from_str(&val()?).map_err(|e| format!("--limits: {e}"))?
                 }
                 other => return Err(format!("unknown worker argument {other:?}")),
             }
@@ -178,7 +183,9 @@ impl HttpBackend for PipeHttp {
             .map_err(|e| HttpFailure::Failed(format!("node unreachable: {e}")))?;
         match self.pipe.recv() {
             Ok(Some(ToWorker::HttpResult { id, result })) if id == self.id => result,
-            Ok(_) => Err(HttpFailure::Failed("unexpected message from the node".into())),
+            Ok(_) => Err(HttpFailure::Failed(
+                "unexpected message from the node".into(),
+            )),
             Err(e) => Err(HttpFailure::Failed(e.to_string())),
         }
     }
@@ -275,7 +282,8 @@ fn failed_report(m: &InvokeMsg, e: SandboxError) -> InvokeReport {
         denials: Vec::new(),
         logs: Vec::new(),
         usage: Default::default(),
-        limits: DeploymentLimits::default().resolve(crate::manifest::RuntimeKind::Wasm, &Default::default()),
+        limits: DeploymentLimits::default()
+            .resolve(crate::manifest::RuntimeKind::Wasm, &Default::default()),
         digest: String::new(),
         incident: None,
     }
@@ -298,13 +306,15 @@ fn self_test(seal: Result<SealReport, SandboxError>, args: &WorkerArgs) -> i32 {
                 .map(|s| s.to_string())
         })
     };
-    let inside = args.read.first().map(|r| {
-        attempt(|| std::fs::read_dir(r).map(|d| format!("{} entries", d.count())))
-    });
+    let inside = args
+        .read
+        .first()
+        .map(|r| attempt(|| std::fs::read_dir(r).map(|d| format!("{} entries", d.count()))));
     let write_inside = args.write.first().map(|w| {
         attempt(|| std::fs::write(w.join("self-test.txt"), b"ok").map(|_| "written".to_string()))
     });
-    let socket = || attempt(|| std::net::TcpStream::connect("127.0.0.1:9").map(|_| "connected".into()));
+    let socket =
+        || attempt(|| std::net::TcpStream::connect("127.0.0.1:9").map(|_| "connected".into()));
     let main_thread = json!({
         "open_etc_hostname": open_outside(),
         "spawn_process": spawn(),

@@ -1,6 +1,7 @@
 //! Budgets, capabilities and isolation, for each runtime (wasm, Lua, JS). These run the
 //! runtimes and the capability layer in-process — the same code the sealed worker runs;
 //! the worker, the seal and the CLI are tested end to end in `crates/xyn/tests`.
+#![allow(clippy::unwrap_used)] // test helpers: a failed set-up step should panic
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -154,7 +155,9 @@ fn infinite_loop(rt: Rt) -> String {
     match rt {
         Rt::Wasm => wat(r#"(func (export "handle") (param i32 i32) (result i64)
     (loop $l (br $l)) (i64.const 0))"#),
-        Rt::Lua => "function handle(input)\n  local n = 0\n  while true do n = n + 1 end\nend\n".into(),
+        Rt::Lua => {
+            "function handle(input)\n  local n = 0\n  while true do n = n + 1 end\nend\n".into()
+        }
         Rt::Js => "export function handle(input) { let n = 0; for (;;) { n++; } }\n".into(),
     }
 }
@@ -163,13 +166,30 @@ fn infinite_loop(rt: Rt) -> String {
 fn an_infinite_loop_is_stopped_by_the_cpu_budget() {
     let env = Env::new();
     for rt in ALL {
-        let pkg = env.package(rt, "spin", &infinite_loop(rt), "[limits]\nfuel = 2000000\ntimeout_ms = 20000\n");
+        let pkg = env.package(
+            rt,
+            "spin",
+            &infinite_loop(rt),
+            "[limits]\nfuel = 2000000\ntimeout_ms = 20000\n",
+        );
         let t = Instant::now();
         let r = env.invoke(&pkg, json!({}));
         let took = t.elapsed();
-        assert_eq!(code_of(&r), "budget.fuel_exceeded", "{rt:?}: {:?}", r.result);
-        assert!(took < Duration::from_secs(2), "{rt:?}: stopped only after {took:?}");
-        assert!(r.usage.fuel >= 1_000_000, "{rt:?}: used {} fuel", r.usage.fuel);
+        assert_eq!(
+            code_of(&r),
+            "budget.fuel_exceeded",
+            "{rt:?}: {:?}",
+            r.result
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "{rt:?}: stopped only after {took:?}"
+        );
+        assert!(
+            r.usage.fuel >= 1_000_000,
+            "{rt:?}: used {} fuel",
+            r.usage.fuel
+        );
         let inc = r.incident.as_ref().expect("an incident bundle");
         assert_eq!(inc["report"]["code"], "budget.fuel_exceeded");
         assert_eq!(inc["report"]["limits"]["fuel"], 2_000_000);
@@ -192,8 +212,14 @@ fn an_infinite_loop_is_stopped_by_the_wall_clock() {
         let r = env.invoke(&pkg, json!({}));
         let took = t.elapsed();
         assert_eq!(code_of(&r), "budget.timeout", "{rt:?}: {:?}", r.result);
-        assert!(took >= Duration::from_millis(290), "{rt:?}: stopped early, {took:?}");
-        assert!(took < Duration::from_millis(1200), "{rt:?}: stopped only after {took:?}");
+        assert!(
+            took >= Duration::from_millis(290),
+            "{rt:?}: stopped early, {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(1200),
+            "{rt:?}: stopped only after {took:?}"
+        );
         assert!(r.incident.is_some());
     }
 }
@@ -210,7 +236,11 @@ fn catastrophic_regex_backtracking_is_stopped() {
     let t = Instant::now();
     let r = env.invoke(&pkg, json!({}));
     assert_eq!(code_of(&r), "budget.timeout", "{:?}", r.result);
-    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -223,9 +253,19 @@ fn allocating_past_the_memory_limit_traps() {
             Rt::Lua => "function handle(input)\n  local t = {}\n  for i = 1, 100000000 do t[i] = string.rep('x', 1024) .. i end\n  return {n = #t}\nend\n".into(),
             Rt::Js => "export function handle() { const a = []; for (let i = 0; ; i++) a.push('x'.repeat(1024) + i); }\n".into(),
         };
-        let pkg = env.package(rt, "mem", &code, "[limits]\nmemory_mb = 16\nfuel = 100000000000\ntimeout_ms = 20000\n");
+        let pkg = env.package(
+            rt,
+            "mem",
+            &code,
+            "[limits]\nmemory_mb = 16\nfuel = 100000000000\ntimeout_ms = 20000\n",
+        );
         let r = env.invoke(&pkg, json!({}));
-        assert_eq!(code_of(&r), "budget.memory_exceeded", "{rt:?}: {:?}", r.result);
+        assert_eq!(
+            code_of(&r),
+            "budget.memory_exceeded",
+            "{rt:?}: {:?}",
+            r.result
+        );
         assert!(r.incident.is_some());
     }
 }
@@ -240,9 +280,19 @@ fn deep_recursion_traps_on_the_stack_limit() {
             Rt::Lua => "local function f(n) return 1 + f(n + 1) end\nfunction handle(input) return {n = f(0)} end\n".into(),
             Rt::Js => "function f(n) { return 1 + f(n + 1); }\nexport function handle() { return {n: f(0)}; }\n".into(),
         };
-        let pkg = env.package(rt, "deep", &code, "[limits]\nfuel = 100000000000\ntimeout_ms = 20000\n");
+        let pkg = env.package(
+            rt,
+            "deep",
+            &code,
+            "[limits]\nfuel = 100000000000\ntimeout_ms = 20000\n",
+        );
         let r = env.invoke(&pkg, json!({}));
-        assert_eq!(code_of(&r), "budget.stack_exceeded", "{rt:?}: {:?}", r.result);
+        assert_eq!(
+            code_of(&r),
+            "budget.stack_exceeded",
+            "{rt:?}: {:?}",
+            r.result
+        );
     }
 }
 
@@ -258,9 +308,19 @@ fn output_beyond_the_cap_is_refused() {
         };
         let pkg = env.package(rt, "big", &code, "[limits]\nmax_output_bytes = 1000\n");
         let r = env.invoke(&pkg, json!({}));
-        assert_eq!(code_of(&r), "budget.output_exceeded", "{rt:?}: {:?}", r.result);
+        assert_eq!(
+            code_of(&r),
+            "budget.output_exceeded",
+            "{rt:?}: {:?}",
+            r.result
+        );
         let small = env.package(rt, "small", &code, "[limits]\nmax_output_bytes = 10000\n");
-        assert_eq!(ok(&env.invoke(&small, json!({})))["s"].as_str().map(str::len), Some(5000));
+        assert_eq!(
+            ok(&env.invoke(&small, json!({})))["s"]
+                .as_str()
+                .map(str::len),
+            Some(5000)
+        );
     }
 }
 
@@ -359,7 +419,10 @@ fn writes_outside_fs_write_are_denied() {
         let pkg = env.package(rt, "write", &probe(rt, "fs.write"), FS_CAPS);
         let r = env.invoke(&pkg, json!({"path": "outbox/new/r.txt", "data": rt.name()}));
         assert_eq!(ok(&r)["ok"], true, "{rt:?}");
-        assert_eq!(std::fs::read_to_string(env.data().join("outbox/new/r.txt")).unwrap(), rt.name());
+        assert_eq!(
+            std::fs::read_to_string(env.data().join("outbox/new/r.txt")).unwrap(),
+            rt.name()
+        );
         for path in [
             "inbox/a.txt",
             "secret.txt",
@@ -368,11 +431,21 @@ fn writes_outside_fs_write_are_denied() {
             "outbox/link/a.txt",
         ] {
             let r = env.invoke(&pkg, json!({"path": path, "data": "overwritten"}));
-            assert!(denied(&ok(&r)), "{rt:?}: writing {path} gave {:?}", r.result);
+            assert!(
+                denied(&ok(&r)),
+                "{rt:?}: writing {path} gave {:?}",
+                r.result
+            );
             assert_eq!(r.denials[0].capability, "fs.write");
         }
-        assert_eq!(std::fs::read_to_string(env.data().join("inbox/a.txt")).unwrap(), "inside");
-        assert_eq!(std::fs::read_to_string(env.data().join("secret.txt")).unwrap(), "not for the action");
+        assert_eq!(
+            std::fs::read_to_string(env.data().join("inbox/a.txt")).unwrap(),
+            "inside"
+        );
+        assert_eq!(
+            std::fs::read_to_string(env.data().join("secret.txt")).unwrap(),
+            "not for the action"
+        );
     }
 }
 
@@ -433,13 +506,23 @@ fn http_outside_the_allowlist_is_denied_also_through_redirects() {
     let caps = format!("[capabilities]\nhttp_hosts = [\"127.0.0.1:{port}\", \"example.com\"]\n");
     for rt in ALL {
         let pkg = env.package(rt, "http", &probe(rt, "http.request"), &caps);
-        let r = env.invoke(&pkg, json!({"method": "GET", "url": format!("http://127.0.0.1:{port}/ok")}));
+        let r = env.invoke(
+            &pkg,
+            json!({"method": "GET", "url": format!("http://127.0.0.1:{port}/ok")}),
+        );
         let out = ok(&r);
         assert_eq!(out["ok"]["status"], 200, "{rt:?}: {out}");
         assert_eq!(out["ok"]["body"], "hello");
 
-        let r = env.invoke(&pkg, json!({"method": "GET", "url": format!("http://127.0.0.1:{port}/redirect-in")}));
-        assert_eq!(ok(&r)["ok"]["status"], 200, "{rt:?}: a redirect inside the allowlist is followed");
+        let r = env.invoke(
+            &pkg,
+            json!({"method": "GET", "url": format!("http://127.0.0.1:{port}/redirect-in")}),
+        );
+        assert_eq!(
+            ok(&r)["ok"]["status"],
+            200,
+            "{rt:?}: a redirect inside the allowlist is followed"
+        );
 
         for url in [
             format!("http://localhost:{port}/ok"),
@@ -453,11 +536,21 @@ fn http_outside_the_allowlist_is_denied_also_through_redirects() {
             assert_eq!(r.denials[0].capability, "http.request");
         }
 
-        let r = env.invoke(&pkg, json!({"method": "GET", "url": format!("http://127.0.0.1:{port}/redirect-out")}));
+        let r = env.invoke(
+            &pkg,
+            json!({"method": "GET", "url": format!("http://127.0.0.1:{port}/redirect-out")}),
+        );
         let out = ok(&r);
-        assert!(denied(&out), "{rt:?}: a redirect to a host outside the allowlist: {out}");
+        assert!(
+            denied(&out),
+            "{rt:?}: a redirect to a host outside the allowlist: {out}"
+        );
         assert_eq!(r.denials[0].target, format!("localhost:{port}"));
-        assert!(r.denials[0].reason.starts_with("redirect"), "{:?}", r.denials[0]);
+        assert!(
+            r.denials[0].reason.starts_with("redirect"),
+            "{:?}",
+            r.denials[0]
+        );
     }
 }
 
@@ -465,24 +558,48 @@ fn http_outside_the_allowlist_is_denied_also_through_redirects() {
 fn names_that_resolve_to_private_addresses_are_refused_unless_named() {
     use xyn_sandbox::caps::http::{HttpExecutor, HttpFailure, HttpPolicy, HttpRequest};
     let port = http_server();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let exec = HttpExecutor::default();
     let get = |hosts: Vec<String>, url: String| {
         rt.block_on(exec.execute(
-            &HttpPolicy { action: "t.x".into(), hosts },
-            HttpRequest { method: "GET".into(), url, headers: Default::default(), body: None, timeout_ms: Some(5000) },
+            &HttpPolicy {
+                action: "t.x".into(),
+                hosts,
+            },
+            HttpRequest {
+                method: "GET".into(),
+                url,
+                headers: Default::default(),
+                body: None,
+                timeout_ms: Some(5000),
+            },
         ))
     };
     // `*.localhost` matches `api.localhost` by name, but the name resolves (if at all) to
     // loopback, which the rule does not name: refused after resolution, never connected.
-    let suffix = get(vec![format!("*.localhost:{port}")], format!("http://api.localhost:{port}/ok"));
+    let suffix = get(
+        vec![format!("*.localhost:{port}")],
+        format!("http://api.localhost:{port}/ok"),
+    );
     match suffix {
-        Err(HttpFailure::Denied { reason, .. }) => assert!(reason.contains("non-public"), "{reason}"),
-        Err(HttpFailure::Failed(m)) => assert!(m.contains("dns") || m.contains("resolve") || m.contains("error"), "{m}"),
+        Err(HttpFailure::Denied { reason, .. }) => {
+            assert!(reason.contains("non-public"), "{reason}")
+        }
+        Err(HttpFailure::Failed(m)) => assert!(
+            m.contains("dns") || m.contains("resolve") || m.contains("error"),
+            "{m}"
+        ),
         Ok(r) => panic!("reached a loopback address through a suffix rule: {r:?}"),
     }
     // Naming `localhost` explicitly allows it.
-    let named = get(vec![format!("localhost:{port}")], format!("http://localhost:{port}/ok")).unwrap();
+    let named = get(
+        vec![format!("localhost:{port}")],
+        format!("http://localhost:{port}/ok"),
+    )
+    .unwrap();
     assert_eq!(named.status, 200);
 }
 
@@ -490,13 +607,21 @@ fn names_that_resolve_to_private_addresses_are_refused_unless_named() {
 fn env_vars_outside_the_allowlist_read_as_nothing() {
     let env = Env::new();
     for rt in ALL {
-        let pkg = env.package(rt, "env", &probe(rt, "env.get"), "[capabilities]\nenv = [\"XYN_TEST_ALLOWED\"]\n");
+        let pkg = env.package(
+            rt,
+            "env",
+            &probe(rt, "env.get"),
+            "[capabilities]\nenv = [\"XYN_TEST_ALLOWED\"]\n",
+        );
         let r = env.invoke(&pkg, json!({"name": "XYN_TEST_ALLOWED"}));
         assert_eq!(ok(&r)["ok"], "yes", "{rt:?}");
         for name in ["HOME", "PATH", "XYN_SECRET_X"] {
             let r = env.invoke(&pkg, json!({"name": name}));
             let out = ok(&r);
-            assert!(out.get("ok").is_none_or(Value::is_null), "{rt:?}: {name} gave {out}");
+            assert!(
+                out.get("ok").is_none_or(Value::is_null),
+                "{rt:?}: {name} gave {out}"
+            );
             assert!(out.get("error").is_none(), "{rt:?}: {out}");
             assert_eq!(r.denials[0].capability, "env.get");
             assert_eq!(r.denials[0].target, name);
@@ -512,19 +637,42 @@ fn sql_injection_through_parameters_is_impossible() {
         let exec = env.package(rt, "exec", &probe(rt, "db.exec"), caps);
         let query = env.package(rt, "query", &probe(rt, "db.query"), caps);
         let table = format!("users_{}", rt.name());
-        let r = env.invoke(&exec, json!({"sql": format!("CREATE TABLE IF NOT EXISTS {table}(name TEXT)"), "params": []}));
+        let r = env.invoke(
+            &exec,
+            json!({"sql": format!("CREATE TABLE IF NOT EXISTS {table}(name TEXT)"), "params": []}),
+        );
         assert!(ok(&r).get("ok").is_some(), "{rt:?}: {:?}", r.result);
         let evil = format!("x'); DROP TABLE {table}; --");
-        let r = env.invoke(&exec, json!({"sql": format!("INSERT INTO {table}(name) VALUES (?1)"), "params": [evil]}));
+        let r = env.invoke(
+            &exec,
+            json!({"sql": format!("INSERT INTO {table}(name) VALUES (?1)"), "params": [evil]}),
+        );
         assert_eq!(ok(&r)["ok"]["changes"], 1, "{rt:?}");
         let r = env.invoke(&query, json!({"sql": format!("SELECT name FROM {table} WHERE name = ?1"), "params": ["' OR '1'='1"]}));
-        assert_eq!(ok(&r)["ok"], json!([]), "{rt:?}: the quote trick matched rows");
-        let r = env.invoke(&query, json!({"sql": format!("SELECT name FROM {table}"), "params": []}));
-        assert_eq!(ok(&r)["ok"], json!([{"name": evil}]), "{rt:?}: stored literally, table intact");
+        assert_eq!(
+            ok(&r)["ok"],
+            json!([]),
+            "{rt:?}: the quote trick matched rows"
+        );
+        let r = env.invoke(
+            &query,
+            json!({"sql": format!("SELECT name FROM {table}"), "params": []}),
+        );
+        assert_eq!(
+            ok(&r)["ok"],
+            json!([{"name": evil}]),
+            "{rt:?}: stored literally, table intact"
+        );
         // One statement per call: a second statement is never run.
-        let r = env.invoke(&exec, json!({"sql": format!("DELETE FROM {table}; DROP TABLE {table}"), "params": []}));
+        let r = env.invoke(
+            &exec,
+            json!({"sql": format!("DELETE FROM {table}; DROP TABLE {table}"), "params": []}),
+        );
         assert!(ok(&r).get("error").is_some(), "{rt:?}");
-        let r = env.invoke(&query, json!({"sql": format!("SELECT count(*) AS n FROM {table}"), "params": []}));
+        let r = env.invoke(
+            &query,
+            json!({"sql": format!("SELECT count(*) AS n FROM {table}"), "params": []}),
+        );
         assert_eq!(ok(&r)["ok"], json!([{"n": 1}]), "{rt:?}");
         for sql in [
             "ATTACH DATABASE '/tmp/xyn-attach.db' AS other",
@@ -535,7 +683,10 @@ fn sql_injection_through_parameters_is_impossible() {
             let r = env.invoke(&exec, json!({"sql": sql, "params": []}));
             assert!(denied(&ok(&r)), "{rt:?}: {sql} gave {:?}", r.result);
         }
-        let r = env.invoke(&exec, json!({"sql": "VACUUM INTO '/tmp/xyn-vacuum-copy.db'", "params": []}));
+        let r = env.invoke(
+            &exec,
+            json!({"sql": "VACUUM INTO '/tmp/xyn-vacuum-copy.db'", "params": []}),
+        );
         assert!(ok(&r).get("error").is_some(), "{rt:?}: VACUUM INTO ran");
         assert!(!Path::new("/tmp/xyn-vacuum-copy.db").exists());
     }
@@ -555,12 +706,21 @@ fn a_guest_that_crashes_its_runtime_fails_only_its_invocation() {
         let r = env.invoke(&pkg, json!({}));
         assert_eq!(code_of(&r), "action.failed", "{rt:?}: {:?}", r.result);
         assert!(r.incident.is_none(), "no budget was exceeded");
-        let fine = env.package(rt, "fine", &match rt {
-            Rt::Wasm => wat_const("{\"fine\":true}"),
-            Rt::Lua => "function handle() return {fine = true} end\n".into(),
-            Rt::Js => "export function handle() { return {fine: true}; }\n".into(),
-        }, "");
-        assert_eq!(ok(&env.invoke(&fine, json!({})))["fine"], true, "{rt:?}: the next invocation runs");
+        let fine = env.package(
+            rt,
+            "fine",
+            &match rt {
+                Rt::Wasm => wat_const("{\"fine\":true}"),
+                Rt::Lua => "function handle() return {fine = true} end\n".into(),
+                Rt::Js => "export function handle() { return {fine: true}; }\n".into(),
+            },
+            "",
+        );
+        assert_eq!(
+            ok(&env.invoke(&fine, json!({})))["fine"],
+            true,
+            "{rt:?}: the next invocation runs"
+        );
     }
 }
 
@@ -593,7 +753,9 @@ fn lua_and_js_offer_only_the_xyn_modules() {
         "",
     );
     let out = ok(&env.invoke(&lua, json!({})));
-    for k in ["io", "os", "load", "loadfile", "dofile", "require", "package", "debug", "dump", "call"] {
+    for k in [
+        "io", "os", "load", "loadfile", "dofile", "require", "package", "debug", "dump", "call",
+    ] {
         assert_eq!(out[k], "nil", "lua {k}");
     }
     assert_eq!(out["xyn"], "table");
@@ -619,10 +781,18 @@ export function handle() {
         "",
     );
     let out = ok(&env.invoke(&js, json!({})));
-    assert_eq!(out, json!({"eval": "undefined", "Function": "refused", "ctor": "refused", "async_ctor": "refused",
-        "std": "undefined", "os": "undefined", "call": "undefined", "xyn": "object"}));
+    assert_eq!(
+        out,
+        json!({"eval": "undefined", "Function": "refused", "ctor": "refused", "async_ctor": "refused",
+        "std": "undefined", "os": "undefined", "call": "undefined", "xyn": "object"})
+    );
 
-    let import = env.package(Rt::Js, "import", "import * as os from 'os';\nexport function handle() { return {}; }\n", "");
+    let import = env.package(
+        Rt::Js,
+        "import",
+        "import * as os from 'os';\nexport function handle() { return {}; }\n",
+        "",
+    );
     assert_eq!(code_of(&env.invoke(&import, json!({}))), "action.failed");
 }
 
@@ -649,13 +819,21 @@ fn crypto_time_and_log_capabilities() {
     );
     let r = env.invoke(&lua, json!({}));
     let out = ok(&r);
-    assert_eq!(out["h"], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(
+        out["h"],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
     assert!(out["t"].as_i64().unwrap() > 1_600_000_000_000);
     assert_eq!(out["ok"], true);
     assert_eq!(out["bad"], false);
     assert_eq!(out["r"], 32);
     assert_eq!(r.logs[0].msg, "hashed");
     assert_eq!(r.counts.get("crypto.sha256"), Some(&1));
-    let off = env.package(Rt::Js, "nocrypto", "export function handle() { return {h: xyn.crypto.sha256('abc')}; }\n", "[capabilities]\ncrypto = false\n");
+    let off = env.package(
+        Rt::Js,
+        "nocrypto",
+        "export function handle() { return {h: xyn.crypto.sha256('abc')}; }\n",
+        "[capabilities]\ncrypto = false\n",
+    );
     assert_eq!(code_of(&env.invoke(&off, json!({}))), "capability.denied");
 }

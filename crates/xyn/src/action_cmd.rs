@@ -69,7 +69,9 @@ pub fn run(cmd: ActionCmd) -> Result<ExitCode> {
                         "name": m.name, "runtime": m.runtime.as_str(), "entry": m.entry,
                         "dir": dir.display().to_string(), "capabilities": m.capabilities,
                     })),
-                    Err((dir, e)) => rows.push(json!({"dir": dir.display().to_string(), "error": e.to_value()})),
+                    Err((dir, e)) => {
+                        rows.push(json!({"dir": dir.display().to_string(), "error": e.to_value()}))
+                    }
                 }
             }
             if json {
@@ -85,7 +87,11 @@ pub fn run(cmd: ActionCmd) -> Result<ExitCode> {
                             r["runtime"].as_str().unwrap_or_default(),
                             r["entry"].as_str().unwrap_or_default()
                         ),
-                        None => println!("{:<28} broken: {}", r["dir"].as_str().unwrap_or_default(), r["error"]["message"]),
+                        None => println!(
+                            "{:<28} broken: {}",
+                            r["dir"].as_str().unwrap_or_default(),
+                            r["error"]["message"]
+                        ),
                     }
                 }
             }
@@ -116,7 +122,13 @@ async fn run_one(name: &str, input: Value, data_dir: &Path, allow_weak: bool) ->
         Ok(ExitCode::from(1))
     };
     if !dir.is_dir() {
-        return fail(xyn_core::codes::ACTION_UNKNOWN, &format!("no action {name:?} is installed in {}", host.layout.packages().display()));
+        return fail(
+            xyn_core::codes::ACTION_UNKNOWN,
+            &format!(
+                "no action {name:?} is installed in {}",
+                host.layout.packages().display()
+            ),
+        );
     }
     let manifest = match xyn_sandbox::Manifest::load(&dir) {
         Ok(m) => m,
@@ -128,7 +140,9 @@ async fn run_one(name: &str, input: Value, data_dir: &Path, allow_weak: bool) ->
     };
     let mut registry = xyn_actions::Registry::default();
     let action: Arc<dyn Action> = Arc::new(action);
-    registry.register(action).map_err(|e| anyhow::anyhow!("{e}"))?;
+    registry
+        .register(action)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctx = ActionContext {
         run_id: None,
         step_id: None,
@@ -147,7 +161,11 @@ async fn run_one(name: &str, input: Value, data_dir: &Path, allow_weak: bool) ->
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            let code = if e.code.is_empty() { codes::ACTION_FAILED } else { e.code.as_str() };
+            let code = if e.code.is_empty() {
+                codes::ACTION_FAILED
+            } else {
+                e.code.as_str()
+            };
             fail(code, &e.message)
         }
     }
@@ -159,13 +177,22 @@ struct NoPlatform;
 #[async_trait]
 impl Platform for NoPlatform {
     async fn save_draft(&self, _: Value, _: &str) -> Result<Value, XynError> {
-        Err(XynError::invalid("action.no_node", "not available outside a node"))
+        Err(XynError::invalid(
+            "action.no_node",
+            "not available outside a node",
+        ))
     }
     async fn validate_draft(&self, _: Value, _: &str) -> Result<Value, XynError> {
-        Err(XynError::invalid("action.no_node", "not available outside a node"))
+        Err(XynError::invalid(
+            "action.no_node",
+            "not available outside a node",
+        ))
     }
     async fn promote_draft(&self, _: Value, _: &str) -> Result<Value, XynError> {
-        Err(XynError::invalid("action.no_node", "not available outside a node"))
+        Err(XynError::invalid(
+            "action.no_node",
+            "not available outside a node",
+        ))
     }
 }
 
@@ -174,7 +201,14 @@ struct IncidentDir(PathBuf);
 
 #[async_trait]
 impl ArtifactSink for IncidentDir {
-    async fn put(&self, name: &str, kind: &str, content_type: &str, bytes: Vec<u8>, metadata: Value) -> Result<Artifact, XynError> {
+    async fn put(
+        &self,
+        name: &str,
+        kind: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+        metadata: Value,
+    ) -> Result<Artifact, XynError> {
         let stamp = uuid::Uuid::now_v7();
         let path = self.0.join(format!("{stamp}-{name}"));
         std::fs::create_dir_all(&self.0).map_err(|e| XynError::internal(e.to_string()))?;

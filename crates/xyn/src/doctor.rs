@@ -31,11 +31,19 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
             .iter()
             .map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"ok": ok, "sandbox": checks}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"ok": ok, "sandbox": checks}))?
+        );
     } else {
         println!("sandbox (worker seal self-test):");
         for c in &sandbox {
-            println!("  {} {:<34} {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.detail);
+            println!(
+                "  {} {:<34} {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
         }
         if !ok {
             println!(
@@ -43,7 +51,11 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
             );
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// Seals a worker over two temporary roots and reports what it could and could not do.
@@ -65,7 +77,10 @@ fn sandbox_section() -> Result<Vec<Check>> {
     let _ = std::fs::remove_dir_all(&write);
     let text = String::from_utf8_lossy(&out.stdout);
     let r: Value = serde_json::from_str(text.trim()).with_context(|| {
-        format!("the worker's self-test said {text:?} ({})", String::from_utf8_lossy(&out.stderr))
+        format!(
+            "the worker's self-test said {text:?} ({})",
+            String::from_utf8_lossy(&out.stderr)
+        )
     })?;
     Ok(checks(&r))
 }
@@ -104,11 +119,20 @@ fn checks(r: &Value) -> Vec<Check> {
         },
     ];
     for (name, v) in [
-        ("open /etc/hostname (outside roots)", &r["main_thread"]["open_etc_hostname"]),
+        (
+            "open /etc/hostname (outside roots)",
+            &r["main_thread"]["open_etc_hostname"],
+        ),
         ("spawn a process", &r["main_thread"]["spawn_process"]),
         ("open a TCP socket", &r["main_thread"]["tcp_socket"]),
-        ("open /etc/hostname from a thread", &r["thread"]["open_etc_hostname"]),
-        ("spawn a process from a thread", &r["thread"]["spawn_process"]),
+        (
+            "open /etc/hostname from a thread",
+            &r["thread"]["open_etc_hostname"],
+        ),
+        (
+            "spawn a process from a thread",
+            &r["thread"]["spawn_process"],
+        ),
     ] {
         let (ok, detail) = refused(v);
         out.push(Check { name, ok, detail });
@@ -118,11 +142,16 @@ fn checks(r: &Value) -> Vec<Check> {
         ok: r["thread"].get("open_etc_hostname").is_some(),
         detail: "a thread started after sealing ran (clone3 → ENOSYS, clone works)".into(),
     });
-    let inside = r["read_inside_root"]["ok"] == json!(true) && r["write_inside_root"]["ok"] == json!(true);
+    let inside =
+        r["read_inside_root"]["ok"] == json!(true) && r["write_inside_root"]["ok"] == json!(true);
     out.push(Check {
         name: "read/write inside its roots",
         ok: inside,
-        detail: if inside { "allowed".into() } else { format!("{} / {}", r["read_inside_root"], r["write_inside_root"]) },
+        detail: if inside {
+            "allowed".into()
+        } else {
+            format!("{} / {}", r["read_inside_root"], r["write_inside_root"])
+        },
     });
     out
 }

@@ -81,15 +81,23 @@ async fn run_node(args: ServeArgs, settings: config::Settings) -> Result<ExitCod
         }
         Err(e) if e.code == xyn_sandbox::codes::SANDBOX_WEAK => {
             tracing::error!(code = %e.code, error = %e.message, "the sandbox worker cannot be sealed; untrusted actions are refused (start with --allow-weak-sandbox to run them anyway)");
-            eprintln!("xyn: WARNING: {}; untrusted actions are refused (start with --allow-weak-sandbox to run them anyway)", e.message);
+            eprintln!(
+                "xyn: WARNING: {}; untrusted actions are refused (start with --allow-weak-sandbox to run them anyway)",
+                e.message
+            );
         }
         Err(e) => {
             tracing::error!(code = %e.code, error = %e.message, "the sandbox worker did not start");
-            eprintln!("xyn: WARNING: the sandbox worker did not start: {}", e.message);
+            eprintln!(
+                "xyn: WARNING: the sandbox worker did not start: {}",
+                e.message
+            );
         }
     }
     if args.allow_weak_sandbox {
-        tracing::warn!("--allow-weak-sandbox: untrusted actions run even where the worker cannot be sealed");
+        tracing::warn!(
+            "--allow-weak-sandbox: untrusted actions run even where the worker cannot be sealed"
+        );
     }
     let node = Node::start(NodeParts {
         store: store.clone(),

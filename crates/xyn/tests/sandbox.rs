@@ -1,5 +1,6 @@
 //! Sandboxed actions end to end with the real binary: the sealed worker, `xyn action`,
 //! `xyn doctor`, and a node that keeps serving while sandboxed steps fail or crash.
+#![allow(clippy::unwrap_used)] // test helpers: a failed set-up step should panic
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -31,7 +32,9 @@ fn http_server() -> u16 {
                     break;
                 }
             }
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello");
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+            );
         }
     });
     port
@@ -43,7 +46,9 @@ fn example(name: &str, port: u16, into: &Path) -> PathBuf {
     let dst = into.join(name);
     copy_dir(&src, &dst);
     let m = dst.join("xyn-action.toml");
-    let text = std::fs::read_to_string(&m).unwrap().replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
     std::fs::write(m, text).unwrap();
     dst
 }
@@ -62,7 +67,14 @@ fn copy_dir(src: &Path, dst: &Path) {
 }
 
 /// Writes a package from its manifest fields and code.
-fn package(into: &Path, name: &str, runtime: &str, entry: &str, code: &str, extra: &str) -> PathBuf {
+fn package(
+    into: &Path,
+    name: &str,
+    runtime: &str,
+    entry: &str,
+    code: &str,
+    extra: &str,
+) -> PathBuf {
     let dir = into.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(entry), code).unwrap();
@@ -75,18 +87,40 @@ fn package(into: &Path, name: &str, runtime: &str, entry: &str, code: &str, extr
 }
 
 fn install(dir: &Path, data: &Path) {
-    let out = xyn().args(["action", "install"]).arg(dir).arg("--data-dir").arg(data).output().unwrap();
-    assert!(out.status.success(), "install {}: {}{}", dir.display(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = xyn()
+        .args(["action", "install"])
+        .arg(dir)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install {}: {}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `xyn action run`: (exit code, stdout).
 fn run(name: &str, input: Value, data: &Path) -> (i32, String) {
     let out = xyn()
-        .args(["action", "run", name, "--input", &input.to_string(), "--data-dir"])
+        .args([
+            "action",
+            "run",
+            name,
+            "--input",
+            &input.to_string(),
+            "--data-dir",
+        ])
         .arg(data)
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
 }
 
 #[test]
@@ -105,7 +139,11 @@ fn the_sealed_worker_cannot_open_files_outside_its_roots_or_spawn_processes() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(r["seal"]["landlock"], "full", "{r}");
     assert!(r["seal"]["landlock_abi"].as_i64().unwrap() >= 3, "{r}");
@@ -122,7 +160,10 @@ fn the_sealed_worker_cannot_open_files_outside_its_roots_or_spawn_processes() {
     // Inside its roots it still works, so the refusals above are the seal, not breakage.
     assert_eq!(r["read_inside_root"]["ok"], true, "{r}");
     assert_eq!(r["write_inside_root"]["ok"], true, "{r}");
-    assert_eq!(std::fs::read_to_string(write.join("self-test.txt")).unwrap(), "ok");
+    assert_eq!(
+        std::fs::read_to_string(write.join("self-test.txt")).unwrap(),
+        "ok"
+    );
 }
 
 #[test]
@@ -135,7 +176,10 @@ fn doctor_reports_the_sandbox_protections() {
     assert!(checks.len() >= 8);
     assert!(checks.iter().all(|c| c["ok"] == true), "{r}");
     let landlock = checks.iter().find(|c| c["check"] == "landlock").unwrap();
-    assert!(landlock["detail"].as_str().unwrap().contains("ABI"), "{landlock}");
+    assert!(
+        landlock["detail"].as_str().unwrap().contains("ABI"),
+        "{landlock}"
+    );
 }
 
 #[test]
@@ -143,30 +187,54 @@ fn the_examples_install_and_run_in_each_runtime() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let port = http_server();
-    for (dir, name) in [("wasm-notes", "demo.wasm_notes"), ("lua-notes", "demo.lua_notes"), ("js-notes", "demo.js_notes")] {
+    for (dir, name) in [
+        ("wasm-notes", "demo.wasm_notes"),
+        ("lua-notes", "demo.lua_notes"),
+        ("js-notes", "demo.js_notes"),
+    ] {
         install(&example(dir, port, d.path()), &data);
         let url = format!("http://127.0.0.1:{port}/health");
         let (code, out) = run(name, json!({"url": url}), &data);
         assert_eq!(code, 0, "{name}: {out}");
         let v: Value = serde_json::from_str(&out).unwrap();
         if name == "demo.wasm_notes" {
-            assert!(v["fs"]["ok"].as_str().unwrap().contains("wasm action"), "{v}");
+            assert!(
+                v["fs"]["ok"].as_str().unwrap().contains("wasm action"),
+                "{v}"
+            );
             assert_eq!(v["db"]["ok"][0]["visits"], 1, "{v}");
             assert_eq!(v["http"]["ok"]["status"], 200, "{v}");
         } else {
-            assert!(v["note"].as_str().unwrap().contains("action's data dir"), "{v}");
+            assert!(
+                v["note"].as_str().unwrap().contains("action's data dir"),
+                "{v}"
+            );
             assert_eq!(v["visits"], 1, "{v}");
             assert_eq!(v["http_status"], 200, "{v}");
         }
         let seen = data.join("action-data").join(name).join("outbox/seen.txt");
-        assert!(std::fs::read_to_string(&seen).unwrap().starts_with("seen by"), "{}", seen.display());
+        assert!(
+            std::fs::read_to_string(&seen)
+                .unwrap()
+                .starts_with("seen by"),
+            "{}",
+            seen.display()
+        );
         // The database is the action's own and persists between runs.
         let (_, out) = run(name, json!({"url": url}), &data);
         let v: Value = serde_json::from_str(&out).unwrap();
-        let visits = if name == "demo.wasm_notes" { &v["db"]["ok"][0]["visits"] } else { &v["visits"] };
+        let visits = if name == "demo.wasm_notes" {
+            &v["db"]["ok"][0]["visits"]
+        } else {
+            &v["visits"]
+        };
         assert_eq!(*visits, 2, "{v}");
     }
-    let list = xyn().args(["action", "list", "--json", "--data-dir"]).arg(&data).output().unwrap();
+    let list = xyn()
+        .args(["action", "list", "--json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
     let l: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(l.as_array().unwrap().len(), 3);
     // Input is checked against the package's input schema before anything runs.
@@ -179,30 +247,102 @@ fn action_run_prints_the_stable_code_and_exits_1() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let pkgs = d.path().join("pkgs");
-    let spin = package(&pkgs, "t.spin", "lua", "main.lua", "function handle() while true do end end\n", "[limits]\nfuel = 1000000\n");
-    let slow = package(&pkgs, "t.slow", "js", "main.js", "export function handle() { for (;;) {} }\n", "[limits]\nfuel = 100000000000000\ntimeout_ms = 300\n");
-    let deny = package(&pkgs, "t.deny", "lua", "main.lua", "function handle() return {x = xyn.fs.read('../../etc/passwd')} end\n", "[capabilities]\nfs_read = [\"in\"]\n");
-    let trap = package(&pkgs, "t.trap", "wasm", "main.wat", "(module (memory (export \"memory\") 1) (func (export \"alloc\") (param i32) (result i32) (i32.const 0)) (func (export \"handle\") (param i32 i32) (result i64) unreachable))", "");
-    let big = package(&pkgs, "t.big", "js", "main.js", "export function handle() { return {s: 'x'.repeat(4096)}; }\n", "[limits]\nmax_output_bytes = 100\n");
-    let mem = package(&pkgs, "t.mem", "lua", "main.lua", "function handle() local t = {} for i = 1, 1e9 do t[i] = string.rep('y', 4096) .. i end end\n", "[limits]\nmemory_mb = 8\n");
+    let spin = package(
+        &pkgs,
+        "t.spin",
+        "lua",
+        "main.lua",
+        "function handle() while true do end end\n",
+        "[limits]\nfuel = 1000000\n",
+    );
+    let slow = package(
+        &pkgs,
+        "t.slow",
+        "js",
+        "main.js",
+        "export function handle() { for (;;) {} }\n",
+        "[limits]\nfuel = 100000000000000\ntimeout_ms = 300\n",
+    );
+    let deny = package(
+        &pkgs,
+        "t.deny",
+        "lua",
+        "main.lua",
+        "function handle() return {x = xyn.fs.read('../../etc/passwd')} end\n",
+        "[capabilities]\nfs_read = [\"in\"]\n",
+    );
+    let trap = package(
+        &pkgs,
+        "t.trap",
+        "wasm",
+        "main.wat",
+        "(module (memory (export \"memory\") 1) (func (export \"alloc\") (param i32) (result i32) (i32.const 0)) (func (export \"handle\") (param i32 i32) (result i64) unreachable))",
+        "",
+    );
+    let big = package(
+        &pkgs,
+        "t.big",
+        "js",
+        "main.js",
+        "export function handle() { return {s: 'x'.repeat(4096)}; }\n",
+        "[limits]\nmax_output_bytes = 100\n",
+    );
+    let mem = package(
+        &pkgs,
+        "t.mem",
+        "lua",
+        "main.lua",
+        "function handle() local t = {} for i = 1, 1e9 do t[i] = string.rep('y', 4096) .. i end end\n",
+        "[limits]\nmemory_mb = 8\n",
+    );
     for p in [&spin, &slow, &deny, &trap, &big, &mem] {
         install(p, &data);
     }
-    assert_eq!(run("t.spin", json!({}), &data), (1, "budget.fuel_exceeded".into()));
+    assert_eq!(
+        run("t.spin", json!({}), &data),
+        (1, "budget.fuel_exceeded".into())
+    );
     let t = Instant::now();
-    assert_eq!(run("t.slow", json!({}), &data), (1, "budget.timeout".into()));
+    assert_eq!(
+        run("t.slow", json!({}), &data),
+        (1, "budget.timeout".into())
+    );
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-    assert_eq!(run("t.deny", json!({}), &data), (1, "capability.denied".into()));
+    assert_eq!(
+        run("t.deny", json!({}), &data),
+        (1, "capability.denied".into())
+    );
     assert_eq!(run("t.trap", json!({}), &data), (1, "action.failed".into()));
-    assert_eq!(run("t.big", json!({}), &data), (1, "budget.output_exceeded".into()));
-    assert_eq!(run("t.mem", json!({}), &data), (1, "budget.memory_exceeded".into()));
-    assert_eq!(run("t.nothing", json!({}), &data), (1, "action.unknown".into()));
+    assert_eq!(
+        run("t.big", json!({}), &data),
+        (1, "budget.output_exceeded".into())
+    );
+    assert_eq!(
+        run("t.mem", json!({}), &data),
+        (1, "budget.memory_exceeded".into())
+    );
+    assert_eq!(
+        run("t.nothing", json!({}), &data),
+        (1, "action.unknown".into())
+    );
     // Budget failures leave an incident bundle.
-    let incidents: Vec<_> = std::fs::read_dir(data.join("incidents")).unwrap().filter_map(Result::ok).collect();
+    let incidents: Vec<_> = std::fs::read_dir(data.join("incidents"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .collect();
     assert!(incidents.len() >= 4, "{incidents:?}");
     let one: Value = serde_json::from_slice(&std::fs::read(incidents[0].path()).unwrap()).unwrap();
-    assert!(one["report"]["code"].as_str().unwrap().starts_with("budget."), "{one}");
-    assert!(one["report"]["limits"].is_object() && one["module"].is_object(), "{one}");
+    assert!(
+        one["report"]["code"]
+            .as_str()
+            .unwrap()
+            .starts_with("budget."),
+        "{one}"
+    );
+    assert!(
+        one["report"]["limits"].is_object() && one["module"].is_object(),
+        "{one}"
+    );
 }
 
 #[test]
@@ -220,7 +360,10 @@ fn a_worker_stuck_in_a_c_function_is_stopped_by_the_watchdog() {
     );
     install(&hang, &data);
     let t = Instant::now();
-    assert_eq!(run("t.hang", json!({}), &data), (1, "budget.timeout".into()));
+    assert_eq!(
+        run("t.hang", json!({}), &data),
+        (1, "budget.timeout".into())
+    );
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
 }
 
@@ -238,7 +381,14 @@ impl Drop for Node {
 
 fn start_node(dir: &Path, data: &Path, blueprints: &Path) -> Node {
     let mut child = xyn()
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "text", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--data-dir",
+        ])
         .arg(data)
         .arg("--blueprints")
         .arg(blueprints)
@@ -251,9 +401,17 @@ fn start_node(dir: &Path, data: &Path, blueprints: &Path) -> Node {
     let mut line = String::new();
     let port = loop {
         line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "the node exited before listening");
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "the node exited before listening"
+        );
         if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse::<u16>().unwrap();
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u16>()
+                .unwrap();
         }
     };
     std::thread::spawn(move || for _ in err.lines() {});
@@ -272,7 +430,10 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let (head, rest) = resp.split_once("\r\n\r\n").unwrap();
-    let text = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let text = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(rest)
     } else {
         rest.to_string()
@@ -300,19 +461,36 @@ fn wait_run(port: u16, run_id: &str) -> Value {
         if ["completed", "failed", "cancelled"].contains(&r["status"].as_str().unwrap_or("")) {
             return r;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "run did not finish: {r}");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "run did not finish: {r}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn start_run(port: u16, blueprint: &str, inputs: Value) -> String {
-    let r = http(port, "POST", "/api/v1/runs", Some(&json!({"blueprint_ref": blueprint, "inputs": inputs})));
-    r["run_id"].as_str().unwrap_or_else(|| panic!("{r}")).to_string()
+    let r = http(
+        port,
+        "POST",
+        "/api/v1/runs",
+        Some(&json!({"blueprint_ref": blueprint, "inputs": inputs})),
+    );
+    r["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string()
 }
 
 fn step_error(port: u16, run_id: &str, step: &str) -> Value {
     let steps = http(port, "GET", &format!("/api/v1/runs/{run_id}/steps"), None);
-    let s = steps["items"].as_array().unwrap().iter().find(|s| s["name"] == step).unwrap().clone();
+    let s = steps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == step)
+        .unwrap()
+        .clone();
     s["error"].clone()
 }
 
@@ -325,17 +503,51 @@ fn a_node_runs_sandboxed_steps_and_keeps_serving_when_one_crashes() {
         install(&example(dir, port, d.path()), &data);
     }
     let pkgs = d.path().join("pkgs");
-    install(&package(&pkgs, "t.trap", "wasm", "main.wat", "(module (memory (export \"memory\") 1) (func (export \"alloc\") (param i32) (result i32) (i32.const 0)) (func (export \"handle\") (param i32 i32) (result i64) unreachable))", ""), &data);
-    install(&package(&pkgs, "t.hang", "lua", "main.lua", "function handle() return {m = string.find(string.rep('a', 200000), '(.-)(.-)(.-)(.-)(.-)(.-)(.-)b')} end\n", "[limits]\ntimeout_ms = 200\n"), &data);
-    install(&package(&pkgs, "t.peek", "js", "main.js", "export function handle() { let r; try { r = xyn.fs.read('/etc/passwd'); } catch (e) { r = e.message; } return {r, home: xyn.env.get('HOME') ?? null}; }\n", "[capabilities]\nfs_read = [\"in\"]\n"), &data);
+    install(
+        &package(
+            &pkgs,
+            "t.trap",
+            "wasm",
+            "main.wat",
+            "(module (memory (export \"memory\") 1) (func (export \"alloc\") (param i32) (result i32) (i32.const 0)) (func (export \"handle\") (param i32 i32) (result i64) unreachable))",
+            "",
+        ),
+        &data,
+    );
+    install(
+        &package(
+            &pkgs,
+            "t.hang",
+            "lua",
+            "main.lua",
+            "function handle() return {m = string.find(string.rep('a', 200000), '(.-)(.-)(.-)(.-)(.-)(.-)(.-)b')} end\n",
+            "[limits]\ntimeout_ms = 200\n",
+        ),
+        &data,
+    );
+    install(
+        &package(
+            &pkgs,
+            "t.peek",
+            "js",
+            "main.js",
+            "export function handle() { let r; try { r = xyn.fs.read('/etc/passwd'); } catch (e) { r = e.message; } return {r, home: xyn.env.get('HOME') ?? null}; }\n",
+            "[capabilities]\nfs_read = [\"in\"]\n",
+        ),
+        &data,
+    );
     let bps = d.path().join("blueprints");
     std::fs::create_dir_all(&bps).unwrap();
     let example_bp = std::fs::read_to_string(repo().join("examples/sandboxed-notes.yaml")).unwrap();
     std::fs::write(bps.join("notes.yaml"), example_bp).unwrap();
-    for (id, action) in [("bp.t.trap", "t.trap"), ("bp.t.hang", "t.hang"), ("bp.t.peek", "t.peek")] {
+    for (id, action) in [
+        ("bp.t.trap", "t.trap"),
+        ("bp.t.hang", "t.hang"),
+        ("bp.t.peek", "t.peek"),
+    ] {
         std::fs::write(
             bps.join(format!("{id}.yaml")),
-            format!("id: {id}\nname: {id}\nplan:\n  - kind: action_task\n    id: only\n    action: {action}\n    with: {{}}\n"),
+            format!("id: {id}\nname: {id}\ntrigger:\n  event_type: \"test.{action}\"\nplan:\n  - kind: action_task\n    id: only\n    action: {action}\n    with: {{}}\n"),
         )
         .unwrap();
     }
@@ -347,27 +559,57 @@ fn a_node_runs_sandboxed_steps_and_keeps_serving_when_one_crashes() {
     assert_eq!(r["status"], "failed", "{r}");
     assert_eq!(step_error(p, &hang, "only")["code"], "budget.timeout");
     let arts = http(p, "GET", &format!("/api/v1/artifacts?run_id={hang}"), None);
-    assert!(arts["items"].as_array().unwrap().iter().any(|a| a["kind"] == "incident"), "{arts}");
+    assert!(
+        arts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "incident"),
+        "{arts}"
+    );
 
     let trap = start_run(p, "bp.t.trap", json!({}));
     assert_eq!(wait_run(p, &trap)["status"], "failed");
     assert_eq!(step_error(p, &trap, "only")["code"], "action.failed");
 
-    assert_eq!(http(p, "GET", "/api/v1/health", None)["status"], "ok", "the node keeps serving");
+    assert_eq!(
+        http(p, "GET", "/api/v1/health", None)["status"],
+        "ok",
+        "the node keeps serving"
+    );
 
-    let notes = start_run(p, "bp.demo.sandboxed_notes", json!({"health_url": format!("http://127.0.0.1:{port}/health")}));
+    let notes = start_run(
+        p,
+        "bp.demo.sandboxed_notes",
+        json!({"health_url": format!("http://127.0.0.1:{port}/health")}),
+    );
     let r = wait_run(p, &notes);
     assert_eq!(r["status"], "completed", "{r}");
-    assert_eq!(r["outputs"]["runtimes"], json!(["wasm", "lua", "js"]), "{r}");
+    assert_eq!(
+        r["outputs"]["runtimes"],
+        json!(["wasm", "lua", "js"]),
+        "{r}"
+    );
 
     let peek = start_run(p, "bp.t.peek", json!({}));
     let r = wait_run(p, &peek);
     assert_eq!(r["status"], "completed", "{r}");
-    let ev = http(p, "GET", &format!("/api/v1/events?run_id={peek}&event_name=xyn.cap.denied"), None);
+    let ev = http(
+        p,
+        "GET",
+        &format!("/api/v1/events?run_id={peek}&event_name=xyn.cap.denied"),
+        None,
+    );
     let items = ev["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{ev}");
-    let caps: Vec<&str> = items.iter().map(|e| e["data"]["capability"].as_str().unwrap()).collect();
-    assert!(caps.contains(&"fs.read") && caps.contains(&"env.get"), "{caps:?}");
+    let caps: Vec<&str> = items
+        .iter()
+        .map(|e| e["data"]["capability"].as_str().unwrap())
+        .collect();
+    assert!(
+        caps.contains(&"fs.read") && caps.contains(&"env.get"),
+        "{caps:?}"
+    );
     assert!(items.iter().all(|e| e["data"]["action"] == "t.peek"));
     assert!(items.iter().any(|e| e["data"]["target"] == "/etc/passwd"));
 }

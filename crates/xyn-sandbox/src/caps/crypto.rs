@@ -99,7 +99,9 @@ pub fn call(
             let seed = hex::decode(secret(args, allowed_secrets, secrets)?.trim())
                 .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| CapError::failed("the signing key secret is not a 32-byte hex seed"))?;
+                .ok_or_else(|| {
+                    CapError::failed("the signing key secret is not a 32-byte hex seed")
+                })?;
             let key = ed25519_dalek::SigningKey::from_bytes(&seed);
             use ed25519_dalek::Signer;
             json!(hex::encode(key.sign(&data(args)?).to_bytes()))
@@ -122,14 +124,18 @@ pub fn call(
                 .ok_or_else(|| CapError::bad_args("'password' must be a string"))?;
             let mut salt = [0u8; 16];
             getrandom::fill(&mut salt).map_err(|e| CapError::failed(e.to_string()))?;
-            let salt = SaltString::encode_b64(&salt).map_err(|e| CapError::failed(e.to_string()))?;
+            let salt =
+                SaltString::encode_b64(&salt).map_err(|e| CapError::failed(e.to_string()))?;
             let h = argon2::Argon2::default()
                 .hash_password(pw.as_bytes(), &salt)
                 .map_err(|e| CapError::failed(e.to_string()))?;
             json!(h.to_string())
         }
         "crypto.password_verify" => {
-            let pw = args.get("password").and_then(Value::as_str).unwrap_or_default();
+            let pw = args
+                .get("password")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let h = args.get("hash").and_then(Value::as_str).unwrap_or_default();
             let ok = PasswordHash::new(h).is_ok_and(|ph| {
                 argon2::Argon2::default()

@@ -112,6 +112,8 @@ impl DbCap {
 fn to_params(v: &Value) -> Result<Vec<SqlValue>, DbError> {
     let items = match v {
         Value::Null => return Ok(Vec::new()),
+        // An empty Lua table arrives as an empty object.
+        Value::Object(o) if o.is_empty() => return Ok(Vec::new()),
         Value::Array(a) => a,
         _ => return Err(DbError::Failed("db: params must be an array".into())),
     };
@@ -131,7 +133,10 @@ fn to_params(v: &Value) -> Result<Vec<SqlValue>, DbError> {
 }
 
 /// Opens an action database with the refusals in place.
-pub fn open(path: &std::path::Path, refused: Arc<Mutex<Option<String>>>) -> rusqlite::Result<Connection> {
+pub fn open(
+    path: &std::path::Path,
+    refused: Arc<Mutex<Option<String>>>,
+) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -142,7 +147,10 @@ pub fn open(path: &std::path::Path, refused: Arc<Mutex<Option<String>>>) -> rusq
     // Temporary tables and sorts stay in memory: the sealed worker can reach no temp dir.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA,
+        false,
+    )?;
     conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)?;
     conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, 16 << 20)?;
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {

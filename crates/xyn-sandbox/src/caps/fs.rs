@@ -48,7 +48,9 @@ fn io_err(path: &str, e: &std::io::Error) -> FsError {
 }
 
 fn under(comps: &[String], roots: &[Vec<String>]) -> bool {
-    roots.iter().any(|r| comps.len() >= r.len() && comps[..r.len()] == r[..])
+    roots
+        .iter()
+        .any(|r| comps.len() >= r.len() && comps[..r.len()] == r[..])
 }
 
 impl FsCap {
@@ -117,10 +119,14 @@ impl FsCap {
             return Err(FsError::Failed(format!("{path}: not a regular file")));
         }
         if cap_fs_ext::MetadataExt::nlink(&meta) > 1 {
-            return Err(FsError::Denied("the file has more than one hard link".into()));
+            return Err(FsError::Denied(
+                "the file has more than one hard link".into(),
+            ));
         }
         if meta.len() > MAX_READ {
-            return Err(FsError::Failed(format!("{path}: larger than {MAX_READ} bytes")));
+            return Err(FsError::Failed(format!(
+                "{path}: larger than {MAX_READ} bytes"
+            )));
         }
         let mut buf = Vec::with_capacity(meta.len() as usize);
         (&mut f)
@@ -145,7 +151,9 @@ impl FsCap {
             return Err(FsError::Failed(format!("{path}: not a regular file")));
         }
         if cap_fs_ext::MetadataExt::nlink(&meta) > 1 {
-            return Err(FsError::Denied("the file has more than one hard link".into()));
+            return Err(FsError::Denied(
+                "the file has more than one hard link".into(),
+            ));
         }
         // Truncate only after checking what was opened.
         f.set_len(0).map_err(|e| io_err(path, &e))?;

@@ -101,7 +101,10 @@ fn check_parsed(rules: &[HostRule], u: &Url) -> Result<(), (String, String)> {
     };
     let default = if scheme == "https" { 443 } else { 80 };
     let port = u.port_or_known_default().unwrap_or(default);
-    let is_ip = matches!(u.host(), Some(url::Host::Ipv4(_)) | Some(url::Host::Ipv6(_)));
+    let is_ip = matches!(
+        u.host(),
+        Some(url::Host::Ipv4(_)) | Some(url::Host::Ipv6(_))
+    );
     let ok = rules.iter().any(|r| {
         // A suffix pattern never matches an IP literal.
         !(is_ip && matches!(r.host, HostPattern::Suffix(_))) && r.matches(host, port, default)
@@ -158,7 +161,11 @@ struct RefusedAddress {
 
 impl std::fmt::Display for RefusedAddress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} resolves to a non-public address {}", self.host, self.addr)
+        write!(
+            f,
+            "{} resolves to a non-public address {}",
+            self.host, self.addr
+        )
     }
 }
 
@@ -173,13 +180,13 @@ impl Resolve for PolicyResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_ascii_lowercase();
         // A destination named explicitly (`localhost`) may resolve to a private address.
-        let explicit = self.rules.iter().any(|r| {
-            r.names_private() && matches!(&r.host, HostPattern::Name(n) if *n == host)
-        });
+        let explicit = self
+            .rules
+            .iter()
+            .any(|r| r.names_private() && matches!(&r.host, HostPattern::Name(n) if *n == host));
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut first_refused = None;
             let ok: Vec<SocketAddr> = addrs
                 .into_iter()
@@ -268,8 +275,8 @@ impl HttpExecutor {
     ) -> Result<HttpResponse, HttpFailure> {
         let rules = policy.rules();
         let client = self.client(policy)?;
-        let mut url = Url::parse(&req.url)
-            .map_err(|e| HttpFailure::Failed(format!("not a URL: {e}")))?;
+        let mut url =
+            Url::parse(&req.url).map_err(|e| HttpFailure::Failed(format!("not a URL: {e}")))?;
         let mut method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| HttpFailure::Failed(format!("bad method {:?}", req.method)))?;
         let mut body = req.body.clone();
@@ -403,12 +410,25 @@ mod tests {
     #[test]
     fn non_public_addresses() {
         for a in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-            "100.100.100.200", "0.0.0.0", "::1", "fd00:ec2::254", "fe80::1", "::ffff:127.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.100.100.200",
+            "0.0.0.0",
+            "::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "::ffff:127.0.0.1",
         ] {
             assert!(!is_public(a.parse().unwrap()), "{a}");
         }
-        for a in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946", "1.1.1.1"] {
+        for a in [
+            "93.184.216.34",
+            "2606:2800:220:1:248:1893:25c8:1946",
+            "1.1.1.1",
+        ] {
             assert!(is_public(a.parse().unwrap()), "{a}");
         }
     }
@@ -424,6 +444,9 @@ mod tests {
         assert!(p.check_url("ftp://example.com/x").is_err());
         assert!(p.check_url("https://user:pw@example.com/").is_err());
         assert!(p.check_url("http://127.0.0.1:9/").is_ok());
-        assert!(p.check_url("http://127.0.0.1:10/").is_err(), "suffix never matches an IP");
+        assert!(
+            p.check_url("http://127.0.0.1:10/").is_err(),
+            "suffix never matches an IP"
+        );
     }
 }

@@ -12,7 +12,9 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Promise, Runtime, Value};
+use rquickjs::{
+    CatchResultExt, CaughtError, Context, Ctx, Function, Module, Promise, Runtime, Value,
+};
 
 use super::{GuestOutcome, GuestRun, guest_error};
 use crate::caps::Caps;
@@ -96,7 +98,11 @@ pub fn run(source: &str, module_name: &str, run: GuestRun<'_>) -> GuestOutcome {
         if out.len() as u64 > limits.max_output_bytes {
             Err(SandboxError::new(
                 codes::OUTPUT_EXCEEDED,
-                format!("the output is {} bytes; the limit is {}", out.len(), limits.max_output_bytes),
+                format!(
+                    "the output is {} bytes; the limit is {}",
+                    out.len(),
+                    limits.max_output_bytes
+                ),
             ))
         } else {
             Ok(out)
@@ -147,8 +153,12 @@ fn js_error(e: CaughtError<'_>) -> SandboxError {
         CaughtError::Value(v) => format!("{v:?}"),
         CaughtError::Error(err) => err.to_string(),
     };
-    if msg.contains("out of memory") || matches!(e, CaughtError::Error(rquickjs::Error::Allocation)) {
-        SandboxError::new(codes::MEMORY_EXCEEDED, "the QuickJS memory limit was reached")
+    if msg.contains("out of memory") || matches!(e, CaughtError::Error(rquickjs::Error::Allocation))
+    {
+        SandboxError::new(
+            codes::MEMORY_EXCEEDED,
+            "the QuickJS memory limit was reached",
+        )
     } else if msg.contains("stack overflow") || msg.contains("call stack size exceeded") {
         SandboxError::new(codes::STACK_EXCEEDED, format!("JS stack overflow: {msg}"))
     } else {
@@ -198,9 +208,15 @@ fn invoke(
         .get::<_, Option<Function>>("handle")
         .ok()
         .flatten()
-        .or_else(|| ctx.globals().get::<_, Option<Function>>("handle").ok().flatten())
+        .or_else(|| {
+            ctx.globals()
+                .get::<_, Option<Function>>("handle")
+                .ok()
+                .flatten()
+        })
         .ok_or_else(|| SandboxError::failed("the JS entry exports no function handle(input)"))?;
-    let input = std::str::from_utf8(input).map_err(|_| SandboxError::failed("input is not UTF-8"))?;
+    let input =
+        std::str::from_utf8(input).map_err(|_| SandboxError::failed("input is not UTF-8"))?;
     let arg = ctx.json_parse(input).catch(ctx).map_err(js_error)?;
     let mut out: Value = handle.call((arg,)).catch(ctx).map_err(js_error)?;
     if let Some(p) = out.as_promise().cloned() {

@@ -77,10 +77,13 @@ pub fn run(source: &str, chunk_name: &str, run: GuestRun<'_>) -> GuestOutcome {
             }
             Ok(VmState::Continue)
         };
-        if let Err(e) = lua.set_global_hook(HookTriggers::new().every_nth_instruction(every), hook) {
+        if let Err(e) = lua.set_global_hook(HookTriggers::new().every_nth_instruction(every), hook)
+        {
             return finish(
                 &lua,
-                Err(SandboxError::failed(format!("cannot set the Lua hook: {e}"))),
+                Err(SandboxError::failed(format!(
+                    "cannot set the Lua hook: {e}"
+                ))),
                 started,
                 0,
             );
@@ -88,22 +91,39 @@ pub fn run(source: &str, chunk_name: &str, run: GuestRun<'_>) -> GuestOutcome {
     }
     let _ = lua.set_memory_limit(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
 
-    let result = invoke(&lua, source, chunk_name, run.input, &tripped, limits.timeout_ms, started)
-        .and_then(|out| {
-            if out.len() as u64 > limits.max_output_bytes {
-                Err(SandboxError::new(
-                    codes::OUTPUT_EXCEEDED,
-                    format!("the output is {} bytes; the limit is {}", out.len(), limits.max_output_bytes),
-                ))
-            } else {
-                Ok(out)
-            }
-        });
+    let result = invoke(
+        &lua,
+        source,
+        chunk_name,
+        run.input,
+        &tripped,
+        limits.timeout_ms,
+        started,
+    )
+    .and_then(|out| {
+        if out.len() as u64 > limits.max_output_bytes {
+            Err(SandboxError::new(
+                codes::OUTPUT_EXCEEDED,
+                format!(
+                    "the output is {} bytes; the limit is {}",
+                    out.len(),
+                    limits.max_output_bytes
+                ),
+            ))
+        } else {
+            Ok(out)
+        }
+    });
     let fuel = fuel_used.get().min(limits.fuel);
     finish(&lua, result, started, fuel)
 }
 
-fn finish(lua: &Lua, result: Result<Vec<u8>, SandboxError>, started: Instant, fuel: u64) -> GuestOutcome {
+fn finish(
+    lua: &Lua,
+    result: Result<Vec<u8>, SandboxError>,
+    started: Instant,
+    fuel: u64,
+) -> GuestOutcome {
     let usage = Usage {
         wall_us: started.elapsed().as_micros() as u64,
         fuel,
@@ -123,14 +143,25 @@ fn finish(lua: &Lua, result: Result<Vec<u8>, SandboxError>, started: Instant, fu
             deadline: Instant::now(),
         })
     });
-    GuestOutcome { result, caps, usage }
+    GuestOutcome {
+        result,
+        caps,
+        usage,
+    }
 }
 
 fn new_state() -> mlua::Result<Lua> {
     let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
     let lua = Lua::new_with(libs, LuaOptions::default())?;
     let g = lua.globals();
-    for name in ["load", "loadfile", "dofile", "require", "collectgarbage", "loadstring"] {
+    for name in [
+        "load",
+        "loadfile",
+        "dofile",
+        "require",
+        "collectgarbage",
+        "loadstring",
+    ] {
         g.raw_set(name, LuaValue::Nil)?;
     }
     if let Ok(string) = g.get::<mlua::Table>("string") {
@@ -200,14 +231,19 @@ fn resume(
         Tripped::Time => {
             return Err(SandboxError::new(
                 codes::TIMEOUT,
-                format!("did not finish within {timeout_ms} ms (ran {} ms)", started.elapsed().as_millis()),
+                format!(
+                    "did not finish within {timeout_ms} ms (ran {} ms)",
+                    started.elapsed().as_millis()
+                ),
             ));
         }
         Tripped::No => {}
     }
     match res {
         Ok(v) if th.status() == ThreadStatus::Finished => Ok(v),
-        Ok(_) => Err(SandboxError::failed("the action yielded instead of returning")),
+        Ok(_) => Err(SandboxError::failed(
+            "the action yielded instead of returning",
+        )),
         Err(e) => Err(lua_error(e)),
     }
 }
@@ -226,7 +262,10 @@ fn lua_error(e: mlua::Error) -> SandboxError {
                 e => e.to_string(),
             };
             if msg.contains("stack overflow") {
-                SandboxError::new(codes::STACK_EXCEEDED, format!("Lua stack overflow: {}", first_line(&msg)))
+                SandboxError::new(
+                    codes::STACK_EXCEEDED,
+                    format!("Lua stack overflow: {}", first_line(&msg)),
+                )
             } else if msg.contains("not enough memory") {
                 SandboxError::new(codes::MEMORY_EXCEEDED, "the Lua memory limit was reached")
             } else {
@@ -279,8 +318,8 @@ fn invoke(
         .to_value(&input)
         .map_err(|e| SandboxError::failed(format!("lua: {e}")))?;
     let out = resume(lua, handle, arg, tripped, timeout_ms, started)?;
-    let out: Value = lua
-        .from_value(out)
-        .map_err(|e| SandboxError::failed(format!("handle returned something that is not JSON: {e}")))?;
+    let out: Value = lua.from_value(out).map_err(|e| {
+        SandboxError::failed(format!("handle returned something that is not JSON: {e}"))
+    })?;
     serde_json::to_vec(&out).map_err(|e| SandboxError::failed(e.to_string()))
 }

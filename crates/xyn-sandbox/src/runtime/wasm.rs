@@ -177,7 +177,12 @@ fn pack(ptr: u32, len: u32) -> i64 {
     ((u64::from(ptr) << 32) | u64::from(len)) as i64
 }
 
-fn read_guest(mem: &Memory, store: impl wasmtime::AsContext, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+fn read_guest(
+    mem: &Memory,
+    store: impl wasmtime::AsContext,
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<Vec<u8>> {
     let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
     mem.data(&store)
         .get(ptr..ptr.saturating_add(len))
@@ -267,7 +272,10 @@ fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
 
 impl WasmRuntime {
     /// An engine with the deployment's stack limit and a pooling allocator sized for it.
-    pub fn new(limits: &DeploymentLimits, cache_dir: Option<PathBuf>) -> Result<Self, SandboxError> {
+    pub fn new(
+        limits: &DeploymentLimits,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Self, SandboxError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(64)
             .total_memories(64)
@@ -325,7 +333,12 @@ impl WasmRuntime {
     /// by compiling it (and caching the result).
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<Loaded>, SandboxError> {
         let digest = hex::encode(Sha256::digest(bytes));
-        if let Some(l) = self.modules.lock().ok().and_then(|m| m.get(&digest).cloned()) {
+        if let Some(l) = self
+            .modules
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned())
+        {
             return Ok(l);
         }
         let module = self.load_module(&digest, bytes)?;
@@ -333,7 +346,10 @@ impl WasmRuntime {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| SandboxError::failed(format!("the module cannot be linked: {e}")))?;
-        let loaded = Arc::new(Loaded { pre, digest: digest.clone() });
+        let loaded = Arc::new(Loaded {
+            pre,
+            digest: digest.clone(),
+        });
         if let Ok(mut m) = self.modules.lock() {
             if m.len() > 512 {
                 m.clear();
@@ -387,7 +403,11 @@ impl WasmRuntime {
                     }
             })
         };
-        for (name, want) in [("memory", "memory"), ("alloc", "i32->i32"), ("handle", "i32,i32->i64")] {
+        for (name, want) in [
+            ("memory", "memory"),
+            ("alloc", "i32->i32"),
+            ("handle", "i32,i32->i64"),
+        ] {
             if !has(name, want) {
                 return Err(SandboxError::manifest(format!(
                     "the module must export {name} ({want}); see the ABI in the README"
@@ -444,7 +464,8 @@ impl WasmRuntime {
             output_bytes: 0,
         };
         let mut state = store.into_data();
-        let result = result.map_err(|e| classify(e, state.abort.take(), started, limits.timeout_ms));
+        let result =
+            result.map_err(|e| classify(e, state.abort.take(), started, limits.timeout_ms));
         if let Ok(o) = &result {
             usage.output_bytes = o.len() as u64;
         }
@@ -452,7 +473,11 @@ impl WasmRuntime {
             Some(c) => c,
             None => unreachable_caps(),
         };
-        GuestOutcome { result, caps, usage }
+        GuestOutcome {
+            result,
+            caps,
+            usage,
+        }
     }
 }
 
@@ -471,7 +496,10 @@ fn unreachable_caps() -> Caps {
     })
 }
 
-#[allow(unsafe_code, reason = "loading a precompiled module is unsafe by wasmtime's API")]
+#[allow(
+    unsafe_code,
+    reason = "loading a precompiled module is unsafe by wasmtime's API"
+)]
 fn deserialize_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Module> {
     // SAFETY: the file is one this process family wrote itself with `Module::serialize` for
     // an engine with the same compatibility hash (part of the file name), into the node's
@@ -490,12 +518,17 @@ fn call_handle(
     let memory = instance
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| wasmtime::Error::msg("the module must export `memory`"))?;
-    let alloc: TypedFunc<i32, i32> = instance
-        .get_typed_func(&mut *store, "alloc")
-        .map_err(|e| wasmtime::Error::msg(format!("the module must export alloc(i32) -> i32: {e}")))?;
+    let alloc: TypedFunc<i32, i32> =
+        instance.get_typed_func(&mut *store, "alloc").map_err(|e| {
+            wasmtime::Error::msg(format!("the module must export alloc(i32) -> i32: {e}"))
+        })?;
     let handle: TypedFunc<(i32, i32), i64> = instance
         .get_typed_func(&mut *store, "handle")
-        .map_err(|e| wasmtime::Error::msg(format!("the module must export handle(i32, i32) -> i64: {e}")))?;
+        .map_err(|e| {
+            wasmtime::Error::msg(format!(
+                "the module must export handle(i32, i32) -> i64: {e}"
+            ))
+        })?;
     let len = i32::try_from(input.len()).map_err(|_| wasmtime::Error::msg("input too large"))?;
     let ptr = alloc.call(&mut *store, len)?;
     memory
@@ -516,7 +549,12 @@ fn call_handle(
         .ok_or_else(|| wasmtime::Error::msg("handle returned a result out of bounds"))
 }
 
-fn classify(e: wasmtime::Error, abort: Option<String>, started: Instant, timeout_ms: u64) -> SandboxError {
+fn classify(
+    e: wasmtime::Error,
+    abort: Option<String>,
+    started: Instant,
+    timeout_ms: u64,
+) -> SandboxError {
     if let Some(b) = e.downcast_ref::<BudgetTrap>() {
         return SandboxError::new(b.0, b.1.clone());
     }
@@ -525,10 +563,15 @@ fn classify(e: wasmtime::Error, abort: Option<String>, started: Instant, timeout
     }
     if let Some(t) = e.downcast_ref::<Trap>() {
         return match t {
-            Trap::OutOfFuel => SandboxError::new(codes::FUEL_EXCEEDED, "the CPU budget (fuel) ran out"),
+            Trap::OutOfFuel => {
+                SandboxError::new(codes::FUEL_EXCEEDED, "the CPU budget (fuel) ran out")
+            }
             Trap::Interrupt => SandboxError::new(
                 codes::TIMEOUT,
-                format!("did not finish within {timeout_ms} ms (ran {} ms)", started.elapsed().as_millis()),
+                format!(
+                    "did not finish within {timeout_ms} ms (ran {} ms)",
+                    started.elapsed().as_millis()
+                ),
             ),
             Trap::StackOverflow => {
                 SandboxError::new(codes::STACK_EXCEEDED, "the wasm stack limit was reached")
