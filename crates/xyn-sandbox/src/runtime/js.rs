@@ -108,7 +108,13 @@ pub fn run(source: &str, module_name: &str, run: GuestRun<'_>) -> GuestOutcome {
             Ok(out)
         }
     });
-    let mem = rt.memory_usage().malloc_size.max(0) as u64;
+    // Walking the heap for its size costs more than a small invocation: only for failures
+    // (their report and incident bundle).
+    let mem = if result.is_err() {
+        rt.memory_usage().malloc_size.max(0) as u64
+    } else {
+        0
+    };
     let fuel = (polls.get() * TICKS_PER_POLL).min(limits.fuel);
     outcome(take_caps(&caps), result, started, fuel, mem)
 }
