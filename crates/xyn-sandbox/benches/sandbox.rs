@@ -63,11 +63,17 @@ fn wat_loop(imp: &str, args: &str, n: u32) -> String {
 
 fn noop(rt: &str) -> (&'static str, String) {
     match rt {
-        "wasm" => ("main.wat", format!(
-            "(module {WAT_PRELUDE} (func (export \"handle\") (param i32 i32) (result i64) (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 2))))"
-        )),
+        "wasm" => (
+            "main.wat",
+            format!(
+                "(module {WAT_PRELUDE} (func (export \"handle\") (param i32 i32) (result i64) (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 2))))"
+            ),
+        ),
         "lua" => ("main.lua", "function handle(input) return {} end\n".into()),
-        _ => ("main.js", "export function handle(input) { return {}; }\n".into()),
+        _ => (
+            "main.js",
+            "export function handle(input) { return {}; }\n".into(),
+        ),
     }
 }
 
@@ -89,8 +95,16 @@ fn looping(rt: &str, cap: &str, n: u32) -> (&'static str, String) {
     };
     match rt {
         "wasm" => ("main.wat", wat_loop(imp, args, n)),
-        "lua" => ("main.lua", format!("function handle() for i = 1, {n} do local r = {lua} end return {{}} end\n")),
-        _ => ("main.js", format!("export function handle() {{ for (let i = 0; i < {n}; i++) {{ const r = {js}; }} return {{}}; }}\n")),
+        "lua" => (
+            "main.lua",
+            format!("function handle() for i = 1, {n} do local r = {lua} end return {{}} end\n"),
+        ),
+        _ => (
+            "main.js",
+            format!(
+                "export function handle() {{ for (let i = 0; i < {n}; i++) {{ const r = {js}; }} return {{}}; }}\n"
+            ),
+        ),
     }
 }
 
@@ -124,7 +138,11 @@ fn us(d: Duration) -> String {
 }
 
 fn row(what: &str, mode: &str, s: &Stats, n: usize) {
-    println!("| {what} | {mode} | {} | {} | {n} |", us(s.median), us(s.p99));
+    println!(
+        "| {what} | {mode} | {} | {} | {n} |",
+        us(s.median),
+        us(s.p99)
+    );
 }
 
 struct Bench {
@@ -171,27 +189,41 @@ fn main() {
     let cache = dir.path().join("cache");
     std::fs::create_dir_all(&cache).unwrap();
     let b = Bench {
-        sandbox: Sandbox::new(SandboxConfig { limits: Default::default(), cache_dir: Some(cache) }),
+        sandbox: Sandbox::new(SandboxConfig {
+            limits: Default::default(),
+            cache_dir: Some(cache),
+        }),
         dir,
     };
     std::fs::create_dir_all(b.data().join("inbox")).unwrap();
     std::fs::write(b.data().join("inbox/1k.txt"), "x".repeat(1024)).unwrap();
     {
         let c = rusqlite::Connection::open(b.db()).unwrap();
-        c.execute_batch("CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT);").unwrap();
+        c.execute_batch("CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT);")
+            .unwrap();
         for i in 0..100 {
-            c.execute("INSERT INTO kv VALUES (?1, ?2)", [format!("k{i}"), format!("value {i}")]).unwrap();
+            c.execute(
+                "INSERT INTO kv VALUES (?1, ?2)",
+                [format!("k{i}"), format!("value {i}")],
+            )
+            .unwrap();
         }
     }
     let pkgs = b.dir.path().join("pkgs");
-    println!("## Per-invocation overhead of a no-op action (in-process: runtime + capability layer)\n");
+    println!(
+        "## Per-invocation overhead of a no-op action (in-process: runtime + capability layer)\n"
+    );
     println!("| runtime | mode | median µs | p99 µs | n |\n|---|---|---|---|---|");
     for rt in ["wasm", "lua", "js"] {
         let (entry, code) = noop(rt);
         let pkg = write_pkg(&pkgs, &format!("bench.noop_{rt}"), rt, entry, &code);
         b.time(&pkg, 200, false);
         row(rt, "warm", &stats(b.time(&pkg, 3000, false)), 3000);
-        let label = if rt == "wasm" { "cold (precompiled module from the disk cache)" } else { "cold (package re-read)" };
+        let label = if rt == "wasm" {
+            "cold (precompiled module from the disk cache)"
+        } else {
+            "cold (package re-read)"
+        };
         row(rt, label, &stats(b.time(&pkg, 300, true)), 300);
     }
     // A true first compile of the module (no disk cache), for reference.
@@ -199,7 +231,10 @@ fn main() {
         let (entry, code) = noop("wasm");
         let mut firsts = Vec::new();
         for i in 0..20 {
-            let code = code.replace("(i32.const 8192)", &format!("(i32.const {})", 8192 + 8 * (i + 1)));
+            let code = code.replace(
+                "(i32.const 8192)",
+                &format!("(i32.const {})", 8192 + 8 * (i + 1)),
+            );
             let pkg = write_pkg(&pkgs, &format!("bench.compile_{i}"), "wasm", entry, &code);
             firsts.extend(b.time(&pkg, 1, false));
         }
@@ -215,12 +250,20 @@ fn main() {
         for _ in 0..3000 {
             let t = Instant::now();
             let mut s = c.prepare_cached("SELECT v FROM kv WHERE k = ?1").unwrap();
-            let _r: Vec<String> = s.query_map(["k42"], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+            let _r: Vec<String> = s
+                .query_map(["k42"], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
             v.push(t.elapsed());
         }
         stats(v)
     };
-    println!("| db read, native rusqlite (prepared, cached statement) | {} | {} | 3000 |", us(native_db.median), us(native_db.p99));
+    println!(
+        "| db read, native rusqlite (prepared, cached statement) | {} | {} | 3000 |",
+        us(native_db.median),
+        us(native_db.p99)
+    );
     let native_fs = {
         let mut v = Vec::new();
         let p = b.data().join("inbox/1k.txt");
@@ -231,7 +274,11 @@ fn main() {
         }
         stats(v)
     };
-    println!("| fs read 1 KiB, native std::fs::read | {} | {} | 3000 |", us(native_fs.median), us(native_fs.p99));
+    println!(
+        "| fs read 1 KiB, native std::fs::read | {} | {} | 3000 |",
+        us(native_fs.median),
+        us(native_fs.p99)
+    );
     for cap in ["db", "fs"] {
         for rt in ["wasm", "lua", "js"] {
             let (entry, code) = looping(rt, cap, K);
@@ -243,7 +290,11 @@ fn main() {
             let with = stats(b.time(&pkg, 60, false));
             let without = stats(b.time(&base, 60, false));
             let per = |a: Duration, z: Duration| a.saturating_sub(z) / K;
-            let label = if cap == "db" { "db read (db.query, one row)" } else { "fs read 1 KiB (fs.read)" };
+            let label = if cap == "db" {
+                "db read (db.query, one row)"
+            } else {
+                "fs read 1 KiB (fs.read)"
+            };
             println!(
                 "| {label} from {rt} | {} | {} | {}×{K} |",
                 us(per(with.median, without.median)),
@@ -257,7 +308,9 @@ fn main() {
     let xyn = exe.parent().and_then(Path::parent).map(|p| p.join("xyn"));
     match xyn.filter(|p| p.is_file()) {
         Some(xyn) => worker_rows(&xyn, &b),
-        None => println!("\n(no release `xyn` binary next to the bench: build it with `cargo build --release -p xyn` for the worker rows)"),
+        None => println!(
+            "\n(no release `xyn` binary next to the bench: build it with `cargo build --release -p xyn` for the worker rows)"
+        ),
     }
 }
 
@@ -266,7 +319,10 @@ fn worker_rows(xyn: &Path, b: &Bench) {
     println!("| runtime | mode | median µs | p99 µs | n |\n|---|---|---|---|---|");
     let layout = Layout::new(&b.dir.path().join("node"));
     layout.ensure().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let pool_for = || {
         WorkerPool::new(PoolConfig {
             program: xyn.to_path_buf(),
@@ -286,13 +342,22 @@ fn worker_rows(xyn: &Path, b: &Bench) {
     };
     for r in ["wasm", "lua", "js"] {
         let (entry, code) = noop(r);
-        let pkg = write_pkg(&layout.packages(), &format!("bench.noop_{r}"), r, entry, &code);
+        let pkg = write_pkg(
+            &layout.packages(),
+            &format!("bench.noop_{r}"),
+            r,
+            entry,
+            &code,
+        );
         let pool = pool_for();
         let warm: Vec<Duration> = rt.block_on(async {
             let mut v = Vec::new();
             for i in 0..2200 {
                 let t = Instant::now();
-                let rep = pool.invoke(msg(&pkg), Duration::from_secs(30)).await.unwrap();
+                let rep = pool
+                    .invoke(msg(&pkg), Duration::from_secs(30))
+                    .await
+                    .unwrap();
                 if i >= 200 {
                     v.push(t.elapsed());
                 }
@@ -306,12 +371,18 @@ fn worker_rows(xyn: &Path, b: &Bench) {
             for _ in 0..200 {
                 pool.forget().await;
                 let t = Instant::now();
-                pool.invoke(msg(&pkg), Duration::from_secs(30)).await.unwrap();
+                pool.invoke(msg(&pkg), Duration::from_secs(30))
+                    .await
+                    .unwrap();
                 v.push(t.elapsed());
             }
             v
         });
-        let label = if r == "wasm" { "cold module (caches dropped; precompiled from disk)" } else { "cold package (caches dropped)" };
+        let label = if r == "wasm" {
+            "cold module (caches dropped; precompiled from disk)"
+        } else {
+            "cold package (caches dropped)"
+        };
         row(r, label, &stats(cold_module), 200);
         let cold_process: Vec<Duration> = rt.block_on(async {
             let mut v = Vec::new();
@@ -323,6 +394,11 @@ fn worker_rows(xyn: &Path, b: &Bench) {
             }
             v
         });
-        row(r, "cold worker (spawn + seal + first invocation)", &stats(cold_process), 20);
+        row(
+            r,
+            "cold worker (spawn + seal + first invocation)",
+            &stats(cold_process),
+            20,
+        );
     }
 }

@@ -177,6 +177,7 @@ impl Sandbox {
         if let Ok(w) = self.wasm() {
             w.forget();
         }
+        js::forget();
     }
 
     /// The limits an invocation of `pkg` runs under.
@@ -217,7 +218,9 @@ impl Sandbox {
                 }
             }
             (Code::Script(src), RuntimeKind::Lua) => lua::run(src, &pkg.manifest.entry, run),
-            (Code::Script(src), RuntimeKind::Js) => js::run(src, &pkg.manifest.entry, run),
+            (Code::Script(src), RuntimeKind::Js) => {
+                js::run(src, &pkg.manifest.entry, &pkg.digest, run)
+            }
             _ => crate::runtime::GuestOutcome {
                 result: Err(SandboxError::failed("entry does not fit the runtime")),
                 caps: run.caps,

@@ -837,3 +837,35 @@ fn crypto_time_and_log_capabilities() {
     );
     assert_eq!(code_of(&env.invoke(&off, json!({}))), "capability.denied");
 }
+
+#[test]
+fn a_warm_js_action_keeps_its_module_state_until_it_fails() {
+    let env = Env::new();
+    let pkg = env.package(
+        Rt::Js,
+        "warm",
+        "let n = 0;\nexport function handle(input) { n++; if (input.fail) throw new Error('asked to'); return {n}; }\n",
+        "",
+    );
+    assert_eq!(ok(&env.invoke(&pkg, json!({}))), json!({"n": 1}));
+    assert_eq!(
+        ok(&env.invoke(&pkg, json!({}))),
+        json!({"n": 2}),
+        "the loaded module is reused"
+    );
+    assert_eq!(
+        code_of(&env.invoke(&pkg, json!({"fail": true}))),
+        "action.failed"
+    );
+    assert_eq!(
+        ok(&env.invoke(&pkg, json!({}))),
+        json!({"n": 1}),
+        "a failure discards the state"
+    );
+    env.sandbox.forget();
+    assert_eq!(
+        ok(&env.invoke(&pkg, json!({}))),
+        json!({"n": 1}),
+        "forget is a cold start"
+    );
+}
