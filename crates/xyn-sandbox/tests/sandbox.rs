@@ -182,7 +182,7 @@ fn an_infinite_loop_is_stopped_by_the_cpu_budget() {
             r.result
         );
         assert!(
-            took < Duration::from_secs(2),
+            took < Duration::from_secs(3),
             "{rt:?}: stopped only after {took:?}"
         );
         assert!(
@@ -217,7 +217,7 @@ fn an_infinite_loop_is_stopped_by_the_wall_clock() {
             "{rt:?}: stopped early, {took:?}"
         );
         assert!(
-            took < Duration::from_millis(1200),
+            took < Duration::from_millis(2000),
             "{rt:?}: stopped only after {took:?}"
         );
         assert!(r.incident.is_some());
