@@ -26,6 +26,7 @@ fn ok(v: Value) -> Result<ActionOutput, ActionError> {
         output: v,
         bytes_in: 0,
         bytes_out: 0,
+        records: Vec::new(),
     })
 }
 

@@ -221,6 +221,7 @@ impl Action for HttpCall {
             output: out,
             bytes_in: body.len() as u64,
             bytes_out,
+            records: Vec::new(),
         })
     }
 }

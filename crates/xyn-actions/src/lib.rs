@@ -70,6 +70,23 @@ pub struct ActionOutput {
     pub bytes_in: u64,
     /// Bytes sent outside (e.g. an HTTP request body).
     pub bytes_out: u64,
+    /// Further footprints and audit events the engine writes with the step's result.
+    pub records: Vec<Record>,
+}
+
+/// Something an action asks the engine to record with its step, in the same batch as the
+/// step's result (so a sandboxed action's capability counts and refusals are never lost).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// A footprint of the step (`source_kind` `action`, `source_ref` the action's name).
+    Footprint {
+        metric: String,
+        quantity: f64,
+        unit: String,
+        dims: Value,
+    },
+    /// An audit event about the step, e.g. `xyn.cap.denied`.
+    Event { name: String, data: Value },
 }
 
 /// A failed action: a stable code, a sentence, and whether trying again may help.
@@ -80,6 +97,8 @@ pub struct ActionError {
     pub message: String,
     pub retryable: bool,
     pub details: Option<Value>,
+    /// Footprints and audit events recorded even though the action failed.
+    pub records: Vec<Record>,
 }
 
 impl ActionError {
@@ -89,11 +108,17 @@ impl ActionError {
             message: message.into(),
             retryable,
             details: None,
+            records: Vec::new(),
         }
     }
 
     pub fn with_details(mut self, d: Value) -> Self {
         self.details = Some(d);
+        self
+    }
+
+    pub fn with_records(mut self, r: Vec<Record>) -> Self {
+        self.records = r;
         self
     }
 
@@ -116,6 +141,7 @@ impl From<XynError> for ActionError {
             message: e.message,
             retryable,
             details: e.details,
+            records: Vec::new(),
         }
     }
 }

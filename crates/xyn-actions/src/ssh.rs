@@ -240,6 +240,7 @@ impl Action for SshRun {
             output,
             bytes_in: (stdout.len() + stderr.len()) as u64,
             bytes_out: cmd.len() as u64,
+            ..Default::default()
         })
     }
 }

@@ -15,6 +15,8 @@ pub const REQUEST_COUNT: &str = "request_count";
 pub const BYTES_IN: &str = "bytes_in";
 pub const BYTES_OUT: &str = "bytes_out";
 pub const ARTIFACT_BYTES_WRITTEN: &str = "artifact_bytes_written";
+/// Capability calls of a sandboxed action (`dims.capability` names which).
+pub const CAP_CALLS: &str = "cap_calls";
 
 /// One measurement.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -20,3 +20,5 @@ pub const DRAFT_PROMOTED: &str = "xyn.draft.promoted";
 pub const CRON_FIRED: &str = "xyn.trigger.cron.fired";
 pub const RUN_REQUESTED: &str = "xyn.run.requested";
 pub const NODE_STARTED: &str = "xyn.node.started";
+/// A sandboxed action used a capability its manifest does not grant.
+pub const CAP_DENIED: &str = "xyn.cap.denied";

@@ -374,6 +374,19 @@ impl RunMachine {
         self.changes.footprints.push(f);
     }
 
+    /// Records an audit event about step `idx` that changes no state (e.g. an action's
+    /// refused capability use, `xyn.cap.denied`), in the same batch as the step's result.
+    pub fn record_step_event(
+        &mut self,
+        ids: &dyn IdSource,
+        now: Timestamp,
+        idx: usize,
+        name: &str,
+        data: Value,
+    ) {
+        self.emit(ids, now, name, "system", Some(idx), data);
+    }
+
     /// Attaches an artifact written by a step: its metadata row, `xyn.artifact.attached` and
     /// the `artifact_bytes_written` footprint.
     pub fn attach_artifact(

@@ -210,6 +210,12 @@ impl Node {
             m.attach_artifact(ids, now, i, a);
         }
         let dims = json!({"action": action});
+        let records = match &res {
+            Ok(Ok(out)) => out.records.as_slice(),
+            Ok(Err(err)) => err.records.as_slice(),
+            Err(_) => &[],
+        };
+        record_action_records(m, ids, now, i, &action, records);
         match res {
             Err(_) => {
                 let e = error_value(
@@ -443,6 +449,42 @@ impl Node {
             }
         }
         Ok(Progress::Continue)
+    }
+}
+
+/// Writes what an action asked to be recorded (footprints, audit events such as
+/// `xyn.cap.denied`) into the step's batch.
+fn record_action_records(
+    m: &mut RunMachine,
+    ids: &dyn IdSource,
+    now: xyn_core::Timestamp,
+    i: usize,
+    action: &str,
+    records: &[xyn_actions::Record],
+) {
+    let (run_id, step_id) = (m.run.run_id, m.steps[i].step_id);
+    for r in records {
+        match r {
+            xyn_actions::Record::Footprint {
+                metric,
+                quantity,
+                unit,
+                dims,
+            } => m.record_footprint(Footprint::new(
+                now,
+                Some(run_id),
+                Some(step_id),
+                "action",
+                action,
+                metric,
+                *quantity,
+                unit,
+                dims.clone(),
+            )),
+            xyn_actions::Record::Event { name, data } => {
+                m.record_step_event(ids, now, i, name, data.clone())
+            }
+        }
     }
 }
 

@@ -50,6 +50,47 @@ pub enum Command {
     /// Check the event log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Install, list and run sandboxed action packages (wasm, Lua, JavaScript).
+    #[command(subcommand)]
+    Action(ActionCmd),
+    /// Report what this machine offers Xyn (sandbox protections, …).
+    Doctor(crate::doctor::DoctorArgs),
+    /// The sandbox worker process (started by the node, not by hand).
+    #[command(hide = true, disable_help_flag = true)]
+    SandboxWorker {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ActionCmd {
+    /// Install an action package (a directory with xyn-action.toml) into the data dir.
+    Install {
+        dir: PathBuf,
+        #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
+        data_dir: PathBuf,
+    },
+    /// List the installed action packages.
+    List {
+        #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run an installed action in the sandbox worker. Prints the output JSON and exits 0,
+    /// or prints the stable error code (e.g. budget.timeout, capability.denied) and exits 1.
+    Run {
+        name: String,
+        /// The input, a JSON value.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
+        data_dir: PathBuf,
+        /// Run even when the kernel cannot seal the worker (no Landlock).
+        #[arg(long, env = "XYN_ALLOW_WEAK_SANDBOX")]
+        allow_weak_sandbox: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -69,6 +110,9 @@ pub struct ServeArgs {
     /// Log format on stdout.
     #[arg(long, env = "XYN_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     pub log_format: String,
+    /// Run sandboxed actions even when the kernel cannot seal their worker (no Landlock).
+    #[arg(long, env = "XYN_ALLOW_WEAK_SANDBOX")]
+    pub allow_weak_sandbox: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -240,6 +284,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Event(cmd) => rt()?.block_on(event(cmd)),
         Command::Blueprint(cmd) => rt()?.block_on(blueprint(cmd)),
         Command::Run(cmd) => rt()?.block_on(run_cmd(cmd)),
+        Command::Action(cmd) => crate::action_cmd::run(cmd),
+        Command::Doctor(args) => crate::doctor::run(args),
+        Command::SandboxWorker { args } => {
+            let args = xyn_sandbox::worker::WorkerArgs::parse(&args)
+                .map_err(|e| anyhow::anyhow!("sandbox-worker: {e}"))?;
+            let code = xyn_sandbox::worker::main(args);
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
     }
 }
 

@@ -2,9 +2,11 @@
 //! over its API (`--url`), except `blueprint validate` (local) and `audit verify` (opens the
 //! data directory directly).
 
+mod action_cmd;
 mod cli;
 mod client;
 mod config;
+mod doctor;
 mod output;
 mod serve;
 

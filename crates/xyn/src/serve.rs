@@ -67,13 +67,45 @@ async fn run_node(args: ServeArgs, settings: config::Settings) -> Result<ExitCod
     agents_cfg.fallback_cassette = settings.fallback_cassette.clone();
     let agents =
         xyn_agents::Router::new(&agents_cfg, http.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Sandboxed actions: installed packages run in sealed worker processes.
+    let sandbox = crate::action_cmd::host(&args.data_dir, args.allow_weak_sandbox, 2)?;
+    let mut actions = xyn_actions::Registry::with_builtins();
+    for (name, e) in xyn_sandbox::action::register_installed(&sandbox, &mut actions) {
+        tracing::error!(action = %name, code = %e.code, error = %e.message, "sandboxed action not registered");
+        eprintln!("xyn: action {name} not registered: {}", e.message);
+    }
+    match sandbox.pool.warm_up().await {
+        Ok(seal) => {
+            tracing::info!(landlock = %seal.landlock, landlock_abi = ?seal.landlock_abi, seccomp = seal.seccomp,
+                weak = !seal.sealed(), "sandbox worker ready")
+        }
+        Err(e) if e.code == xyn_sandbox::codes::SANDBOX_WEAK => {
+            tracing::error!(code = %e.code, error = %e.message, "the sandbox worker cannot be sealed; untrusted actions are refused (start with --allow-weak-sandbox to run them anyway)");
+            eprintln!(
+                "xyn: WARNING: {}; untrusted actions are refused (start with --allow-weak-sandbox to run them anyway)",
+                e.message
+            );
+        }
+        Err(e) => {
+            tracing::error!(code = %e.code, error = %e.message, "the sandbox worker did not start");
+            eprintln!(
+                "xyn: WARNING: the sandbox worker did not start: {}",
+                e.message
+            );
+        }
+    }
+    if args.allow_weak_sandbox {
+        tracing::warn!(
+            "--allow-weak-sandbox: untrusted actions run even where the worker cannot be sealed"
+        );
+    }
     let node = Node::start(NodeParts {
         store: store.clone(),
         blobs,
         clock: Arc::new(SystemClock),
         ids: Arc::new(UuidV7Ids),
         secrets: Arc::new(EnvSecrets),
-        actions: xyn_actions::Registry::with_builtins(),
+        actions,
         agents,
         http,
         config: settings.node.clone(),

@@ -1,0 +1,404 @@
+//! Per-invocation overhead of sandboxed actions, and the cost of a capability call against
+//! the same operation done natively. A plain harness (median and p99 are what we report).
+//!
+//! ```sh
+//! cargo build --release -p xyn          # the worker binary, for the through-the-worker rows
+//! cargo bench -p xyn-sandbox --bench sandbox
+//! ```
+//!
+//! "in-process" rows run the runtime and the capability layer in this process (what the
+//! worker does per invocation); "worker" rows go through `WorkerPool` (a sealed
+//! `xyn sandbox-worker` child, JSON over pipes). Results: docs/benchmarks/sandbox.md.
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use xyn_sandbox::caps::http::NoHttp;
+use xyn_sandbox::install::Layout;
+use xyn_sandbox::pool::{PoolConfig, WorkerPool};
+use xyn_sandbox::worker::InvokeMsg;
+use xyn_sandbox::{InvokeRequest, Sandbox, SandboxConfig};
+
+const WAT_PRELUDE: &str = r#"
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 8192))
+  (func $alloc (export "alloc") (param $len i32) (result i32)
+    (local $p i32) (local $end i32)
+    (local.set $p (global.get $heap))
+    (local.set $end (i32.and (i32.add (i32.add (local.get $p) (local.get $len)) (i32.const 7)) (i32.const -8)))
+    (block $done
+      (loop $grow
+        (br_if $done (i32.le_u (local.get $end) (i32.mul (memory.size) (i32.const 65536))))
+        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))
+        (br $grow)))
+    (global.set $heap (local.get $end))
+    (local.get $p))
+  (data (i32.const 1024) "{}")
+"#;
+
+/// Calls capability import `imp` with the constant JSON `args` `n` times (n from 0..).
+fn wat_loop(imp: &str, args: &str, n: u32) -> String {
+    let esc = args.replace('"', "\\\"");
+    format!(
+        r#"(module
+  (import "xyn" "{imp}" (func $cap (param i32 i32) (result i64)))
+  {WAT_PRELUDE}
+  (data (i32.const 2048) "{esc}")
+  (func (export "handle") (param i32 i32) (result i64)
+    (local $i i32)
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $i) (i32.const {n})))
+      (drop (call $cap (i32.const 2048) (i32.const {len})))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 2)))
+)"#,
+        len = args.len()
+    )
+}
+
+fn noop(rt: &str) -> (&'static str, String) {
+    match rt {
+        "wasm" => (
+            "main.wat",
+            format!(
+                "(module {WAT_PRELUDE} (func (export \"handle\") (param i32 i32) (result i64) (i64.or (i64.shl (i64.const 1024) (i64.const 32)) (i64.const 2))))"
+            ),
+        ),
+        "lua" => ("main.lua", "function handle(input) return {} end\n".into()),
+        _ => (
+            "main.js",
+            "export function handle(input) { return {}; }\n".into(),
+        ),
+    }
+}
+
+/// A guest doing `n` calls of `cap` ("db" or "fs").
+fn looping(rt: &str, cap: &str, n: u32) -> (&'static str, String) {
+    let (imp, args, lua, js) = match cap {
+        "db" => (
+            "db_query",
+            r#"{"sql":"SELECT v FROM kv WHERE k = ?1","params":["k42"]}"#,
+            "xyn.db.query('SELECT v FROM kv WHERE k = ?1', {'k42'})",
+            "xyn.db.query('SELECT v FROM kv WHERE k = ?1', ['k42'])",
+        ),
+        _ => (
+            "fs_read",
+            r#"{"path":"inbox/1k.txt"}"#,
+            "xyn.fs.read('inbox/1k.txt')",
+            "xyn.fs.read('inbox/1k.txt')",
+        ),
+    };
+    match rt {
+        "wasm" => ("main.wat", wat_loop(imp, args, n)),
+        "lua" => (
+            "main.lua",
+            format!("function handle() for i = 1, {n} do local r = {lua} end return {{}} end\n"),
+        ),
+        _ => (
+            "main.js",
+            format!(
+                "export function handle() {{ for (let i = 0; i < {n}; i++) {{ const r = {js}; }} return {{}}; }}\n"
+            ),
+        ),
+    }
+}
+
+fn write_pkg(root: &Path, name: &str, rt: &str, entry: &str, code: &str) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(entry), code).unwrap();
+    std::fs::write(
+        dir.join("xyn-action.toml"),
+        format!("name = \"{name}\"\nruntime = \"{rt}\"\nentry = \"{entry}\"\n[capabilities]\nfs_read = [\"inbox\"]\ndb = true\n[limits]\nfuel = 100000000000\ntimeout_ms = 60000\n"),
+    )
+    .unwrap();
+    dir
+}
+
+struct Stats {
+    median: Duration,
+    p99: Duration,
+}
+
+fn stats(mut v: Vec<Duration>) -> Stats {
+    v.sort();
+    Stats {
+        median: v[v.len() / 2],
+        p99: v[(v.len() * 99 / 100).min(v.len() - 1)],
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+fn row(what: &str, mode: &str, s: &Stats, n: usize) {
+    println!(
+        "| {what} | {mode} | {} | {} | {n} |",
+        us(s.median),
+        us(s.p99)
+    );
+}
+
+struct Bench {
+    dir: tempfile::TempDir,
+    sandbox: Sandbox,
+}
+
+impl Bench {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("db.sqlite")
+    }
+    fn req(&self) -> InvokeRequest {
+        InvokeRequest {
+            input: json!({}),
+            data_dir: Some(self.data()),
+            db_path: Some(self.db()),
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            http: Arc::new(NoHttp),
+            limits: None,
+        }
+    }
+    fn time(&self, pkg: &Path, n: usize, cold: bool) -> Vec<Duration> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            if cold {
+                self.sandbox.forget();
+            }
+            let t = Instant::now();
+            let p = self.sandbox.package(pkg).unwrap();
+            let r = self.sandbox.invoke(&p, self.req());
+            out.push(t.elapsed());
+            assert!(r.result.is_ok(), "{:?}", r.result);
+        }
+        out
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let b = Bench {
+        sandbox: Sandbox::new(SandboxConfig {
+            limits: Default::default(),
+            cache_dir: Some(cache),
+        }),
+        dir,
+    };
+    std::fs::create_dir_all(b.data().join("inbox")).unwrap();
+    std::fs::write(b.data().join("inbox/1k.txt"), "x".repeat(1024)).unwrap();
+    {
+        let c = rusqlite::Connection::open(b.db()).unwrap();
+        c.execute_batch("CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT);")
+            .unwrap();
+        for i in 0..100 {
+            c.execute(
+                "INSERT INTO kv VALUES (?1, ?2)",
+                [format!("k{i}"), format!("value {i}")],
+            )
+            .unwrap();
+        }
+    }
+    let pkgs = b.dir.path().join("pkgs");
+    println!(
+        "## Per-invocation overhead of a no-op action (in-process: runtime + capability layer)\n"
+    );
+    println!("| runtime | mode | median µs | p99 µs | n |\n|---|---|---|---|---|");
+    for rt in ["wasm", "lua", "js"] {
+        let (entry, code) = noop(rt);
+        let pkg = write_pkg(&pkgs, &format!("bench.noop_{rt}"), rt, entry, &code);
+        b.time(&pkg, 200, false);
+        row(rt, "warm", &stats(b.time(&pkg, 3000, false)), 3000);
+        let label = if rt == "wasm" {
+            "cold (precompiled module from the disk cache)"
+        } else {
+            "cold (package re-read)"
+        };
+        row(rt, label, &stats(b.time(&pkg, 300, true)), 300);
+    }
+    // A true first compile of the module (no disk cache), for reference.
+    {
+        let (entry, code) = noop("wasm");
+        let mut firsts = Vec::new();
+        for i in 0..20 {
+            let code = code.replace(
+                "(i32.const 8192)",
+                &format!("(i32.const {})", 8192 + 8 * (i + 1)),
+            );
+            let pkg = write_pkg(&pkgs, &format!("bench.compile_{i}"), "wasm", entry, &code);
+            firsts.extend(b.time(&pkg, 1, false));
+        }
+        row("wasm", "first compile (no cache)", &stats(firsts), 20);
+    }
+
+    println!("\n## Capability calls against the same operation natively (in-process)\n");
+    println!("| operation | median µs per call | p99 µs per call | n |\n|---|---|---|---|");
+    const K: u32 = 200;
+    let native_db = {
+        let c = rusqlite::Connection::open(b.db()).unwrap();
+        let mut v = Vec::new();
+        for _ in 0..3000 {
+            let t = Instant::now();
+            let mut s = c.prepare_cached("SELECT v FROM kv WHERE k = ?1").unwrap();
+            let _r: Vec<String> = s
+                .query_map(["k42"], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            v.push(t.elapsed());
+        }
+        stats(v)
+    };
+    println!(
+        "| db read, native rusqlite (prepared, cached statement) | {} | {} | 3000 |",
+        us(native_db.median),
+        us(native_db.p99)
+    );
+    let native_fs = {
+        let mut v = Vec::new();
+        let p = b.data().join("inbox/1k.txt");
+        for _ in 0..3000 {
+            let t = Instant::now();
+            let _ = std::fs::read(&p).unwrap();
+            v.push(t.elapsed());
+        }
+        stats(v)
+    };
+    println!(
+        "| fs read 1 KiB, native std::fs::read | {} | {} | 3000 |",
+        us(native_fs.median),
+        us(native_fs.p99)
+    );
+    for cap in ["db", "fs"] {
+        for rt in ["wasm", "lua", "js"] {
+            let (entry, code) = looping(rt, cap, K);
+            let pkg = write_pkg(&pkgs, &format!("bench.{cap}_{rt}"), rt, entry, &code);
+            let (e0, c0) = looping(rt, cap, 0);
+            let base = write_pkg(&pkgs, &format!("bench.{cap}0_{rt}"), rt, e0, &c0);
+            b.time(&pkg, 5, false);
+            b.time(&base, 5, false);
+            let with = stats(b.time(&pkg, 60, false));
+            let without = stats(b.time(&base, 60, false));
+            let per = |a: Duration, z: Duration| a.saturating_sub(z) / K;
+            let label = if cap == "db" {
+                "db read (db.query, one row)"
+            } else {
+                "fs read 1 KiB (fs.read)"
+            };
+            println!(
+                "| {label} from {rt} | {} | {} | {}×{K} |",
+                us(per(with.median, without.median)),
+                us(per(with.p99, without.median)),
+                60
+            );
+        }
+    }
+
+    let exe = std::env::current_exe().unwrap();
+    let xyn = exe.parent().and_then(Path::parent).map(|p| p.join("xyn"));
+    match xyn.filter(|p| p.is_file()) {
+        Some(xyn) => worker_rows(&xyn, &b),
+        None => println!(
+            "\n(no release `xyn` binary next to the bench: build it with `cargo build --release -p xyn` for the worker rows)"
+        ),
+    }
+}
+
+fn worker_rows(xyn: &Path, b: &Bench) {
+    println!("\n## Through the worker (sealed `xyn sandbox-worker` child; JSON over pipes)\n");
+    println!("| runtime | mode | median µs | p99 µs | n |\n|---|---|---|---|---|");
+    let layout = Layout::new(&b.dir.path().join("node"));
+    layout.ensure().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool_for = || {
+        WorkerPool::new(PoolConfig {
+            program: xyn.to_path_buf(),
+            prefix: vec!["sandbox-worker".into()],
+            worker: layout.worker_args(false, Default::default()),
+            size: 1,
+        })
+    };
+    let msg = |pkg: &Path| InvokeMsg {
+        id: 0,
+        package: pkg.to_path_buf(),
+        data_dir: Some(layout.data("bench")),
+        db_path: None,
+        env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        input: Value::Object(Default::default()),
+    };
+    for r in ["wasm", "lua", "js"] {
+        let (entry, code) = noop(r);
+        let pkg = write_pkg(
+            &layout.packages(),
+            &format!("bench.noop_{r}"),
+            r,
+            entry,
+            &code,
+        );
+        let pool = pool_for();
+        let warm: Vec<Duration> = rt.block_on(async {
+            let mut v = Vec::new();
+            for i in 0..2200 {
+                let t = Instant::now();
+                let rep = pool
+                    .invoke(msg(&pkg), Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                if i >= 200 {
+                    v.push(t.elapsed());
+                }
+                assert!(rep.result.is_ok(), "{:?}", rep.result);
+            }
+            v
+        });
+        row(r, "warm (same worker)", &stats(warm), 2000);
+        let cold_module: Vec<Duration> = rt.block_on(async {
+            let mut v = Vec::new();
+            for _ in 0..200 {
+                pool.forget().await;
+                let t = Instant::now();
+                pool.invoke(msg(&pkg), Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                v.push(t.elapsed());
+            }
+            v
+        });
+        let label = if r == "wasm" {
+            "cold module (caches dropped; precompiled from disk)"
+        } else {
+            "cold package (caches dropped)"
+        };
+        row(r, label, &stats(cold_module), 200);
+        let cold_process: Vec<Duration> = rt.block_on(async {
+            let mut v = Vec::new();
+            for _ in 0..20 {
+                let p = pool_for();
+                let t = Instant::now();
+                p.invoke(msg(&pkg), Duration::from_secs(30)).await.unwrap();
+                v.push(t.elapsed());
+            }
+            v
+        });
+        row(
+            r,
+            "cold worker (spawn + seal + first invocation)",
+            &stats(cold_process),
+            20,
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! An installed package as an ordinary [`Action`]: blueprints call it as `action_task`,
+//! the CLI as `xyn action run`. It runs in a sealed worker through the [`WorkerPool`];
+//! its capability counts become footprints, its refusals `xyn.cap.denied` events, and an
+//! exceeded budget an incident bundle artifact.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use xyn_actions::{Action, ActionContext, ActionError, ActionOutput, Record, Registry};
+
+use crate::error::{SandboxError, codes};
+use crate::install::{Layout, read_schema};
+use crate::limits::DeploymentLimits;
+use crate::manifest::Manifest;
+use crate::pool::{PoolError, WorkerPool};
+use crate::sandbox::{InvokeReport, incident};
+use crate::worker::InvokeMsg;
+
+/// Extra time the watchdog gives a worker beyond the action's own timeout.
+const WATCHDOG_GRACE: Duration = Duration::from_millis(1500);
+
+/// What every sandboxed action of a node shares.
+pub struct SandboxHost {
+    pub pool: WorkerPool,
+    pub layout: Layout,
+    pub limits: DeploymentLimits,
+}
+
+/// One installed action package.
+pub struct SandboxedAction {
+    host: Arc<SandboxHost>,
+    manifest: Manifest,
+    dir: PathBuf,
+    description: String,
+    input_schema: Value,
+    output_schema: Value,
+    output_validator: Option<jsonschema::Validator>,
+}
+
+impl SandboxedAction {
+    pub fn new(
+        host: Arc<SandboxHost>,
+        manifest: Manifest,
+        dir: PathBuf,
+    ) -> Result<Self, SandboxError> {
+        let schema = |rel: &Option<String>| -> Result<Value, SandboxError> {
+            match rel {
+                Some(r) => read_schema(&dir, r),
+                None => Ok(json!({})),
+            }
+        };
+        let input_schema = schema(&manifest.input_schema)?;
+        let output_schema = schema(&manifest.output_schema)?;
+        let output_validator = match &manifest.output_schema {
+            Some(_) => Some(jsonschema::validator_for(&output_schema).map_err(|e| {
+                SandboxError::manifest(format!("output schema of {}: {e}", manifest.name))
+            })?),
+            None => None,
+        };
+        let description = manifest.description.clone().unwrap_or_else(|| {
+            format!(
+                "sandboxed {} action ({})",
+                manifest.runtime.as_str(),
+                manifest.entry
+            )
+        });
+        Ok(Self {
+            host,
+            manifest,
+            dir,
+            description,
+            input_schema,
+            output_schema,
+            output_validator,
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn message(&self, input: Value) -> InvokeMsg {
+        let caps = &self.manifest.capabilities;
+        // Only the allowed variables leave the node; the worker's own environment is empty.
+        let env: BTreeMap<String, String> = caps
+            .env
+            .iter()
+            .filter_map(|n| std::env::var(n).ok().map(|v| (n.clone(), v)))
+            .collect();
+        let secrets: BTreeMap<String, String> = caps
+            .secrets
+            .iter()
+            .filter_map(|n| {
+                std::env::var(secret_env_var(n))
+                    .ok()
+                    .map(|v| (n.clone(), v))
+            })
+            .collect();
+        let layout = &self.host.layout;
+        InvokeMsg {
+            id: 0,
+            package: self.dir.clone(),
+            data_dir: Some(layout.data(&self.manifest.name)),
+            db_path: caps.db.then(|| layout.db(&self.manifest.name)),
+            env,
+            secrets,
+            input,
+        }
+    }
+
+    /// Runs through the worker pool; the report, or the stable error when there is none.
+    pub async fn invoke(&self, input: Value) -> Result<InvokeReport, SandboxError> {
+        let limits = self
+            .host
+            .limits
+            .resolve(self.manifest.runtime, &self.manifest.limits);
+        let watchdog = Duration::from_millis(limits.timeout_ms) + WATCHDOG_GRACE;
+        match self
+            .host
+            .pool
+            .invoke(self.message(input.clone()), watchdog)
+            .await
+        {
+            Ok(r) => Ok(r),
+            Err(PoolError::Timeout(d)) => {
+                // The worker was stuck where budgets cannot reach (a C function): the
+                // watchdog's report stands in for the worker's.
+                let e = PoolError::Timeout(d).to_error();
+                let mut report = InvokeReport {
+                    action: self.manifest.name.clone(),
+                    runtime: self.manifest.runtime,
+                    result: Err(e.clone()),
+                    counts: Default::default(),
+                    denials: Vec::new(),
+                    logs: Vec::new(),
+                    usage: crate::limits::Usage {
+                        wall_us: d.as_micros() as u64,
+                        ..Default::default()
+                    },
+                    limits,
+                    digest: String::new(),
+                    incident: None,
+                };
+                report.incident = Some(incident(&report, &input, &e));
+                Ok(report)
+            }
+            Err(other) => Err(other.to_error()),
+        }
+    }
+}
+
+/// The environment variable a secret reference reads (as the engine's `{{secrets.x}}`).
+pub fn secret_env_var(name: &str) -> String {
+    let var: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("XYN_SECRET_{var}")
+}
+
+/// The footprints and audit events of a report.
+pub fn records(report: &InvokeReport) -> Vec<Record> {
+    let mut out = Vec::new();
+    for (cap, n) in &report.counts {
+        out.push(Record::Footprint {
+            metric: xyn_core::footprint::CAP_CALLS.into(),
+            quantity: *n as f64,
+            unit: "count".into(),
+            dims: json!({"action": report.action, "capability": cap}),
+        });
+    }
+    out.push(Record::Footprint {
+        metric: "sandbox_fuel".into(),
+        quantity: report.usage.fuel as f64,
+        unit: "fuel".into(),
+        dims: json!({"action": report.action, "runtime": report.runtime.as_str()}),
+    });
+    for d in &report.denials {
+        out.push(Record::Event {
+            name: xyn_core::names::CAP_DENIED.into(),
+            data: json!({
+                "action": report.action,
+                "capability": d.capability,
+                "target": d.target,
+                "reason": d.reason,
+            }),
+        });
+    }
+    out
+}
+
+#[async_trait]
+impl Action for SandboxedAction {
+    fn name(&self) -> &str {
+        &self.manifest.name
+    }
+    fn description(&self) -> &str {
+        &self.description
+    }
+    fn input_schema(&self) -> Value {
+        self.input_schema.clone()
+    }
+    fn output_schema(&self) -> Value {
+        self.output_schema.clone()
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ActionContext,
+        input: Value,
+    ) -> Result<ActionOutput, ActionError> {
+        let report = self
+            .invoke(input)
+            .await
+            .map_err(|e| ActionError::new(e.code.clone(), e.message.clone(), false))?;
+        for l in &report.logs {
+            tracing::info!(action = %report.action, level = %l.level, msg = %l.msg, "action log");
+        }
+        let records = records(&report);
+        if let Some(inc) = &report.incident {
+            let code = report
+                .result
+                .as_ref()
+                .err()
+                .map_or("budget", |e| e.code.as_str());
+            let bytes = serde_json::to_vec_pretty(inc).unwrap_or_default();
+            if let Err(e) = ctx
+                .artifacts
+                .put(
+                    &format!("incident-{code}.json"),
+                    "incident",
+                    "application/json",
+                    bytes,
+                    json!({"action": report.action, "code": code, "module_sha256": report.digest}),
+                )
+                .await
+            {
+                tracing::error!(action = %report.action, error = %e, "could not store an incident bundle");
+            }
+        }
+        match report.result {
+            Ok(output) => {
+                if let Some(v) = &self.output_validator
+                    && let Some(err) = v.iter_errors(&output).next()
+                {
+                    return Err(ActionError::new(
+                        codes::ACTION_FAILED,
+                        format!("the output does not match the output schema: {err}"),
+                        false,
+                    )
+                    .with_records(records));
+                }
+                Ok(ActionOutput {
+                    output,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    records,
+                })
+            }
+            Err(e) => {
+                let mut err = ActionError::new(e.code, e.message, false).with_records(records);
+                if let Some(d) = e.details {
+                    err = err.with_details(d);
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Registers every installed package of `host.layout` in `registry`. A package whose name
+/// is already taken (a built-in) or whose manifest is broken is skipped and reported.
+pub fn register_installed(
+    host: &Arc<SandboxHost>,
+    registry: &mut Registry,
+) -> Vec<(String, SandboxError)> {
+    let mut problems = Vec::new();
+    for item in host.layout.installed() {
+        match item {
+            Ok((m, dir)) => {
+                if registry.contains(&m.name) {
+                    problems.push((
+                        m.name.clone(),
+                        SandboxError::manifest(format!(
+                            "{} is already an action of this node",
+                            m.name
+                        )),
+                    ));
+                    continue;
+                }
+                let name = m.name.clone();
+                match SandboxedAction::new(host.clone(), m, dir) {
+                    Ok(a) => {
+                        if let Err(e) = registry.register(Arc::new(a)) {
+                            problems.push((name, SandboxError::manifest(e.message)));
+                        }
+                    }
+                    Err(e) => problems.push((name, e)),
+                }
+            }
+            Err((dir, e)) => problems.push((dir.display().to_string(), e)),
+        }
+    }
+    problems
+}

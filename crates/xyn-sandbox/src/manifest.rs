@@ -1,0 +1,515 @@
+//! `xyn-action.toml`: what an action package is and which capabilities it asks for.
+//!
+//! ```toml
+//! name = "demo.notes"            # <namespace>.<name>
+//! runtime = "lua"                # wasm | lua | js
+//! entry = "main.lua"             # for wasm: a .wasm binary or a .wat text module
+//! input_schema = "input.json"    # optional JSON Schema files
+//! output_schema = "output.json"
+//!
+//! [capabilities]
+//! fs_read = ["inbox"]            # relative to the action's data dir
+//! fs_write = ["outbox"]
+//! http_hosts = ["api.example.com", "127.0.0.1:8080", "*.example.org"]
+//! env = ["TZ"]                   # at most 32 names
+//! db = true                      # its own SQLite database
+//!
+//! [limits]
+//! timeout_ms = 2000
+//! memory_mb = 64
+//! fuel = 200000000
+//! max_output_bytes = 1048576
+//! ```
+//!
+//! Unknown keys are refused (a typo in a capability must not silently widen or narrow
+//! it). `version`, `description` and a `[signature]` table are accepted so the shape is
+//! ready for signed packs.
+
+use std::net::IpAddr;
+use std::path::{Component, Path};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SandboxError;
+
+/// The manifest file name in a package directory.
+pub const MANIFEST_FILE: &str = "xyn-action.toml";
+/// Most environment variable names an action may ask for.
+pub const MAX_ENV: usize = 32;
+
+/// Which interpreter runs the entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Wasm,
+    Lua,
+    Js,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Wasm => "wasm",
+            RuntimeKind::Lua => "lua",
+            RuntimeKind::Js => "js",
+        }
+    }
+}
+
+/// A parsed, validated manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: String,
+    pub runtime: RuntimeKind,
+    pub entry: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<String>,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    #[serde(default)]
+    pub limits: ManifestLimits,
+    /// Reserved for signed packs (a later issue); carried, not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<toml::Table>,
+}
+
+/// What the action may touch. Everything not named here is refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Files or directories it may read, relative to its data dir.
+    #[serde(default)]
+    pub fs_read: Vec<String>,
+    /// Files or directories it may write (and read), relative to its data dir.
+    #[serde(default)]
+    pub fs_write: Vec<String>,
+    /// Outbound HTTP: `host` (ports 80/443), `host:port`, `*.suffix` (any subdomain,
+    /// never the suffix itself), IP literals.
+    #[serde(default)]
+    pub http_hosts: Vec<String>,
+    /// Environment variables it may read (at most 32).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Its own SQLite database.
+    #[serde(default)]
+    pub db: bool,
+    /// Wall clock and monotonic time (on unless set to false).
+    #[serde(default = "yes")]
+    pub time: bool,
+    /// Hashes, HMAC, Ed25519, random bytes, password hashing (on unless set to false).
+    #[serde(default = "yes")]
+    pub crypto: bool,
+    /// Names of node secrets it may *refer to* (for HTTP headers and signing keys); the
+    /// guest never reads their values.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self {
+            fs_read: Vec::new(),
+            fs_write: Vec::new(),
+            http_hosts: Vec::new(),
+            env: Vec::new(),
+            db: false,
+            time: true,
+            crypto: true,
+            secrets: Vec::new(),
+        }
+    }
+}
+
+/// Per-action budget overrides; unset ones come from the deployment defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestLimits {
+    pub timeout_ms: Option<u64>,
+    pub memory_mb: Option<u64>,
+    pub fuel: Option<u64>,
+    pub max_output_bytes: Option<u64>,
+    /// wasm tables: most elements.
+    pub table_elements: Option<u64>,
+}
+
+/// One entry of `http_hosts`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRule {
+    pub host: HostPattern,
+    /// `None`: the scheme's default port only (80 for http, 443 for https).
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostPattern {
+    /// A DNS name, lower case, without a trailing dot.
+    Name(String),
+    /// `*.suffix`: any name with at least one more label before `suffix`.
+    Suffix(String),
+    /// An IP literal; naming one explicitly allows it even when private or loopback.
+    Ip(IpAddr),
+}
+
+impl HostRule {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() || s.contains('/') || s.contains('@') || s.contains("://") {
+            return Err(format!("{s:?} is not a host, host:port or *.suffix"));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, after) = rest
+                .split_once(']')
+                .ok_or_else(|| format!("{s:?}: unclosed ["))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(parse_port(s, p)?),
+                None if after.is_empty() => None,
+                None => return Err(format!("{s:?} is not a host, host:port or *.suffix")),
+            };
+            (h.to_string(), port)
+        } else if s.matches(':').count() > 1 {
+            (s.to_string(), None)
+        } else if let Some((h, p)) = s.split_once(':') {
+            (h.to_string(), Some(parse_port(s, p)?))
+        } else {
+            (s.to_string(), None)
+        };
+        let host = host.to_ascii_lowercase();
+        let host = host.strip_suffix('.').unwrap_or(&host).to_string();
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(HostRule {
+                host: HostPattern::Ip(ip),
+                port,
+            });
+        }
+        if let Some(suffix) = host.strip_prefix("*.") {
+            valid_dns_name(suffix).map_err(|e| format!("{s:?}: {e}"))?;
+            return Ok(HostRule {
+                host: HostPattern::Suffix(suffix.to_string()),
+                port,
+            });
+        }
+        valid_dns_name(&host).map_err(|e| format!("{s:?}: {e}"))?;
+        Ok(HostRule {
+            host: HostPattern::Name(host),
+            port,
+        })
+    }
+
+    /// Whether `host` (lower case, as in a parsed URL) and `port` match, on whole labels.
+    pub fn matches(&self, host: &str, port: u16, default_port: u16) -> bool {
+        let port_ok = match self.port {
+            Some(p) => p == port,
+            None => port == default_port,
+        };
+        if !port_ok {
+            return false;
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = host.strip_suffix('.').unwrap_or(host);
+        match &self.host {
+            HostPattern::Name(n) => host.eq_ignore_ascii_case(n),
+            HostPattern::Suffix(sfx) => {
+                let h = host.to_ascii_lowercase();
+                h.len() > sfx.len() + 1
+                    && h.ends_with(sfx.as_str())
+                    && h.as_bytes()[h.len() - sfx.len() - 1] == b'.'
+            }
+            HostPattern::Ip(ip) => host.parse::<IpAddr>().is_ok_and(|h| h == *ip),
+        }
+    }
+
+    /// Whether this rule names a destination that is normally refused after resolution
+    /// (an IP literal, or `localhost`).
+    pub fn names_private(&self) -> bool {
+        match &self.host {
+            HostPattern::Ip(_) => true,
+            HostPattern::Name(n) => n == "localhost",
+            HostPattern::Suffix(_) => false,
+        }
+    }
+}
+
+fn parse_port(whole: &str, p: &str) -> Result<u16, String> {
+    p.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{whole:?}: bad port {p:?}"))
+}
+
+fn valid_dns_name(h: &str) -> Result<(), String> {
+    if h.is_empty() || h.len() > 253 {
+        return Err("empty or too long host name".into());
+    }
+    for label in h.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!("bad label {label:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// A relative path inside a root: no absolute paths, no `..`, no empty or `.` parts.
+/// Returns the normal components. This checks form only; containment is enforced by
+/// resolving under a directory handle.
+pub fn relative_components(p: &str) -> Result<Vec<String>, String> {
+    if p.is_empty() {
+        return Err("empty path".into());
+    }
+    if p.contains('\0') {
+        return Err("path contains NUL".into());
+    }
+    if p.starts_with('/') || p.starts_with('\\') {
+        return Err("absolute paths are not allowed".into());
+    }
+    let mut out = Vec::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(s) => match s.to_str() {
+                Some(s) if !s.contains('\\') => out.push(s.to_string()),
+                _ => return Err("path is not plain UTF-8".into()),
+            },
+            Component::CurDir => {}
+            Component::ParentDir => return Err("'..' is not allowed".into()),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("absolute paths are not allowed".into());
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("path names no file".into());
+    }
+    Ok(out)
+}
+
+fn valid_name(n: &str) -> bool {
+    let Some((ns, name)) = n.split_once('.') else {
+        return false;
+    };
+    let part = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.as_bytes()[0].is_ascii_lowercase()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    };
+    part(ns) && part(name)
+}
+
+fn valid_env_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && !n.as_bytes()[0].is_ascii_digit()
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl Manifest {
+    /// Parses and validates manifest text (paths are checked for form, not existence).
+    pub fn parse(text: &str) -> Result<Manifest, SandboxError> {
+        let m: Manifest = toml::from_str(text)
+            .map_err(|e| SandboxError::manifest(format!("{MANIFEST_FILE}: {e}")))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Reads `<dir>/xyn-action.toml`.
+    pub fn load(dir: &Path) -> Result<Manifest, SandboxError> {
+        let p = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| SandboxError::manifest(format!("cannot read {}: {e}", p.display())))?;
+        Manifest::parse(&text)
+    }
+
+    pub fn validate(&self) -> Result<(), SandboxError> {
+        let bad = |m: String| Err(SandboxError::manifest(m));
+        if !valid_name(&self.name) {
+            return bad(format!(
+                "name {:?} must be <namespace>.<name> (lower case letters, digits, _ and -)",
+                self.name
+            ));
+        }
+        let entry = relative_components(&self.entry)
+            .map_err(|e| SandboxError::manifest(format!("entry {:?}: {e}", self.entry)))?;
+        let ext = entry
+            .last()
+            .and_then(|f| f.rsplit_once('.').map(|(_, e)| e.to_string()))
+            .unwrap_or_default();
+        let ok_ext = match self.runtime {
+            RuntimeKind::Wasm => ext == "wasm" || ext == "wat",
+            RuntimeKind::Lua => ext == "lua",
+            RuntimeKind::Js => ext == "js" || ext == "mjs",
+        };
+        if !ok_ext {
+            return bad(format!(
+                "entry {:?} does not fit runtime {} (expected {})",
+                self.entry,
+                self.runtime.as_str(),
+                match self.runtime {
+                    RuntimeKind::Wasm => ".wasm or .wat",
+                    RuntimeKind::Lua => ".lua",
+                    RuntimeKind::Js => ".js or .mjs",
+                }
+            ));
+        }
+        for s in [&self.input_schema, &self.output_schema]
+            .into_iter()
+            .flatten()
+        {
+            relative_components(s)
+                .map_err(|e| SandboxError::manifest(format!("schema {s:?}: {e}")))?;
+        }
+        let c = &self.capabilities;
+        for (key, list) in [("fs_read", &c.fs_read), ("fs_write", &c.fs_write)] {
+            for p in list {
+                relative_components(p).map_err(|e| {
+                    SandboxError::manifest(format!("capabilities.{key} {p:?}: {e}"))
+                })?;
+            }
+        }
+        for h in &c.http_hosts {
+            HostRule::parse(h)
+                .map_err(|e| SandboxError::manifest(format!("capabilities.http_hosts: {e}")))?;
+        }
+        if c.env.len() > MAX_ENV {
+            return bad(format!(
+                "capabilities.env names {} variables; at most {MAX_ENV} are allowed",
+                c.env.len()
+            ));
+        }
+        for n in c.env.iter().chain(c.secrets.iter()) {
+            if !valid_env_name(n) {
+                return bad(format!("capabilities: {n:?} is not a valid variable name"));
+            }
+        }
+        let l = &self.limits;
+        let range = |key: &str, v: Option<u64>, lo: u64, hi: u64| match v {
+            Some(x) if x < lo || x > hi => Err(SandboxError::manifest(format!(
+                "limits.{key} = {x} is outside {lo}..={hi}"
+            ))),
+            _ => Ok(()),
+        };
+        range("timeout_ms", l.timeout_ms, 1, 600_000)?;
+        range("memory_mb", l.memory_mb, 1, 4096)?;
+        range("fuel", l.fuel, 1, u64::MAX / 2)?;
+        range("max_output_bytes", l.max_output_bytes, 1, 64 << 20)?;
+        range("table_elements", l.table_elements, 1, 10_000_000)?;
+        Ok(())
+    }
+
+    /// The parsed host rules (valid by construction after `validate`).
+    pub fn host_rules(&self) -> Vec<HostRule> {
+        self.capabilities
+            .http_hosts
+            .iter()
+            .filter_map(|h| HostRule::parse(h).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_rules_match_whole_labels() {
+        let r = HostRule::parse("example.com").unwrap();
+        assert!(r.matches("example.com", 443, 443));
+        assert!(r.matches("EXAMPLE.com.", 80, 80));
+        assert!(!r.matches("evil-example.com", 443, 443));
+        assert!(!r.matches("example.com.evil.net", 443, 443));
+        assert!(!r.matches("example.com", 8443, 443), "ports are exact");
+        let s = HostRule::parse("*.example.com").unwrap();
+        assert!(s.matches("api.example.com", 443, 443));
+        assert!(s.matches("a.b.example.com", 443, 443));
+        assert!(!s.matches("example.com", 443, 443));
+        assert!(!s.matches("evil-example.com", 443, 443));
+        assert!(!s.matches("xexample.com", 443, 443));
+        let p = HostRule::parse("127.0.0.1:8080").unwrap();
+        assert!(p.matches("127.0.0.1", 8080, 80));
+        assert!(!p.matches("127.0.0.1", 8081, 80));
+        assert!(p.names_private());
+        let v6 = HostRule::parse("[::1]:9000").unwrap();
+        assert!(v6.matches("[::1]", 9000, 80));
+        for bad in [
+            "http://x.com",
+            "a/b",
+            "x..com",
+            "-a.com",
+            "x.com:0",
+            "x.com:99999",
+            "",
+        ] {
+            assert!(HostRule::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_only() {
+        assert_eq!(relative_components("a/./b").unwrap(), vec!["a", "b"]);
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", ".", "a/\0"] {
+            assert!(relative_components(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn manifest_parses_and_refuses_typos() {
+        let m = Manifest::parse(
+            r#"
+name = "demo.notes"
+runtime = "lua"
+entry = "main.lua"
+[capabilities]
+fs_read = ["in"]
+fs_write = ["out"]
+http_hosts = ["127.0.0.1:8080", "*.example.org"]
+env = ["TZ"]
+db = true
+[limits]
+timeout_ms = 500
+memory_mb = 16
+fuel = 1000
+max_output_bytes = 4096
+"#,
+        )
+        .unwrap();
+        assert_eq!(m.runtime, RuntimeKind::Lua);
+        assert!(m.capabilities.db && m.capabilities.time);
+        assert_eq!(m.limits.timeout_ms, Some(500));
+        let typo = Manifest::parse(
+            "name = \"a.b\"\nruntime = \"lua\"\nentry = \"m.lua\"\n[capabilities]\nfs_reed = [\"x\"]\n",
+        );
+        assert_eq!(typo.unwrap_err().code, "manifest.invalid");
+        let many: Vec<String> = (0..33).map(|i| format!("\"V{i}\"")).collect();
+        let too_many = Manifest::parse(&format!(
+            "name = \"a.b\"\nruntime = \"lua\"\nentry = \"m.lua\"\n[capabilities]\nenv = [{}]\n",
+            many.join(",")
+        ));
+        assert!(too_many.unwrap_err().message.contains("at most 32"));
+        for (name, rt, entry) in [
+            ("nodot", "lua", "m.lua"),
+            ("a.b", "lua", "m.js"),
+            ("a.b", "wasm", "../m.wasm"),
+            ("A.b", "js", "m.js"),
+        ] {
+            let t = format!("name = \"{name}\"\nruntime = \"{rt}\"\nentry = \"{entry}\"\n");
+            assert!(Manifest::parse(&t).is_err(), "{t}");
+        }
+    }
+}

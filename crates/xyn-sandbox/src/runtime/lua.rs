@@ -1,0 +1,325 @@
+//! Lua 5.4 (mlua, vendored). The state is built with an explicit library set — base,
+//! table, string, math, utf8, coroutine; never `io`, `os`, `package` or `debug` — and
+//! `load`, `loadfile`, `dofile`, `require`, `collectgarbage` and `string.dump` are removed.
+//! The entry is loaded as text only (binary chunks are refused). Globals offered: `xyn`
+//! (`xyn.fs`, `xyn.http`, `xyn.env`, `xyn.db`, `xyn.time`, `xyn.crypto`, `xyn.log`) and
+//! `json` (`json.encode`, `json.decode`).
+//!
+//! Budgets: a memory limit on the allocator; an instruction-count hook that also checks the
+//! wall clock; when either budget is spent the hook *yields* the coroutine the action runs
+//! in (a yield passes through `pcall`, an error would not). A C function (a pathological
+//! `string.find`) does not run hooks: the node's watchdog ends the worker process at the
+//! deadline (see `pool`).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mlua::chunk::ChunkMode;
+use mlua::debug::Debug as LuaDebug;
+use mlua::thread::ThreadStatus;
+use mlua::{
+    Function, HookTriggers, Lua, LuaOptions, LuaSerdeExt, StdLib, Thread, Value as LuaValue,
+    VmState,
+};
+use serde_json::Value;
+
+use super::{GuestOutcome, GuestRun, guest_error};
+use crate::caps::Caps;
+use crate::error::{SandboxError, codes};
+use crate::limits::Usage;
+
+const PRELUDE: &str = include_str!("prelude.lua");
+/// Instructions between two hook calls (at most; less for small fuel budgets).
+const HOOK_EVERY: u64 = 1000;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Tripped {
+    No,
+    Fuel,
+    Time,
+}
+
+/// Runs one invocation of a Lua action in a fresh state.
+pub fn run(source: &str, chunk_name: &str, run: GuestRun<'_>) -> GuestOutcome {
+    let started = Instant::now();
+    let limits = run.limits;
+    let deadline = started + Duration::from_millis(limits.timeout_ms);
+    let tripped = Rc::new(Cell::new(Tripped::No));
+    let fuel_used = Rc::new(Cell::new(0u64));
+    let lua = match new_state() {
+        Ok(l) => l,
+        Err(e) => {
+            return GuestOutcome {
+                result: Err(SandboxError::failed(format!("cannot start Lua: {e}"))),
+                caps: run.caps,
+                usage: Usage::default(),
+            };
+        }
+    };
+    lua.set_app_data(run.caps);
+    let every = HOOK_EVERY.min(limits.fuel.max(1)) as u32;
+    {
+        let (tripped, fuel_used, fuel) = (tripped.clone(), fuel_used.clone(), limits.fuel);
+        let hook = move |_: &Lua, _: &LuaDebug| -> mlua::Result<VmState> {
+            if tripped.get() != Tripped::No {
+                return Ok(VmState::Yield);
+            }
+            let used = fuel_used.get() + u64::from(every);
+            fuel_used.set(used);
+            if used > fuel {
+                tripped.set(Tripped::Fuel);
+                return Ok(VmState::Yield);
+            }
+            if Instant::now() >= deadline {
+                tripped.set(Tripped::Time);
+                return Ok(VmState::Yield);
+            }
+            Ok(VmState::Continue)
+        };
+        if let Err(e) = lua.set_global_hook(HookTriggers::new().every_nth_instruction(every), hook)
+        {
+            return finish(
+                &lua,
+                Err(SandboxError::failed(format!(
+                    "cannot set the Lua hook: {e}"
+                ))),
+                started,
+                0,
+            );
+        }
+    }
+    let _ = lua.set_memory_limit(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
+
+    let result = invoke(
+        &lua,
+        source,
+        chunk_name,
+        run.input,
+        &tripped,
+        limits.timeout_ms,
+        started,
+    )
+    .and_then(|out| {
+        if out.len() as u64 > limits.max_output_bytes {
+            Err(SandboxError::new(
+                codes::OUTPUT_EXCEEDED,
+                format!(
+                    "the output is {} bytes; the limit is {}",
+                    out.len(),
+                    limits.max_output_bytes
+                ),
+            ))
+        } else {
+            Ok(out)
+        }
+    });
+    let fuel = fuel_used.get().min(limits.fuel);
+    finish(&lua, result, started, fuel)
+}
+
+fn finish(
+    lua: &Lua,
+    result: Result<Vec<u8>, SandboxError>,
+    started: Instant,
+    fuel: u64,
+) -> GuestOutcome {
+    let usage = Usage {
+        wall_us: started.elapsed().as_micros() as u64,
+        fuel,
+        memory_bytes: lua.used_memory() as u64,
+        output_bytes: result.as_ref().map_or(0, |o| o.len() as u64),
+    };
+    lua.remove_global_hook();
+    let caps = lua.remove_app_data::<Caps>().unwrap_or_else(|| {
+        Caps::new(crate::caps::CapsConfig {
+            action: String::new(),
+            capabilities: Default::default(),
+            data_dir: None,
+            db_path: None,
+            env: Default::default(),
+            secrets: Default::default(),
+            http: std::sync::Arc::new(crate::caps::http::NoHttp),
+            deadline: Instant::now(),
+        })
+    });
+    GuestOutcome {
+        result,
+        caps,
+        usage,
+    }
+}
+
+fn new_state() -> mlua::Result<Lua> {
+    let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
+    let lua = Lua::new_with(libs, LuaOptions::default())?;
+    let g = lua.globals();
+    for name in [
+        "load",
+        "loadfile",
+        "dofile",
+        "require",
+        "collectgarbage",
+        "loadstring",
+    ] {
+        g.raw_set(name, LuaValue::Nil)?;
+    }
+    if let Ok(string) = g.get::<mlua::Table>("string") {
+        string.raw_set("dump", LuaValue::Nil)?;
+    }
+    let call = lua.create_function(|lua, (name, args): (String, LuaValue)| {
+        let args: Value = if args.is_nil() {
+            Value::Object(Default::default())
+        } else {
+            lua.from_value(args)?
+        };
+        let res = {
+            let mut caps = lua
+                .app_data_mut::<Caps>()
+                .ok_or_else(|| mlua::Error::runtime("no capabilities"))?;
+            caps.call(&name, &args)
+        };
+        match res {
+            Ok(v) => Ok((true, lua.to_value(&v)?)),
+            Err(e) => Ok((false, LuaValue::String(lua.create_string(&e.message)?))),
+        }
+    })?;
+    g.raw_set("__xyn_call", call)?;
+    let json = lua.create_table()?;
+    json.raw_set(
+        "encode",
+        lua.create_function(|lua, v: LuaValue| {
+            let v: Value = lua.from_value(v)?;
+            Ok(v.to_string())
+        })?,
+    )?;
+    json.raw_set(
+        "decode",
+        lua.create_function(|lua, s: String| {
+            let v: Value = serde_json::from_str(&s).map_err(mlua::Error::external)?;
+            lua.to_value(&v)
+        })?,
+    )?;
+    g.raw_set("json", json)?;
+    lua.load(PRELUDE)
+        .set_name("=xyn-prelude")
+        .set_mode(ChunkMode::Text)
+        .exec()?;
+    Ok(lua)
+}
+
+/// Runs `f` in a coroutine so that a spent budget can yield out of it.
+fn resume(
+    lua: &Lua,
+    f: Function,
+    arg: LuaValue,
+    tripped: &Rc<Cell<Tripped>>,
+    timeout_ms: u64,
+    started: Instant,
+) -> Result<LuaValue, SandboxError> {
+    let th: Thread = lua
+        .create_thread(f)
+        .map_err(|e| SandboxError::failed(format!("lua: {e}")))?;
+    let res = th.resume::<LuaValue>(arg);
+    match tripped.get() {
+        Tripped::Fuel => {
+            return Err(SandboxError::new(
+                codes::FUEL_EXCEEDED,
+                "the CPU budget (instructions) ran out",
+            ));
+        }
+        Tripped::Time => {
+            return Err(SandboxError::new(
+                codes::TIMEOUT,
+                format!(
+                    "did not finish within {timeout_ms} ms (ran {} ms)",
+                    started.elapsed().as_millis()
+                ),
+            ));
+        }
+        Tripped::No => {}
+    }
+    match res {
+        Ok(v) if th.status() == ThreadStatus::Finished => Ok(v),
+        Ok(_) => Err(SandboxError::failed(
+            "the action yielded instead of returning",
+        )),
+        Err(e) => Err(lua_error(e)),
+    }
+}
+
+fn lua_error(e: mlua::Error) -> SandboxError {
+    let root = root_error(&e);
+    match root {
+        mlua::Error::MemoryError(m) => SandboxError::new(
+            codes::MEMORY_EXCEEDED,
+            format!("the Lua memory limit was reached: {m}"),
+        ),
+        mlua::Error::StackError => SandboxError::new(codes::STACK_EXCEEDED, "Lua stack overflow"),
+        other => {
+            let msg = match other {
+                mlua::Error::RuntimeError(m) => m.clone(),
+                e => e.to_string(),
+            };
+            if msg.contains("stack overflow") {
+                SandboxError::new(
+                    codes::STACK_EXCEEDED,
+                    format!("Lua stack overflow: {}", first_line(&msg)),
+                )
+            } else if msg.contains("not enough memory") {
+                SandboxError::new(codes::MEMORY_EXCEEDED, "the Lua memory limit was reached")
+            } else {
+                guest_error(first_line(&msg).to_string())
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn root_error(e: &mlua::Error) -> &mlua::Error {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => root_error(cause),
+        mlua::Error::WithContext { cause, .. } => root_error(cause),
+        other => other,
+    }
+}
+
+fn invoke(
+    lua: &Lua,
+    source: &str,
+    chunk_name: &str,
+    input: &[u8],
+    tripped: &Rc<Cell<Tripped>>,
+    timeout_ms: u64,
+    started: Instant,
+) -> Result<Vec<u8>, SandboxError> {
+    if source.as_bytes().first() == Some(&0x1b) {
+        return Err(SandboxError::failed("binary Lua chunks are refused"));
+    }
+    let chunk = lua
+        .load(source)
+        .set_name(format!("={chunk_name}"))
+        .set_mode(ChunkMode::Text)
+        .into_function()
+        .map_err(|e| SandboxError::failed(format!("the Lua entry does not load: {e}")))?;
+    resume(lua, chunk, LuaValue::Nil, tripped, timeout_ms, started)?;
+    let handle: Function = lua
+        .globals()
+        .get::<Option<Function>>("handle")
+        .ok()
+        .flatten()
+        .ok_or_else(|| SandboxError::failed("the Lua entry defines no function handle(input)"))?;
+    let input: Value = serde_json::from_slice(input)
+        .map_err(|e| SandboxError::failed(format!("input is not JSON: {e}")))?;
+    let arg = lua
+        .to_value(&input)
+        .map_err(|e| SandboxError::failed(format!("lua: {e}")))?;
+    let out = resume(lua, handle, arg, tripped, timeout_ms, started)?;
+    let out: Value = lua.from_value(out).map_err(|e| {
+        SandboxError::failed(format!("handle returned something that is not JSON: {e}"))
+    })?;
+    serde_json::to_vec(&out).map_err(|e| SandboxError::failed(e.to_string()))
+}

@@ -1,0 +1,587 @@
+//! WebAssembly core modules under wasmtime.
+//!
+//! ABI (pinned): the module exports `memory`, `alloc(len: i32) -> i32` and
+//! `handle(ptr: i32, len: i32) -> i64`; the input is UTF-8 JSON written at `alloc(len)`,
+//! the result is `(ptr << 32) | len` of UTF-8 JSON in the module's memory.
+//!
+//! Host functions, import module `xyn`, all `(ptr: i32, len: i32) -> i64` with a JSON
+//! argument object in and a JSON envelope out (written into guest memory through its
+//! `alloc`, returned as `(ptr << 32) | len`): `{"ok": <result>}` or
+//! `{"error": {"code": "capability.denied", "message": "capability denied: …"}}`.
+//! The names are those of [`crate::runtime::CAPABILITIES`] (`fs_read`, `fs_write`,
+//! `http_request`, `env_get`, `db_query`, `db_exec`, `time_now_ms`, `log_info`, …), plus
+//! `call(name_ptr, name_len, args_ptr, args_len) -> i64` for any capability by its dotted
+//! name, and `abort(ptr, len)`, which ends the invocation with that message.
+//!
+//! Budgets: fuel (CPU), an epoch deadline (wall clock), a resource limiter (linear memory,
+//! table elements, instances; growing past a limit traps), `max_wasm_stack`, output size.
+//! Modules are compiled once per content hash and cached on disk precompiled; instances
+//! come from an `InstancePre` and the pooling allocator, which hands out memory slots that
+//! are reset between uses.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use wasmtime::{
+    Caller, Config, Engine, Extern, InstanceAllocationStrategy, InstancePre, Linker, Memory,
+    Module, PoolingAllocationConfig, ResourceLimiter, Store, Trap, TypedFunc,
+};
+
+use super::{GuestOutcome, GuestRun, guest_error};
+use crate::caps::Caps;
+use crate::error::{SandboxError, codes};
+use crate::limits::{DeploymentLimits, Usage};
+
+/// Epoch tick: the resolution of the wall-clock deadline.
+const TICK: Duration = Duration::from_millis(2);
+
+/// The wasm engine of a process: configuration, module cache and the epoch ticker.
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    modules: Mutex<HashMap<String, Arc<Loaded>>>,
+    ticker: Arc<Ticker>,
+}
+
+/// A module ready to instantiate.
+pub struct Loaded {
+    pre: InstancePre<HostState>,
+    /// sha256 of the module bytes.
+    pub digest: String,
+}
+
+struct HostState {
+    caps: Option<Caps>,
+    limiter: Limiter,
+    abort: Option<String>,
+}
+
+struct Limiter {
+    memory: usize,
+    tables: usize,
+    instances: usize,
+    peak_memory: usize,
+}
+
+#[derive(Debug)]
+struct BudgetTrap(&'static str, String);
+
+impl std::fmt::Display for BudgetTrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for BudgetTrap {}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            return Err(wasmtime::Error::new(BudgetTrap(
+                codes::MEMORY_EXCEEDED,
+                format!(
+                    "linear memory would grow from {current} to {desired} bytes; the limit is {}",
+                    self.memory
+                ),
+            )));
+        }
+        self.peak_memory = self.peak_memory.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.tables {
+            return Err(wasmtime::Error::new(BudgetTrap(
+                codes::TABLE_EXCEEDED,
+                format!(
+                    "a table would grow from {current} to {desired} elements; the limit is {}",
+                    self.tables
+                ),
+            )));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+    fn tables(&self) -> usize {
+        4
+    }
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
+/// Advances the engine epoch while at least one invocation runs; sleeps otherwise.
+struct Ticker {
+    active: Mutex<usize>,
+    wake: Condvar,
+    started: AtomicUsize,
+}
+
+impl Ticker {
+    fn start(self: &Arc<Self>, engine: Engine) {
+        if self.started.swap(1, Ordering::SeqCst) == 1 {
+            return;
+        }
+        let t = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("xyn-wasm-epoch".into())
+            .spawn(move || {
+                loop {
+                    {
+                        let mut n = t.active.lock().unwrap_or_else(|e| e.into_inner());
+                        while *n == 0 {
+                            n = t.wake.wait(n).unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            });
+        if spawned.is_err() {
+            self.started.store(0, Ordering::SeqCst);
+        }
+    }
+
+    fn enter(&self) {
+        let mut n = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        self.wake.notify_all();
+    }
+
+    fn leave(&self) {
+        let mut n = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+    }
+}
+
+fn pack(ptr: u32, len: u32) -> i64 {
+    ((u64::from(ptr) << 32) | u64::from(len)) as i64
+}
+
+fn read_guest(
+    mem: &Memory,
+    store: impl wasmtime::AsContext,
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<Vec<u8>> {
+    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    mem.data(&store)
+        .get(ptr..ptr.saturating_add(len))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| wasmtime::Error::msg("guest pointer out of bounds"))
+}
+
+fn memory_of(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<Memory> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(m)) => Ok(m),
+        _ => Err(wasmtime::Error::msg("the module exports no memory")),
+    }
+}
+
+/// Writes `bytes` into guest memory through its `alloc`; returns the packed pointer.
+fn write_back(caller: &mut Caller<'_, HostState>, bytes: &[u8]) -> wasmtime::Result<i64> {
+    let alloc = match caller.get_export("alloc") {
+        Some(Extern::Func(f)) => f.typed::<i32, i32>(&*caller)?,
+        _ => return Err(wasmtime::Error::msg("the module exports no alloc")),
+    };
+    let len = i32::try_from(bytes.len()).map_err(|_| wasmtime::Error::msg("result too large"))?;
+    let ptr = alloc.call(&mut *caller, len)?;
+    let mem = memory_of(caller)?;
+    mem.write(&mut *caller, ptr as u32 as usize, bytes)
+        .map_err(|_| wasmtime::Error::msg("alloc returned a pointer out of bounds"))?;
+    Ok(pack(ptr as u32, len as u32))
+}
+
+fn host_call(caller: &mut Caller<'_, HostState>, name: &str, args: &[u8]) -> wasmtime::Result<i64> {
+    let args: Value = serde_json::from_slice(args).unwrap_or(Value::Null);
+    let caps = caller
+        .data_mut()
+        .caps
+        .as_mut()
+        .ok_or_else(|| wasmtime::Error::msg("no capabilities in this store"))?;
+    let envelope = match caps.call(name, &args) {
+        Ok(v) => json!({"ok": v}),
+        Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+    };
+    let bytes = serde_json::to_vec(&envelope).unwrap_or_default();
+    write_back(caller, &bytes)
+}
+
+fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    for (import, cap) in super::CAPABILITIES {
+        let cap: &'static str = cap;
+        linker.func_wrap(
+            "xyn",
+            import,
+            move |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<i64> {
+                let mem = memory_of(&mut caller)?;
+                let args = read_guest(&mem, &caller, ptr, len)?;
+                host_call(&mut caller, cap, &args)
+            },
+        )?;
+    }
+    linker.func_wrap(
+        "xyn",
+        "call",
+        |mut caller: Caller<'_, HostState>,
+         np: i32,
+         nl: i32,
+         ap: i32,
+         al: i32|
+         -> wasmtime::Result<i64> {
+            let mem = memory_of(&mut caller)?;
+            let name = String::from_utf8(read_guest(&mem, &caller, np, nl)?)
+                .map_err(|_| wasmtime::Error::msg("capability name is not UTF-8"))?;
+            let args = read_guest(&mem, &caller, ap, al)?;
+            host_call(&mut caller, &name, &args)
+        },
+    )?;
+    linker.func_wrap(
+        "xyn",
+        "abort",
+        |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            let mem = memory_of(&mut caller)?;
+            let msg = String::from_utf8_lossy(&read_guest(&mem, &caller, ptr, len.min(4096))?)
+                .into_owned();
+            caller.data_mut().abort = Some(msg.clone());
+            Err(wasmtime::Error::msg(msg))
+        },
+    )?;
+    Ok(linker)
+}
+
+impl WasmRuntime {
+    /// An engine with the deployment's stack limit and a pooling allocator sized for it.
+    pub fn new(
+        limits: &DeploymentLimits,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Self, SandboxError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(64)
+            .total_memories(64)
+            .total_tables(64)
+            .total_component_instances(16)
+            .max_memories_per_module(1)
+            .max_memory_size(4 << 30)
+            .table_elements(limits.table_elements as usize)
+            // Keep up to 1 MiB per slot resident, zeroed with memset on reuse: fast warm
+            // starts, and a reused slot never shows the previous invocation's memory.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 16);
+        let mut cfg = Config::new();
+        cfg.consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.stack_bytes as usize)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg)
+            .map_err(|e| SandboxError::failed(format!("cannot start wasmtime: {e}")))?;
+        let linker = build_linker(&engine)
+            .map_err(|e| SandboxError::failed(format!("cannot define host functions: {e}")))?;
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir,
+            modules: Mutex::new(HashMap::new()),
+            ticker: Arc::new(Ticker {
+                active: Mutex::new(0),
+                wake: Condvar::new(),
+                started: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn compat_tag(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    /// Drops the in-memory module cache (the next load is a cold start from disk).
+    pub fn forget(&self) {
+        if let Ok(mut m) = self.modules.lock() {
+            m.clear();
+        }
+    }
+
+    /// Loads a module by its bytes: from memory, then the on-disk precompiled cache, then
+    /// by compiling it (and caching the result).
+    pub fn load(&self, bytes: &[u8]) -> Result<Arc<Loaded>, SandboxError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        if let Some(l) = self
+            .modules
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned())
+        {
+            return Ok(l);
+        }
+        let module = self.load_module(&digest, bytes)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| SandboxError::failed(format!("the module cannot be linked: {e}")))?;
+        let loaded = Arc::new(Loaded {
+            pre,
+            digest: digest.clone(),
+        });
+        if let Ok(mut m) = self.modules.lock() {
+            if m.len() > 512 {
+                m.clear();
+            }
+            m.insert(digest, loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+        self.cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{digest}-{}.cwasm", self.compat_tag())))
+    }
+
+    fn load_module(&self, digest: &str, bytes: &[u8]) -> Result<Module, SandboxError> {
+        if let Some(p) = self.cache_path(digest)
+            && p.is_file()
+            && let Ok(m) = deserialize_cached(&self.engine, &p)
+        {
+            return Ok(m);
+        }
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| SandboxError::failed(format!("the module does not compile: {e}")))?;
+        if let Some(p) = self.cache_path(digest)
+            && let Ok(ser) = module.serialize()
+        {
+            let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, ser).is_ok() {
+                let _ = std::fs::rename(&tmp, &p);
+            }
+        }
+        Ok(module)
+    }
+
+    /// Checks that a module exports the pinned ABI: `memory`, `alloc`, `handle`.
+    pub fn check_exports(&self, bytes: &[u8]) -> Result<(), SandboxError> {
+        let m = Module::new(&self.engine, bytes)
+            .map_err(|e| SandboxError::manifest(format!("the module does not compile: {e}")))?;
+        let has = |name: &str, want: &str| {
+            m.exports().any(|e| {
+                e.name() == name
+                    && match (e.ty(), want) {
+                        (wasmtime::ExternType::Memory(_), "memory") => true,
+                        (wasmtime::ExternType::Func(f), sig) => {
+                            let p: Vec<String> = f.params().map(|t| t.to_string()).collect();
+                            let r: Vec<String> = f.results().map(|t| t.to_string()).collect();
+                            format!("{}->{}", p.join(","), r.join(",")) == sig
+                        }
+                        _ => false,
+                    }
+            })
+        };
+        for (name, want) in [
+            ("memory", "memory"),
+            ("alloc", "i32->i32"),
+            ("handle", "i32,i32->i64"),
+        ] {
+            if !has(name, want) {
+                return Err(SandboxError::manifest(format!(
+                    "the module must export {name} ({want}); see the ABI in the README"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Compiles `bytes` into the disk cache ahead of time (at install).
+    pub fn precompile(&self, bytes: &[u8]) -> Result<String, SandboxError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        self.load_module(&digest, bytes)?;
+        Ok(digest)
+    }
+
+    /// Runs one invocation of a loaded module.
+    pub fn run(&self, loaded: &Loaded, run: GuestRun<'_>) -> GuestOutcome {
+        self.ticker.start(self.engine.clone());
+        self.ticker.enter();
+        let out = self.run_inner(loaded, run);
+        self.ticker.leave();
+        out
+    }
+
+    fn run_inner(&self, loaded: &Loaded, run: GuestRun<'_>) -> GuestOutcome {
+        let started = Instant::now();
+        let limits = run.limits;
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                caps: Some(run.caps),
+                limiter: Limiter {
+                    memory: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+                    tables: usize::try_from(limits.table_elements).unwrap_or(usize::MAX),
+                    instances: usize::try_from(limits.max_instances).unwrap_or(1),
+                    peak_memory: 0,
+                },
+                abort: None,
+            },
+        );
+        store.limiter(|s| &mut s.limiter);
+        let _ = store.set_fuel(limits.fuel);
+        let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let result = call_handle(&mut store, loaded, run.input, limits.max_output_bytes);
+        let fuel_left = store.get_fuel().unwrap_or(0);
+        let mut usage = Usage {
+            wall_us: started.elapsed().as_micros() as u64,
+            fuel: limits.fuel.saturating_sub(fuel_left),
+            memory_bytes: store.data().limiter.peak_memory as u64,
+            output_bytes: 0,
+        };
+        let mut state = store.into_data();
+        let result =
+            result.map_err(|e| classify(e, state.abort.take(), started, limits.timeout_ms));
+        if let Ok(o) = &result {
+            usage.output_bytes = o.len() as u64;
+        }
+        let caps = match state.caps.take() {
+            Some(c) => c,
+            None => unreachable_caps(),
+        };
+        GuestOutcome {
+            result,
+            caps,
+            usage,
+        }
+    }
+}
+
+/// `Caps` are always put back by `run_inner`; this keeps the type checker honest without a
+/// panic path in release builds.
+fn unreachable_caps() -> Caps {
+    Caps::new(crate::caps::CapsConfig {
+        action: String::new(),
+        capabilities: Default::default(),
+        data_dir: None,
+        db_path: None,
+        env: Default::default(),
+        secrets: Default::default(),
+        http: Arc::new(crate::caps::http::NoHttp),
+        deadline: Instant::now(),
+    })
+}
+
+#[allow(
+    unsafe_code,
+    reason = "loading a precompiled module is unsafe by wasmtime's API"
+)]
+fn deserialize_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Module> {
+    // SAFETY: the file is one this process family wrote itself with `Module::serialize` for
+    // an engine with the same compatibility hash (part of the file name), into the node's
+    // own cache directory, which guests cannot reach (no fs capability resolves there).
+    // wasmtime additionally checks the header and the engine configuration on load.
+    unsafe { Module::deserialize_file(engine, path) }
+}
+
+fn call_handle(
+    store: &mut Store<HostState>,
+    loaded: &Loaded,
+    input: &[u8],
+    max_output: u64,
+) -> wasmtime::Result<Vec<u8>> {
+    let instance = loaded.pre.instantiate(&mut *store)?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::Error::msg("the module must export `memory`"))?;
+    let alloc: TypedFunc<i32, i32> =
+        instance.get_typed_func(&mut *store, "alloc").map_err(|e| {
+            wasmtime::Error::msg(format!("the module must export alloc(i32) -> i32: {e}"))
+        })?;
+    let handle: TypedFunc<(i32, i32), i64> = instance
+        .get_typed_func(&mut *store, "handle")
+        .map_err(|e| {
+            wasmtime::Error::msg(format!(
+                "the module must export handle(i32, i32) -> i64: {e}"
+            ))
+        })?;
+    let len = i32::try_from(input.len()).map_err(|_| wasmtime::Error::msg("input too large"))?;
+    let ptr = alloc.call(&mut *store, len)?;
+    memory
+        .write(&mut *store, ptr as u32 as usize, input)
+        .map_err(|_| wasmtime::Error::msg("alloc returned a pointer out of bounds"))?;
+    let packed = handle.call(&mut *store, (ptr, len))? as u64;
+    let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+    if out_len as u64 > max_output {
+        return Err(wasmtime::Error::new(BudgetTrap(
+            codes::OUTPUT_EXCEEDED,
+            format!("the output is {out_len} bytes; the limit is {max_output}"),
+        )));
+    }
+    memory
+        .data(&*store)
+        .get(out_ptr..out_ptr.saturating_add(out_len))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| wasmtime::Error::msg("handle returned a result out of bounds"))
+}
+
+fn classify(
+    e: wasmtime::Error,
+    abort: Option<String>,
+    started: Instant,
+    timeout_ms: u64,
+) -> SandboxError {
+    if let Some(b) = e.downcast_ref::<BudgetTrap>() {
+        return SandboxError::new(b.0, b.1.clone());
+    }
+    if let Some(msg) = abort {
+        return guest_error(msg);
+    }
+    if let Some(t) = e.downcast_ref::<Trap>() {
+        return match t {
+            Trap::OutOfFuel => {
+                SandboxError::new(codes::FUEL_EXCEEDED, "the CPU budget (fuel) ran out")
+            }
+            Trap::Interrupt => SandboxError::new(
+                codes::TIMEOUT,
+                format!(
+                    "did not finish within {timeout_ms} ms (ran {} ms)",
+                    started.elapsed().as_millis()
+                ),
+            ),
+            Trap::StackOverflow => {
+                SandboxError::new(codes::STACK_EXCEEDED, "the wasm stack limit was reached")
+            }
+            other => SandboxError::failed(format!("wasm trap: {other}")),
+        };
+    }
+    let msg = format!("{e:#}");
+    if msg.contains("resource limit exceeded") || msg.contains("instance count too high") {
+        return SandboxError::new(codes::TABLE_EXCEEDED, msg);
+    }
+    SandboxError::failed(format!("wasm: {msg}"))
+}
