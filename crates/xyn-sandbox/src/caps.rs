@@ -179,6 +179,30 @@ impl Caps {
         }
     }
 
+    /// Counts `n` uses of capability `name` made outside [`Caps::call`] (the WASI clocks a
+    /// component reads go through the host's clock objects, which count them here after
+    /// the invocation).
+    pub fn count_external(&mut self, name: &str, n: u64) {
+        if n > 0 {
+            *self.counts.entry(name.to_string()).or_insert(0) += n;
+        }
+    }
+
+    /// Records a refusal made outside [`Caps::call`] (see [`Caps::count_external`]).
+    pub fn deny_external(&mut self, capability: &str, target: &str, reason: &str) {
+        let _ = self.deny(capability, target, reason);
+    }
+
+    /// Whether the manifest grants `time` (wall clock and monotonic time).
+    pub fn allows_time(&self) -> bool {
+        self.cfg.capabilities.time
+    }
+
+    /// Whether the manifest grants `crypto` (which includes random bytes).
+    pub fn allows_crypto(&self) -> bool {
+        self.cfg.capabilities.crypto
+    }
+
     /// Calls capability `name` with JSON `args`. Counted whatever the outcome.
     pub fn call(&mut self, name: &str, args: &Value) -> Result<Value, CapError> {
         *self.counts.entry(name.to_string()).or_insert(0) += 1;

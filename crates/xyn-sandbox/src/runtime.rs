@@ -2,6 +2,7 @@
 //! [`Caps`], and gives back the output JSON bytes (or a stable error), the `Caps` (with
 //! their counts and denials) and what was used.
 
+pub mod component;
 pub mod js;
 pub mod lua;
 pub mod wasm;

@@ -18,6 +18,11 @@
 //! Modules are compiled once per content hash and cached on disk precompiled; instances
 //! come from an `InstancePre` and the pooling allocator, which hands out memory slots that
 //! are reset between uses.
+//!
+//! The same engine runs WASI 0.2 **components** ([`super::component`]): the entry's binary
+//! header says which layer it is (a `.wat` entry may hold `(module …)` or
+//! `(component …)` text), and a component gets the same budgets, the same capability
+//! layer, the same cache by content hash and its own `InstancePre`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,10 +37,11 @@ use wasmtime::{
     Module, PoolingAllocationConfig, ResourceLimiter, Store, Trap, TypedFunc,
 };
 
+use super::component::{self, ComponentPre, ComponentState};
 use super::{GuestOutcome, GuestRun, guest_error};
 use crate::caps::Caps;
 use crate::error::{SandboxError, codes};
-use crate::limits::{DeploymentLimits, Usage};
+use crate::limits::{DeploymentLimits, Limits, Usage};
 
 /// Epoch tick: the resolution of the wall-clock deadline.
 const TICK: Duration = Duration::from_millis(2);
@@ -44,16 +50,35 @@ const TICK: Duration = Duration::from_millis(2);
 pub struct WasmRuntime {
     engine: Engine,
     linker: Linker<HostState>,
+    components: wasmtime::component::Linker<ComponentState>,
     cache_dir: Option<PathBuf>,
     modules: Mutex<HashMap<String, Arc<Loaded>>>,
     ticker: Arc<Ticker>,
 }
 
-/// A module ready to instantiate.
+/// A module or component ready to instantiate.
 pub struct Loaded {
-    pre: InstancePre<HostState>,
+    pre: Pre,
     /// sha256 of the module bytes.
     pub digest: String,
+}
+
+enum Pre {
+    Module(InstancePre<HostState>),
+    Component(Box<ComponentPre>),
+}
+
+impl Loaded {
+    /// Whether this is a WASI 0.2 component (else a core module).
+    pub fn is_component(&self) -> bool {
+        matches!(self.pre, Pre::Component(_))
+    }
+}
+
+/// Whether `bytes` are a component (the binary header's layer field is 1) rather than a
+/// core module (layer 0).
+pub fn is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[6..8] == [1, 0]
 }
 
 struct HostState {
@@ -62,23 +87,54 @@ struct HostState {
     abort: Option<String>,
 }
 
-struct Limiter {
+/// The resource limiter of one store. Linear memory is counted across all the store's
+/// memories (a component may have more than one), so the limit is a total.
+pub(crate) struct Limiter {
     memory: usize,
-    tables: usize,
+    table_elements: usize,
     instances: usize,
-    peak_memory: usize,
+    /// Most tables and memories (counts, not sizes).
+    max_tables: usize,
+    max_memories: usize,
+    total_memory: usize,
+    pub(crate) peak_memory: usize,
 }
 
-#[derive(Debug)]
-struct BudgetTrap(&'static str, String);
+impl Limiter {
+    fn new(limits: &Limits, max_tables: usize, max_memories: usize) -> Self {
+        Self {
+            memory: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+            table_elements: usize::try_from(limits.table_elements).unwrap_or(usize::MAX),
+            instances: usize::try_from(limits.max_instances).unwrap_or(1),
+            max_tables,
+            max_memories,
+            total_memory: 0,
+            peak_memory: 0,
+        }
+    }
 
-impl std::fmt::Display for BudgetTrap {
+    fn for_module(limits: &Limits) -> Self {
+        Self::new(limits, 4, 1)
+    }
+
+    /// A component is several core instances (its code, shims, adapters): a few more
+    /// tables and memories, the same total memory.
+    pub(crate) fn for_component(limits: &Limits) -> Self {
+        Self::new(limits, 16, 4)
+    }
+}
+
+/// A trap that carries its stable code (an exceeded budget, an uncaught refusal).
+#[derive(Debug)]
+pub(crate) struct CodeTrap(pub(crate) &'static str, pub(crate) String);
+
+impl std::fmt::Display for CodeTrap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.1)
     }
 }
 
-impl std::error::Error for BudgetTrap {}
+impl std::error::Error for CodeTrap {}
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
@@ -87,16 +143,22 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
-            return Err(wasmtime::Error::new(BudgetTrap(
+        let total = self
+            .total_memory
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory {
+            return Err(wasmtime::Error::new(CodeTrap(
                 codes::MEMORY_EXCEEDED,
                 format!(
-                    "linear memory would grow from {current} to {desired} bytes; the limit is {}",
+                    "linear memory would grow from {current} to {desired} bytes ({total} in \
+                     all); the limit is {}",
                     self.memory
                 ),
             )));
         }
-        self.peak_memory = self.peak_memory.max(desired);
+        self.total_memory = total;
+        self.peak_memory = self.peak_memory.max(total);
         Ok(true)
     }
 
@@ -106,12 +168,12 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.tables {
-            return Err(wasmtime::Error::new(BudgetTrap(
+        if desired > self.table_elements {
+            return Err(wasmtime::Error::new(CodeTrap(
                 codes::TABLE_EXCEEDED,
                 format!(
                     "a table would grow from {current} to {desired} elements; the limit is {}",
-                    self.tables
+                    self.table_elements
                 ),
             )));
         }
@@ -122,10 +184,10 @@ impl ResourceLimiter for Limiter {
         self.instances
     }
     fn tables(&self) -> usize {
-        4
+        self.max_tables
     }
     fn memories(&self) -> usize {
-        1
+        self.max_memories
     }
 }
 
@@ -298,9 +360,13 @@ impl WasmRuntime {
             .map_err(|e| SandboxError::failed(format!("cannot start wasmtime: {e}")))?;
         let linker = build_linker(&engine)
             .map_err(|e| SandboxError::failed(format!("cannot define host functions: {e}")))?;
+        let components = component::build_linker(&engine).map_err(|e| {
+            SandboxError::failed(format!("cannot define component host functions: {e:#}"))
+        })?;
         Ok(Self {
             engine,
             linker,
+            components,
             cache_dir,
             modules: Mutex::new(HashMap::new()),
             ticker: Arc::new(Ticker {
@@ -341,11 +407,16 @@ impl WasmRuntime {
         {
             return Ok(l);
         }
-        let module = self.load_module(&digest, bytes)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| SandboxError::failed(format!("the module cannot be linked: {e}")))?;
+        let pre =
+            if is_component(bytes) {
+                let c = self.load_component(&digest, bytes)?;
+                Pre::Component(Box::new(component::prepare(&self.components, &c)?))
+            } else {
+                let module = self.load_module(&digest, bytes)?;
+                Pre::Module(self.linker.instantiate_pre(&module).map_err(|e| {
+                    SandboxError::failed(format!("the module cannot be linked: {e}"))
+                })?)
+            };
         let loaded = Arc::new(Loaded {
             pre,
             digest: digest.clone(),
@@ -359,14 +430,27 @@ impl WasmRuntime {
         Ok(loaded)
     }
 
-    fn cache_path(&self, digest: &str) -> Option<PathBuf> {
+    /// Where the precompiled form of `digest` is cached (modules and components apart).
+    pub fn cache_path(&self, digest: &str, component: bool) -> Option<PathBuf> {
+        let kind = if component { "component" } else { "module" };
         self.cache_dir
             .as_ref()
-            .map(|d| d.join(format!("{digest}-{}.cwasm", self.compat_tag())))
+            .map(|d| d.join(format!("{digest}-{}.{kind}.cwasm", self.compat_tag())))
+    }
+
+    fn store_cached(&self, digest: &str, component: bool, ser: wasmtime::Result<Vec<u8>>) {
+        if let Some(p) = self.cache_path(digest, component)
+            && let Ok(ser) = ser
+        {
+            let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, ser).is_ok() {
+                let _ = std::fs::rename(&tmp, &p);
+            }
+        }
     }
 
     fn load_module(&self, digest: &str, bytes: &[u8]) -> Result<Module, SandboxError> {
-        if let Some(p) = self.cache_path(digest)
+        if let Some(p) = self.cache_path(digest, false)
             && p.is_file()
             && let Ok(m) = deserialize_cached(&self.engine, &p)
         {
@@ -374,19 +458,36 @@ impl WasmRuntime {
         }
         let module = Module::new(&self.engine, bytes)
             .map_err(|e| SandboxError::failed(format!("the module does not compile: {e}")))?;
-        if let Some(p) = self.cache_path(digest)
-            && let Ok(ser) = module.serialize()
-        {
-            let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, ser).is_ok() {
-                let _ = std::fs::rename(&tmp, &p);
-            }
-        }
+        self.store_cached(digest, false, module.serialize());
         Ok(module)
     }
 
-    /// Checks that a module exports the pinned ABI: `memory`, `alloc`, `handle`.
+    fn load_component(
+        &self,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<wasmtime::component::Component, SandboxError> {
+        if let Some(p) = self.cache_path(digest, true)
+            && p.is_file()
+            && let Ok(c) = deserialize_cached_component(&self.engine, &p)
+        {
+            return Ok(c);
+        }
+        let c = wasmtime::component::Component::new(&self.engine, bytes)
+            .map_err(|e| SandboxError::failed(format!("the component does not compile: {e:#}")))?;
+        self.store_cached(digest, true, c.serialize());
+        Ok(c)
+    }
+
+    /// Checks that a module exports the pinned ABI (`memory`, `alloc`, `handle`), or that a
+    /// component implements the world `xyn-action` and links.
     pub fn check_exports(&self, bytes: &[u8]) -> Result<(), SandboxError> {
+        if is_component(bytes) {
+            let c = wasmtime::component::Component::new(&self.engine, bytes).map_err(|e| {
+                SandboxError::manifest(format!("the component does not compile: {e:#}"))
+            })?;
+            return component::prepare(&self.components, &c).map(|_| ());
+        }
         let m = Module::new(&self.engine, bytes)
             .map_err(|e| SandboxError::manifest(format!("the module does not compile: {e}")))?;
         let has = |name: &str, want: &str| {
@@ -420,7 +521,11 @@ impl WasmRuntime {
     /// Compiles `bytes` into the disk cache ahead of time (at install).
     pub fn precompile(&self, bytes: &[u8]) -> Result<String, SandboxError> {
         let digest = hex::encode(Sha256::digest(bytes));
-        self.load_module(&digest, bytes)?;
+        if is_component(bytes) {
+            self.load_component(&digest, bytes)?;
+        } else {
+            self.load_module(&digest, bytes)?;
+        }
         Ok(digest)
     }
 
@@ -428,34 +533,31 @@ impl WasmRuntime {
     pub fn run(&self, loaded: &Loaded, run: GuestRun<'_>) -> GuestOutcome {
         self.ticker.start(self.engine.clone());
         self.ticker.enter();
-        let out = self.run_inner(loaded, run);
+        let out = match &loaded.pre {
+            Pre::Module(pre) => self.run_module(pre, run),
+            Pre::Component(pre) => component::run(&self.engine, pre, run),
+        };
         self.ticker.leave();
         out
     }
 
-    fn run_inner(&self, loaded: &Loaded, run: GuestRun<'_>) -> GuestOutcome {
+    fn run_module(&self, pre: &InstancePre<HostState>, run: GuestRun<'_>) -> GuestOutcome {
         let started = Instant::now();
         let limits = run.limits;
         let mut store = Store::new(
             &self.engine,
             HostState {
                 caps: Some(run.caps),
-                limiter: Limiter {
-                    memory: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-                    tables: usize::try_from(limits.table_elements).unwrap_or(usize::MAX),
-                    instances: usize::try_from(limits.max_instances).unwrap_or(1),
-                    peak_memory: 0,
-                },
+                limiter: Limiter::for_module(limits),
                 abort: None,
             },
         );
         store.limiter(|s| &mut s.limiter);
         let _ = store.set_fuel(limits.fuel);
-        let ticks = limits.timeout_ms.div_ceil(TICK.as_millis() as u64).max(1);
-        store.set_epoch_deadline(ticks);
+        store.set_epoch_deadline(epoch_ticks(limits.timeout_ms));
         store.epoch_deadline_trap();
 
-        let result = call_handle(&mut store, loaded, run.input, limits.max_output_bytes);
+        let result = call_handle(&mut store, pre, run.input, limits.max_output_bytes);
         let fuel_left = store.get_fuel().unwrap_or(0);
         let mut usage = Usage {
             wall_us: started.elapsed().as_micros() as u64,
@@ -469,10 +571,7 @@ impl WasmRuntime {
         if let Ok(o) = &result {
             usage.output_bytes = o.len() as u64;
         }
-        let caps = match state.caps.take() {
-            Some(c) => c,
-            None => unreachable_caps(),
-        };
+        let caps = state.caps.take().unwrap_or_else(empty_caps);
         GuestOutcome {
             result,
             caps,
@@ -481,9 +580,14 @@ impl WasmRuntime {
     }
 }
 
-/// `Caps` are always put back by `run_inner`; this keeps the type checker honest without a
+/// Epoch ticks for a wall-clock budget.
+pub(crate) fn epoch_ticks(timeout_ms: u64) -> u64 {
+    timeout_ms.div_ceil(TICK.as_millis() as u64).max(1)
+}
+
+/// `Caps` are always put back by the runners; this keeps the type checker honest without a
 /// panic path in release builds.
-fn unreachable_caps() -> Caps {
+pub(crate) fn empty_caps() -> Caps {
     Caps::new(crate::caps::CapsConfig {
         action: String::new(),
         capabilities: Default::default(),
@@ -508,13 +612,28 @@ fn deserialize_cached(engine: &Engine, path: &Path) -> wasmtime::Result<Module> 
     unsafe { Module::deserialize_file(engine, path) }
 }
 
+#[allow(
+    unsafe_code,
+    reason = "loading a precompiled component is unsafe by wasmtime's API"
+)]
+fn deserialize_cached_component(
+    engine: &Engine,
+    path: &Path,
+) -> wasmtime::Result<wasmtime::component::Component> {
+    // SAFETY: as for `deserialize_cached`: a file this process family wrote with
+    // `Component::serialize` for an engine with the same compatibility hash, in the node's
+    // cache directory, which no fs capability resolves to; wasmtime checks the header and
+    // the engine configuration on load.
+    unsafe { wasmtime::component::Component::deserialize_file(engine, path) }
+}
+
 fn call_handle(
     store: &mut Store<HostState>,
-    loaded: &Loaded,
+    pre: &InstancePre<HostState>,
     input: &[u8],
     max_output: u64,
 ) -> wasmtime::Result<Vec<u8>> {
-    let instance = loaded.pre.instantiate(&mut *store)?;
+    let instance = pre.instantiate(&mut *store)?;
     let memory = instance
         .get_memory(&mut *store, "memory")
         .ok_or_else(|| wasmtime::Error::msg("the module must export `memory`"))?;
@@ -537,7 +656,7 @@ fn call_handle(
     let packed = handle.call(&mut *store, (ptr, len))? as u64;
     let (out_ptr, out_len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
     if out_len as u64 > max_output {
-        return Err(wasmtime::Error::new(BudgetTrap(
+        return Err(wasmtime::Error::new(CodeTrap(
             codes::OUTPUT_EXCEEDED,
             format!("the output is {out_len} bytes; the limit is {max_output}"),
         )));
@@ -549,13 +668,13 @@ fn call_handle(
         .ok_or_else(|| wasmtime::Error::msg("handle returned a result out of bounds"))
 }
 
-fn classify(
+pub(crate) fn classify(
     e: wasmtime::Error,
     abort: Option<String>,
     started: Instant,
     timeout_ms: u64,
 ) -> SandboxError {
-    if let Some(b) = e.downcast_ref::<BudgetTrap>() {
+    if let Some(b) = e.downcast_ref::<CodeTrap>() {
         return SandboxError::new(b.0, b.1.clone());
     }
     if let Some(msg) = abort {
