@@ -329,12 +329,13 @@ fn worker_rows(xyn: &Path, b: &Bench) {
             prefix: vec!["sandbox-worker".into()],
             worker: layout.worker_args(false, Default::default()),
             size: 1,
+            max_idle: 0,
         })
     };
     let msg = |pkg: &Path| InvokeMsg {
         id: 0,
         package: pkg.to_path_buf(),
-        data_dir: Some(layout.data("bench")),
+        data_dir: pkg.file_name().map(|n| layout.data(&n.to_string_lossy())),
         db_path: None,
         env: BTreeMap::new(),
         secrets: BTreeMap::new(),
@@ -349,13 +350,16 @@ fn worker_rows(xyn: &Path, b: &Bench) {
             entry,
             &code,
         );
+        let name = format!("bench.noop_{r}");
+        layout.prepare_action(&name).unwrap();
+        let roots = layout.roots(&name, &pkg);
         let pool = pool_for();
         let warm: Vec<Duration> = rt.block_on(async {
             let mut v = Vec::new();
             for i in 0..2200 {
                 let t = Instant::now();
                 let rep = pool
-                    .invoke(msg(&pkg), Duration::from_secs(30))
+                    .invoke(&roots, msg(&pkg), Duration::from_secs(30))
                     .await
                     .unwrap();
                 if i >= 200 {
@@ -371,7 +375,7 @@ fn worker_rows(xyn: &Path, b: &Bench) {
             for _ in 0..200 {
                 pool.forget().await;
                 let t = Instant::now();
-                pool.invoke(msg(&pkg), Duration::from_secs(30))
+                pool.invoke(&roots, msg(&pkg), Duration::from_secs(30))
                     .await
                     .unwrap();
                 v.push(t.elapsed());
@@ -389,7 +393,9 @@ fn worker_rows(xyn: &Path, b: &Bench) {
             for _ in 0..20 {
                 let p = pool_for();
                 let t = Instant::now();
-                p.invoke(msg(&pkg), Duration::from_secs(30)).await.unwrap();
+                p.invoke(&roots, msg(&pkg), Duration::from_secs(30))
+                    .await
+                    .unwrap();
                 v.push(t.elapsed());
             }
             v

@@ -16,7 +16,7 @@ use crate::error::{SandboxError, codes};
 use crate::install::{Layout, read_schema};
 use crate::limits::DeploymentLimits;
 use crate::manifest::Manifest;
-use crate::pool::{PoolError, WorkerPool};
+use crate::pool::{PoolError, WorkerPool, WorkerRoots};
 use crate::sandbox::{InvokeReport, incident};
 use crate::worker::InvokeMsg;
 
@@ -35,6 +35,9 @@ pub struct SandboxedAction {
     host: Arc<SandboxHost>,
     manifest: Manifest,
     dir: PathBuf,
+    /// Resolved against the deployment's defaults and maximum.
+    limits: crate::limits::Limits,
+    roots: WorkerRoots,
     description: String,
     input_schema: Value,
     output_schema: Value,
@@ -47,6 +50,9 @@ impl SandboxedAction {
         manifest: Manifest,
         dir: PathBuf,
     ) -> Result<Self, SandboxError> {
+        let limits = host.limits.resolve(manifest.runtime, &manifest.limits)?;
+        host.layout.prepare_action(&manifest.name)?;
+        let roots = host.layout.roots(&manifest.name, &dir);
         let schema = |rel: &Option<String>| -> Result<Value, SandboxError> {
             match rel {
                 Some(r) => read_schema(&dir, r),
@@ -72,6 +78,8 @@ impl SandboxedAction {
             host,
             manifest,
             dir,
+            limits,
+            roots,
             description,
             input_schema,
             output_schema,
@@ -114,15 +122,12 @@ impl SandboxedAction {
 
     /// Runs through the worker pool; the report, or the stable error when there is none.
     pub async fn invoke(&self, input: Value) -> Result<InvokeReport, SandboxError> {
-        let limits = self
-            .host
-            .limits
-            .resolve(self.manifest.runtime, &self.manifest.limits);
+        let limits = self.limits.clone();
         let watchdog = Duration::from_millis(limits.timeout_ms) + WATCHDOG_GRACE;
         match self
             .host
             .pool
-            .invoke(self.message(input.clone()), watchdog)
+            .invoke(&self.roots, self.message(input.clone()), watchdog)
             .await
         {
             Ok(r) => Ok(r),

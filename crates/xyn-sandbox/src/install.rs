@@ -4,9 +4,14 @@
 //! <data-dir>/actions/<name>/          the installed package (read-only to the worker)
 //! <data-dir>/actions/<name>/.xyn/     compiled .wat entry, install record
 //! <data-dir>/action-data/<name>/      the action's files (fs_read / fs_write resolve here)
-//! <data-dir>/action-db/<name>.sqlite  the action's own database
-//! <data-dir>/action-cache/            precompiled wasm modules, by content hash
+//! <data-dir>/action-db/<name>/db.sqlite   the action's own database (and its journal)
+//! <data-dir>/action-cache/<name>/     its precompiled wasm modules and components, by
+//!                                     content hash
 //! ```
+//!
+//! Each action's worker is sealed to its own package, data, database and cache
+//! directories ([`Layout::roots`]). A database of the older layout
+//! (`action-db/<name>.sqlite`) is moved into its directory on first use.
 //!
 //! A package's `data/` directory seeds its data dir at install (existing files are kept).
 
@@ -47,11 +52,59 @@ impl Layout {
     pub fn db_root(&self) -> PathBuf {
         self.root.join("action-db")
     }
+    /// The directory of an action's database (the worker may create its journal there).
+    pub fn db_dir(&self, name: &str) -> PathBuf {
+        self.db_root().join(name)
+    }
     pub fn db(&self, name: &str) -> PathBuf {
-        self.db_root().join(format!("{name}.sqlite"))
+        self.db_dir(name).join("db.sqlite")
     }
     pub fn cache(&self) -> PathBuf {
         self.root.join("action-cache")
+    }
+    /// An action's own cache of precompiled modules.
+    pub fn action_cache(&self, name: &str) -> PathBuf {
+        self.cache().join(name)
+    }
+
+    /// Creates an action's directories (its worker's Landlock rules name them) and moves a
+    /// database of the older layout into its directory.
+    pub fn prepare_action(&self, name: &str) -> Result<(), SandboxError> {
+        for d in [self.data(name), self.db_dir(name), self.action_cache(name)] {
+            std::fs::create_dir_all(&d).map_err(|e| {
+                SandboxError::new(
+                    codes::INSTALL_FAILED,
+                    format!("cannot create {}: {e}", d.display()),
+                )
+            })?;
+        }
+        let legacy = self.db_root().join(format!("{name}.sqlite"));
+        if legacy.is_file() && !self.db(name).exists() {
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let from = PathBuf::from(format!("{}{suffix}", legacy.display()));
+                if from.exists() {
+                    let to = PathBuf::from(format!("{}{suffix}", self.db(name).display()));
+                    std::fs::rename(&from, &to).map_err(|e| {
+                        SandboxError::new(
+                            codes::INSTALL_FAILED,
+                            format!("cannot move {} to {}: {e}", from.display(), to.display()),
+                        )
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the worker serving action `name` (installed in `package`) is sealed to: its
+    /// package read-only; its data dir, database dir and module cache writable.
+    pub fn roots(&self, name: &str, package: &Path) -> crate::pool::WorkerRoots {
+        crate::pool::WorkerRoots {
+            key: name.to_string(),
+            read: vec![package.to_path_buf()],
+            write: vec![self.data(name), self.db_dir(name), self.action_cache(name)],
+            cache_dir: Some(self.action_cache(name)),
+        }
     }
 
     /// Creates the directories (the worker's Landlock rules name them, so they must exist).
@@ -72,15 +125,14 @@ impl Layout {
         Ok(())
     }
 
-    /// The worker's arguments: packages read-only; data, databases and cache writable.
+    /// The arguments every worker of this node shares; each worker's roots are those of
+    /// the one action it serves ([`Layout::roots`]).
     pub fn worker_args(&self, allow_weak: bool, limits: DeploymentLimits) -> WorkerArgs {
         WorkerArgs {
-            read: vec![self.packages()],
-            write: vec![self.data_root(), self.db_root(), self.cache()],
-            cache_dir: Some(self.cache()),
             allow_weak,
-            self_test_seal: false,
             limits,
+            test_no_landlock: crate::seal::test_no_landlock_requested(),
+            ..WorkerArgs::default()
         }
     }
 
@@ -187,10 +239,10 @@ pub fn install(src: &Path, layout: &Layout) -> Result<Manifest, SandboxError> {
         }
         let pkg = Package::load(&tmp)?;
         if let crate::sandbox::Code::Wasm(bytes) = &pkg.code {
-            let rt = crate::runtime::wasm::WasmRuntime::new(
-                &DeploymentLimits::default(),
-                Some(layout.cache()),
-            )?;
+            let cache = layout.action_cache(&manifest.name);
+            std::fs::create_dir_all(&cache).map_err(|e| fail(e.to_string()))?;
+            let rt =
+                crate::runtime::wasm::WasmRuntime::new(&DeploymentLimits::default(), Some(cache))?;
             rt.check_exports(bytes)?;
             rt.precompile(bytes)?;
         }
@@ -222,8 +274,8 @@ pub fn install(src: &Path, layout: &Layout) -> Result<Manifest, SandboxError> {
     std::fs::rename(&tmp, &dest)
         .map_err(|e| fail(format!("cannot install into {}: {e}", dest.display())))?;
     let _ = std::fs::remove_dir_all(&old);
+    layout.prepare_action(&manifest.name)?;
     let data = layout.data(&manifest.name);
-    std::fs::create_dir_all(&data).map_err(|e| fail(e.to_string()))?;
     let seed = dest.join("data");
     if seed.is_dir() {
         seed_tree(&seed, &data)?;

@@ -33,6 +33,6 @@ pub mod seal;
 pub mod worker;
 
 pub use error::{SandboxError, codes};
-pub use limits::{DeploymentLimits, Limits, Usage};
+pub use limits::{DeploymentLimits, Limits, MaximumLimits, SandboxSettings, Usage};
 pub use manifest::{Manifest, RuntimeKind};
 pub use sandbox::{InvokeReport, InvokeRequest, Package, Sandbox, SandboxConfig};

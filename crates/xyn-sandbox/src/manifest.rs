@@ -405,11 +405,22 @@ impl Manifest {
             ))),
             _ => Ok(()),
         };
-        range("timeout_ms", l.timeout_ms, 1, 600_000)?;
-        range("memory_mb", l.memory_mb, 1, 4096)?;
-        range("fuel", l.fuel, 1, u64::MAX / 2)?;
-        range("max_output_bytes", l.max_output_bytes, 1, 64 << 20)?;
-        range("table_elements", l.table_elements, 1, 10_000_000)?;
+        let r = &crate::limits::MANIFEST_RANGE;
+        range("timeout_ms", l.timeout_ms, r.timeout_ms.0, r.timeout_ms.1)?;
+        range("memory_mb", l.memory_mb, r.memory_mb.0, r.memory_mb.1)?;
+        range("fuel", l.fuel, r.fuel.0, r.fuel.1)?;
+        range(
+            "max_output_bytes",
+            l.max_output_bytes,
+            r.max_output_bytes.0,
+            r.max_output_bytes.1,
+        )?;
+        range(
+            "table_elements",
+            l.table_elements,
+            r.table_elements.0,
+            r.table_elements.1,
+        )?;
         Ok(())
     }
 

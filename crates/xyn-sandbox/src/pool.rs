@@ -3,6 +3,13 @@
 //! and keeps a watchdog on each invocation: a worker that does not answer by the deadline
 //! (stuck in a C function, say) is killed and the step fails with `budget.timeout`. A
 //! worker that dies fails only the invocation it was running.
+//!
+//! Workers are keyed by action: each is sealed to the roots of the one action it serves
+//! ([`WorkerRoots`]: its package read-only, its own data dir, database dir and module
+//! cache), and only ever runs that action's invocations. An escape from one guest's
+//! runtime therefore reaches that action's files, never another action's. At most
+//! `size` workers are busy at once; up to `max_idle` idle ones are kept (the least
+//! recently used is stopped first).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -26,9 +33,27 @@ pub struct PoolConfig {
     pub program: PathBuf,
     /// Arguments before the worker's own (`["sandbox-worker"]`).
     pub prefix: Vec<String>,
+    /// The arguments every worker shares (limits, `--allow-weak`); its roots are replaced
+    /// by those of the action a worker serves.
     pub worker: WorkerArgs,
-    /// Most workers at once (concurrent invocations).
+    /// Most workers busy at once (concurrent invocations).
     pub size: usize,
+    /// Most idle workers kept for reuse (0: `4 × size`).
+    pub max_idle: usize,
+}
+
+/// What one worker is sealed to: the roots of one action. Workers are reused only for the
+/// same `key`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerRoots {
+    /// The action's name.
+    pub key: String,
+    /// Read-only roots (its package).
+    pub read: Vec<PathBuf>,
+    /// Writable roots (its data dir, database dir, module cache).
+    pub write: Vec<PathBuf>,
+    /// Where its precompiled modules are cached.
+    pub cache_dir: Option<PathBuf>,
 }
 
 struct Worker {
@@ -40,7 +65,8 @@ struct Worker {
 /// Spawns and reuses sandbox workers.
 pub struct WorkerPool {
     cfg: PoolConfig,
-    idle: Mutex<Vec<Worker>>,
+    /// Idle workers with the key they serve, least recently used first.
+    idle: Mutex<Vec<(String, Worker)>>,
     slots: Semaphore,
     http: Arc<HttpExecutor>,
     seal: Mutex<Option<SealReport>>,
@@ -95,10 +121,33 @@ impl WorkerPool {
         self.seal.lock().ok().and_then(|s| s.clone())
     }
 
-    async fn spawn(&self) -> Result<Worker, PoolError> {
+    /// The worker arguments for `roots`.
+    pub fn worker_args(&self, roots: &WorkerRoots) -> WorkerArgs {
+        WorkerArgs {
+            read: roots.read.clone(),
+            write: roots.write.clone(),
+            cache_dir: roots.cache_dir.clone(),
+            ..self.cfg.worker.clone()
+        }
+    }
+
+    /// Most busy workers.
+    pub fn size(&self) -> usize {
+        self.cfg.size.max(1)
+    }
+
+    /// How many idle workers are kept, and for which keys (oldest first).
+    pub fn idle_keys(&self) -> Vec<String> {
+        self.idle
+            .lock()
+            .map(|v| v.iter().map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    async fn spawn(&self, roots: &WorkerRoots) -> Result<Worker, PoolError> {
         let mut cmd = Command::new(&self.cfg.program);
         cmd.args(&self.cfg.prefix)
-            .args(self.cfg.worker.to_args())
+            .args(self.worker_args(roots).to_args())
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::piped())
@@ -161,37 +210,60 @@ impl WorkerPool {
         }
     }
 
-    /// Starts one worker (to learn how it is sealed) and keeps it for later use.
+    /// Starts one worker sealed to no root at all, to learn how this machine seals
+    /// workers, and stops it.
     pub async fn warm_up(&self) -> Result<SealReport, SandboxError> {
-        let w = self.spawn().await.map_err(|e| e.to_error())?;
-        self.put_back(w);
+        let mut w = self
+            .spawn(&WorkerRoots::default())
+            .await
+            .map_err(|e| e.to_error())?;
+        let _ = w.child.start_kill();
         self.seal_report()
             .ok_or_else(|| unavailable("no seal report"))
     }
 
-    fn put_back(&self, w: Worker) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.push(w);
-        }
+    fn put_back(&self, key: &str, w: Worker) {
+        let max_idle = match self.cfg.max_idle {
+            0 => self.size() * 4,
+            n => n,
+        };
+        let evicted = match self.idle.lock() {
+            Ok(mut idle) => {
+                idle.push((key.to_string(), w));
+                let over = idle.len().saturating_sub(max_idle);
+                idle.drain(..over).collect::<Vec<_>>()
+            }
+            Err(_) => Vec::new(),
+        };
+        // Dropping a worker kills it (`kill_on_drop`).
+        drop(evicted);
+    }
+
+    fn take_idle(&self, key: &str) -> Option<Worker> {
+        let mut idle = self.idle.lock().ok()?;
+        let at = idle.iter().rposition(|(k, _)| k == key)?;
+        Some(idle.remove(at).1)
     }
 
     /// Asks every idle worker to drop its caches (benchmarks of cold starts).
     pub async fn forget(&self) {
-        let workers: Vec<Worker> = self
+        let workers: Vec<(String, Worker)> = self
             .idle
             .lock()
             .map(|mut v| std::mem::take(&mut *v))
             .unwrap_or_default();
-        for mut w in workers {
+        for (key, mut w) in workers {
             if send(&mut w.stdin, &ToWorker::Forget).await.is_ok() {
-                self.put_back(w);
+                self.put_back(&key, w);
             }
         }
     }
 
-    /// Runs one invocation in a worker; `deadline` is the watchdog's limit.
+    /// Runs one invocation in a worker sealed to `roots` (an idle one for the same key, or
+    /// a new one); `deadline` is the watchdog's limit.
     pub async fn invoke(
         &self,
+        roots: &WorkerRoots,
         mut msg: InvokeMsg,
         deadline: Duration,
     ) -> Result<InvokeReport, PoolError> {
@@ -200,10 +272,9 @@ impl WorkerPool {
             .acquire()
             .await
             .map_err(|_| PoolError::Unavailable(unavailable("the pool is closed")))?;
-        let worker = self.idle.lock().ok().and_then(|mut v| v.pop());
-        let mut w = match worker {
+        let mut w = match self.take_idle(&roots.key) {
             Some(w) => w,
-            None => self.spawn().await?,
+            None => self.spawn(roots).await?,
         };
         msg.id = self
             .next_id
@@ -211,7 +282,7 @@ impl WorkerPool {
         let res = tokio::time::timeout(deadline, self.converse(&mut w, msg)).await;
         match res {
             Ok(Ok(report)) => {
-                self.put_back(w);
+                self.put_back(&roots.key, w);
                 Ok(report)
             }
             Ok(Err(e)) => {

@@ -180,8 +180,9 @@ impl Sandbox {
         js::forget();
     }
 
-    /// The limits an invocation of `pkg` runs under.
-    pub fn limits_for(&self, pkg: &Package) -> Limits {
+    /// The limits an invocation of `pkg` runs under (refused when its manifest asks for
+    /// more than the deployment's maximum).
+    pub fn limits_for(&self, pkg: &Package) -> Result<Limits, SandboxError> {
         self.cfg
             .limits
             .resolve(pkg.manifest.runtime, &pkg.manifest.limits)
@@ -189,7 +190,30 @@ impl Sandbox {
 
     /// Runs one invocation.
     pub fn invoke(&self, pkg: &Package, req: InvokeRequest) -> InvokeReport {
-        let limits = req.limits.clone().unwrap_or_else(|| self.limits_for(pkg));
+        let resolved = match req.limits.clone() {
+            Some(l) => Ok(l),
+            None => self.limits_for(pkg),
+        };
+        let limits = match resolved {
+            Ok(l) => l,
+            Err(e) => {
+                return InvokeReport {
+                    action: pkg.manifest.name.clone(),
+                    runtime: pkg.manifest.runtime,
+                    result: Err(e),
+                    counts: BTreeMap::new(),
+                    denials: Vec::new(),
+                    logs: Vec::new(),
+                    usage: Usage::default(),
+                    limits: self
+                        .cfg
+                        .limits
+                        .fill(pkg.manifest.runtime, &Default::default()),
+                    digest: pkg.digest.clone(),
+                    incident: None,
+                };
+            }
+        };
         let input = serde_json::to_vec(&req.input).unwrap_or_else(|_| b"null".to_vec());
         let caps = Caps::new(CapsConfig {
             action: pkg.manifest.name.clone(),

@@ -27,6 +27,23 @@ use crate::error::{SandboxError, codes};
 pub struct SealConfig {
     pub read: Vec<PathBuf>,
     pub write: Vec<PathBuf>,
+    /// Test hook (builds with the `test-hooks` feature only): behave as on a kernel
+    /// without Landlock, to exercise the weak-sandbox path on a machine that has it.
+    pub simulate_no_landlock: bool,
+}
+
+/// The environment variable the node reads, in builds with the `test-hooks` feature, to
+/// start its workers as if the kernel had no Landlock.
+pub const TEST_NO_LANDLOCK_ENV: &str = "XYN_TEST_NO_LANDLOCK";
+
+/// Whether this build honours the test hooks (`XYN_TEST_NO_LANDLOCK`, the worker's
+/// `--test-no-landlock`). Release builds do not.
+pub const TEST_HOOKS: bool = cfg!(feature = "test-hooks");
+
+/// Whether the node should start its workers as if the kernel had no Landlock: only in
+/// builds with the `test-hooks` feature, and only when `XYN_TEST_NO_LANDLOCK=1`.
+pub fn test_no_landlock_requested() -> bool {
+    TEST_HOOKS && std::env::var(TEST_NO_LANDLOCK_ENV).is_ok_and(|v| v == "1")
 }
 
 /// What sealing achieved.
@@ -77,7 +94,15 @@ mod imp {
             landlock: "none".into(),
             ..Default::default()
         };
-        match landlock(cfg) {
+        let landlock_result = if cfg.simulate_no_landlock && super::TEST_HOOKS {
+            Err(format!(
+                "this kernel has no Landlock (simulated by the test hook {})",
+                super::TEST_NO_LANDLOCK_ENV
+            ))
+        } else {
+            landlock(cfg).map_err(|e| e.to_string())
+        };
+        match landlock_result {
             Ok(status) => {
                 report.no_new_privs = status.no_new_privs;
                 if let LandlockStatus::Available {

@@ -83,6 +83,12 @@ pub struct WorkerArgs {
     pub allow_weak: bool,
     /// Test hook: seal, try to escape, print a JSON report, exit.
     pub self_test_seal: bool,
+    /// Extra paths the seal self-test tries to read (each must be refused or allowed as
+    /// the roots say).
+    pub probe: Vec<PathBuf>,
+    /// Test hook (`--test-no-landlock`, accepted only by builds with the `test-hooks`
+    /// feature): seal as on a kernel without Landlock.
+    pub test_no_landlock: bool,
     pub limits: DeploymentLimits,
 }
 
@@ -103,6 +109,8 @@ impl WorkerArgs {
                 "--cache" => w.cache_dir = Some(PathBuf::from(val()?)),
                 "--allow-weak" => w.allow_weak = true,
                 "--self-test-seal" => w.self_test_seal = true,
+                "--probe" => w.probe.push(PathBuf::from(val()?)),
+                "--test-no-landlock" if crate::seal::TEST_HOOKS => w.test_no_landlock = true,
                 "--limits" => {
                     w.limits =
                         serde_json::from_str(&val()?).map_err(|e| format!("--limits: {e}"))?
@@ -133,6 +141,13 @@ impl WorkerArgs {
         }
         if self.self_test_seal {
             v.push("--self-test-seal".into());
+        }
+        for p in &self.probe {
+            v.push("--probe".into());
+            v.push(p.display().to_string());
+        }
+        if self.test_no_landlock {
+            v.push("--test-no-landlock".into());
         }
         v.push("--limits".into());
         v.push(serde_json::to_string(&self.limits).unwrap_or_else(|_| "{}".into()));
@@ -198,6 +213,7 @@ pub fn main(args: WorkerArgs) -> i32 {
         &SealConfig {
             read: args.read.clone(),
             write: args.write.clone(),
+            simulate_no_landlock: args.test_no_landlock,
         },
         !args.allow_weak,
     );
@@ -283,7 +299,7 @@ fn failed_report(m: &InvokeMsg, e: SandboxError) -> InvokeReport {
         logs: Vec::new(),
         usage: Default::default(),
         limits: DeploymentLimits::default()
-            .resolve(crate::manifest::RuntimeKind::Wasm, &Default::default()),
+            .fill(crate::manifest::RuntimeKind::Wasm, &Default::default()),
         digest: String::new(),
         incident: None,
     }
@@ -330,7 +346,22 @@ fn self_test(seal: Result<SealReport, SandboxError>, args: &WorkerArgs) -> i32 {
     })
     .join()
     .unwrap_or_else(|_| json!({"panicked": true}));
+    let probes: Vec<Value> = args
+        .probe
+        .iter()
+        .map(|p| {
+            let r = attempt(|| {
+                if p.is_dir() {
+                    std::fs::read_dir(p).map(|d| format!("{} entries", d.count()))
+                } else {
+                    std::fs::read(p).map(|b| format!("{} bytes", b.len()))
+                }
+            });
+            json!({"path": p.display().to_string(), "result": r})
+        })
+        .collect();
     let report = json!({
+        "probes": probes,
         "seal": match &seal { Ok(s) => json!(s), Err(e) => e.to_value() },
         "main_thread": main_thread,
         "thread": from_thread,

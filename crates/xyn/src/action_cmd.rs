@@ -19,17 +19,24 @@ use xyn_sandbox::{DeploymentLimits, codes};
 
 use crate::cli::ActionCmd;
 
-/// The sandbox of a node: its layout, and a pool of workers started from this binary.
-pub fn host(data_dir: &Path, allow_weak: bool, workers: usize) -> Result<Arc<SandboxHost>> {
+/// The sandbox of a node: its layout, and a pool of workers started from this binary
+/// (each sealed to the one action it serves), with the deployment's limits from
+/// `[sandbox]` in xyn.toml.
+pub fn host(
+    data_dir: &Path,
+    allow_weak: bool,
+    limits: DeploymentLimits,
+    workers: usize,
+) -> Result<Arc<SandboxHost>> {
     let layout = Layout::new(data_dir);
     layout.ensure().map_err(|e| anyhow::anyhow!("{e}"))?;
     let program = std::env::current_exe().context("cannot find the xyn binary")?;
-    let limits = DeploymentLimits::default();
     let pool = WorkerPool::new(PoolConfig {
         program,
         prefix: vec!["sandbox-worker".into()],
         worker: layout.worker_args(allow_weak, limits.clone()),
         size: workers,
+        max_idle: 0,
     });
     Ok(Arc::new(SandboxHost {
         pool,
@@ -102,19 +109,27 @@ pub fn run(cmd: ActionCmd) -> Result<ExitCode> {
             input,
             data_dir,
             allow_weak_sandbox,
+            config,
         } => {
             let input: Value = serde_json::from_str(&input).context("--input is not valid JSON")?;
+            let (limits, _) = crate::config::load_sandbox(config.as_deref())?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(run_one(&name, input, &data_dir, allow_weak_sandbox))
+            rt.block_on(run_one(&name, input, &data_dir, allow_weak_sandbox, limits))
         }
     }
 }
 
-async fn run_one(name: &str, input: Value, data_dir: &Path, allow_weak: bool) -> Result<ExitCode> {
-    let host = host(data_dir, allow_weak, 1)?;
+async fn run_one(
+    name: &str,
+    input: Value,
+    data_dir: &Path,
+    allow_weak: bool,
+    limits: DeploymentLimits,
+) -> Result<ExitCode> {
+    let host = host(data_dir, allow_weak, limits, 1)?;
     let dir = host.layout.package(name);
     let fail = |code: &str, msg: &str| {
         eprintln!("error: {msg}");

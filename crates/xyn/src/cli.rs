@@ -90,6 +90,10 @@ pub enum ActionCmd {
         /// Run even when the kernel cannot seal the worker (no Landlock).
         #[arg(long, env = "XYN_ALLOW_WEAK_SANDBOX")]
         allow_weak_sandbox: bool,
+        /// Configuration file whose [sandbox] section sets the deployment's limits
+        /// (default: ./xyn.toml when it exists).
+        #[arg(long, env = "XYN_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 

@@ -13,6 +13,9 @@ pub struct FileConfig {
     pub engine: EngineSection,
     #[serde(default)]
     pub agents: AgentsSection,
+    /// Sandboxed actions: deployment defaults and maximums of the budgets, pool size.
+    #[serde(default)]
+    pub sandbox: xyn_sandbox::SandboxSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +42,10 @@ pub struct AgentsSection {
 #[derive(Debug)]
 pub struct Settings {
     pub node: xyn_engine::NodeConfig,
+    /// Budgets of sandboxed actions (`[sandbox]`, validated).
+    pub sandbox_limits: xyn_sandbox::DeploymentLimits,
+    /// Most sandbox workers busy at once (`[sandbox] pool_size`).
+    pub sandbox_pool: usize,
     pub fallback_cassette: Option<PathBuf>,
     pub sqlite_full: bool,
     pub source: Option<PathBuf>,
@@ -49,8 +56,27 @@ fn duration(what: &str, s: &str) -> Result<u64> {
         .with_context(|| format!("{what}: {s:?} is not a duration like 30s, 10m or 1h"))
 }
 
-pub fn load(explicit: Option<&Path>) -> Result<Settings> {
-    let (file, source) = match explicit {
+/// The `[sandbox]` settings alone (for `xyn action run`): deployment limits and pool size.
+pub fn load_sandbox(explicit: Option<&Path>) -> Result<(xyn_sandbox::DeploymentLimits, usize)> {
+    let (file, source) = read_file(explicit)?;
+    sandbox_of(&file, source.as_deref())
+}
+
+fn sandbox_of(
+    file: &FileConfig,
+    source: Option<&Path>,
+) -> Result<(xyn_sandbox::DeploymentLimits, usize)> {
+    file.sandbox.resolve().map_err(|e| {
+        anyhow::anyhow!(
+            "bad config {}: {}",
+            source.map_or_else(|| "xyn.toml".into(), |p| p.display().to_string()),
+            e.message
+        )
+    })
+}
+
+fn read_file(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
+    Ok(match explicit {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read config {}", p.display()))?;
@@ -71,7 +97,12 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
                 Err(_) => (FileConfig::default(), None),
             }
         }
-    };
+    })
+}
+
+pub fn load(explicit: Option<&Path>) -> Result<Settings> {
+    let (file, source) = read_file(explicit)?;
+    let (sandbox_limits, sandbox_pool) = sandbox_of(&file, source.as_deref())?;
     let base = source
         .as_ref()
         .and_then(|p| p.parent())
@@ -126,6 +157,8 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         });
     Ok(Settings {
         node,
+        sandbox_limits,
+        sandbox_pool,
         fallback_cassette,
         sqlite_full,
         source,

@@ -68,7 +68,12 @@ async fn run_node(args: ServeArgs, settings: config::Settings) -> Result<ExitCod
     let agents =
         xyn_agents::Router::new(&agents_cfg, http.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Sandboxed actions: installed packages run in sealed worker processes.
-    let sandbox = crate::action_cmd::host(&args.data_dir, args.allow_weak_sandbox, 2)?;
+    let sandbox = crate::action_cmd::host(
+        &args.data_dir,
+        args.allow_weak_sandbox,
+        settings.sandbox_limits.clone(),
+        settings.sandbox_pool,
+    )?;
     let mut actions = xyn_actions::Registry::with_builtins();
     for (name, e) in xyn_sandbox::action::register_installed(&sandbox, &mut actions) {
         tracing::error!(action = %name, code = %e.code, error = %e.message, "sandboxed action not registered");
@@ -77,7 +82,16 @@ async fn run_node(args: ServeArgs, settings: config::Settings) -> Result<ExitCod
     match sandbox.pool.warm_up().await {
         Ok(seal) => {
             tracing::info!(landlock = %seal.landlock, landlock_abi = ?seal.landlock_abi, seccomp = seal.seccomp,
-                weak = !seal.sealed(), "sandbox worker ready")
+                weak = !seal.sealed(), pool_size = settings.sandbox_pool, "sandbox worker ready");
+            if !seal.sealed() {
+                let why = seal.notes.join("; ");
+                tracing::warn!(landlock = %seal.landlock, seccomp = seal.seccomp, notes = %why,
+                    "the sandbox worker is not fully sealed; untrusted actions run anyway (--allow-weak-sandbox)");
+                eprintln!(
+                    "xyn: WARNING: the sandbox worker is not fully sealed (landlock: {}, seccomp: {}; {why}); untrusted actions run anyway because of --allow-weak-sandbox",
+                    seal.landlock, seal.seccomp
+                );
+            }
         }
         Err(e) if e.code == xyn_sandbox::codes::SANDBOX_WEAK => {
             tracing::error!(code = %e.code, error = %e.message, "the sandbox worker cannot be sealed; untrusted actions are refused (start with --allow-weak-sandbox to run them anyway)");

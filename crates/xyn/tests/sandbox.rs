@@ -189,6 +189,7 @@ fn the_examples_install_and_run_in_each_runtime() {
     let port = http_server();
     for (dir, name) in [
         ("wasm-notes", "demo.wasm_notes"),
+        ("component-notes", "demo.component_notes"),
         ("lua-notes", "demo.lua_notes"),
         ("js-notes", "demo.js_notes"),
     ] {
@@ -204,6 +205,14 @@ fn the_examples_install_and_run_in_each_runtime() {
             );
             assert_eq!(v["db"]["ok"][0]["visits"], 1, "{v}");
             assert_eq!(v["http"]["ok"]["status"], 200, "{v}");
+        } else if name == "demo.component_notes" {
+            assert_eq!(v["runtime"], "component", "{v}");
+            assert!(
+                v["fs"].as_str().unwrap().contains("component action"),
+                "{v}"
+            );
+            assert_eq!(v["db"][0]["visits"], 1, "{v}");
+            assert_eq!(v["http"]["status"], 200, "{v}");
         } else {
             assert!(
                 v["note"].as_str().unwrap().contains("action's data dir"),
@@ -225,6 +234,8 @@ fn the_examples_install_and_run_in_each_runtime() {
         let v: Value = serde_json::from_str(&out).unwrap();
         let visits = if name == "demo.wasm_notes" {
             &v["db"]["ok"][0]["visits"]
+        } else if name == "demo.component_notes" {
+            &v["db"][0]["visits"]
         } else {
             &v["visits"]
         };
@@ -236,7 +247,7 @@ fn the_examples_install_and_run_in_each_runtime() {
         .output()
         .unwrap();
     let l: Value = serde_json::from_slice(&list.stdout).unwrap();
-    assert_eq!(l.as_array().unwrap().len(), 3);
+    assert_eq!(l.as_array().unwrap().len(), 4);
     // Input is checked against the package's input schema before anything runs.
     let (code, out) = run("demo.lua_notes", json!({"nope": 1}), &data);
     assert_eq!((code, out.as_str()), (1, "action.input_invalid"));
@@ -380,7 +391,23 @@ impl Drop for Node {
 }
 
 fn start_node(dir: &Path, data: &Path, blueprints: &Path) -> Node {
-    let mut child = xyn()
+    start_node_with(dir, data, blueprints, &[], &[]).0
+}
+
+/// Starts a node with extra arguments and environment; also returns what it wrote to
+/// stderr before it listened.
+fn start_node_with(
+    dir: &Path,
+    data: &Path,
+    blueprints: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (Node, Vec<String>) {
+    let mut cmd = xyn();
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args([
             "serve",
             "--listen",
@@ -392,6 +419,7 @@ fn start_node(dir: &Path, data: &Path, blueprints: &Path) -> Node {
         .arg(data)
         .arg("--blueprints")
         .arg(blueprints)
+        .args(extra)
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -399,12 +427,14 @@ fn start_node(dir: &Path, data: &Path, blueprints: &Path) -> Node {
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
+    let mut before = Vec::new();
     let port = loop {
         line.clear();
         assert!(
             err.read_line(&mut line).unwrap() > 0,
-            "the node exited before listening"
+            "the node exited before listening: {before:?}"
         );
+        before.push(line.trim_end().to_string());
         if let Some(rest) = line.split("listening on http://127.0.0.1:").nth(1) {
             break rest
                 .split_whitespace()
@@ -415,7 +445,7 @@ fn start_node(dir: &Path, data: &Path, blueprints: &Path) -> Node {
         }
     };
     std::thread::spawn(move || for _ in err.lines() {});
-    Node { child, port }
+    (Node { child, port }, before)
 }
 
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
@@ -612,4 +642,335 @@ fn a_node_runs_sandboxed_steps_and_keeps_serving_when_one_crashes() {
     );
     assert!(items.iter().all(|e| e["data"]["action"] == "t.peek"));
     assert!(items.iter().any(|e| e["data"]["target"] == "/etc/passwd"));
+}
+
+/// `xyn action run` with extra arguments and environment: (exit code, stdout, stderr).
+fn run_with(
+    name: &str,
+    input: Value,
+    data: &Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (i32, String, String) {
+    let mut cmd = xyn();
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .args([
+            "action",
+            "run",
+            name,
+            "--input",
+            &input.to_string(),
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn each_actions_worker_is_sealed_to_that_actions_roots_only() {
+    use xyn_sandbox::install::Layout;
+    let d = tempfile::tempdir().unwrap();
+    let layout = Layout::new(&d.path().join("data"));
+    layout.ensure().unwrap();
+    for name in ["t.a", "t.b"] {
+        layout.prepare_action(name).unwrap();
+        std::fs::create_dir_all(layout.package(name)).unwrap();
+        std::fs::write(layout.package(name).join("main.lua"), "-- code").unwrap();
+        std::fs::write(layout.data(name).join("file.txt"), name).unwrap();
+        std::fs::write(layout.db(name), "db").unwrap();
+        std::fs::write(layout.action_cache(name).join("x.cwasm"), "cache").unwrap();
+    }
+    // The worker for t.a, exactly as the pool starts it, trying to read both actions'
+    // files from native code after sealing.
+    let roots = layout.roots("t.a", &layout.package("t.a"));
+    let mut args = vec!["sandbox-worker".to_string(), "--self-test-seal".into()];
+    for r in &roots.read {
+        args.extend(["--read".into(), r.display().to_string()]);
+    }
+    for w in &roots.write {
+        args.extend(["--write".into(), w.display().to_string()]);
+    }
+    let probes = |name: &str| {
+        vec![
+            layout.package(name).join("main.lua"),
+            layout.data(name).join("file.txt"),
+            layout.db(name),
+            layout.action_cache(name).join("x.cwasm"),
+        ]
+    };
+    for p in probes("t.a").into_iter().chain(probes("t.b")) {
+        args.extend(["--probe".into(), p.display().to_string()]);
+    }
+    args.extend(["--probe".into(), layout.data_root().display().to_string()]);
+    let out = xyn().args(&args).env_clear().output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let r: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(r["seal"]["landlock"], "full", "{r}");
+    let probes = r["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 9, "{r}");
+    for p in probes {
+        let path = p["path"].as_str().unwrap();
+        let own = path.contains("/t.a");
+        if own {
+            assert_eq!(p["result"]["ok"], true, "its own files stay readable: {p}");
+        } else {
+            assert_eq!(p["result"]["ok"], false, "another action's files: {p}");
+            assert_eq!(p["result"]["errno"], 13, "Landlock answers EACCES: {p}");
+        }
+    }
+}
+
+#[test]
+fn without_landlock_untrusted_actions_are_refused_unless_allowed_weak() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let pkg = package(
+        &d.path().join("pkgs"),
+        "t.hello",
+        "lua",
+        "main.lua",
+        "function handle() return {hello = 'world'} end\n",
+        "",
+    );
+    install(&pkg, &data);
+    let no_landlock = [("XYN_TEST_NO_LANDLOCK", "1")];
+    // The control: this machine has Landlock, so the action runs sealed.
+    assert_eq!(
+        run("t.hello", json!({}), &data),
+        (0, r#"{"hello":"world"}"#.to_string())
+    );
+    // As on a kernel without Landlock: refused with sandbox.weak …
+    let (code, out, err) = run_with("t.hello", json!({}), &data, &[], &no_landlock);
+    assert_eq!((code, out.as_str()), (1, "sandbox.weak"), "{err}");
+    assert!(err.contains("no Landlock"), "{err}");
+    // … and run with --allow-weak-sandbox.
+    let (code, out, err) = run_with(
+        "t.hello",
+        json!({}),
+        &data,
+        &["--allow-weak-sandbox"],
+        &no_landlock,
+    );
+    assert_eq!((code, out.as_str()), (0, r#"{"hello":"world"}"#), "{err}");
+
+    // A node says so at start, and refuses the action in a step.
+    let bps = d.path().join("blueprints");
+    std::fs::create_dir_all(&bps).unwrap();
+    std::fs::write(
+        bps.join("hello.yaml"),
+        "id: bp.t.hello\nname: hello\ntrigger:\n  event_type: \"test.hello\"\nplan:\n  - kind: action_task\n    id: only\n    action: t.hello\n    with: {}\n",
+    )
+    .unwrap();
+    let (node, said) = start_node_with(d.path(), &data, &bps, &[], &no_landlock);
+    let warning = said
+        .iter()
+        .find(|l| l.contains("WARNING"))
+        .unwrap_or_else(|| panic!("no warning at start: {said:?}"));
+    assert!(
+        warning.contains("no Landlock") && warning.contains("untrusted actions are refused"),
+        "{warning}"
+    );
+    let run_id = start_run(node.port, "bp.t.hello", json!({}));
+    assert_eq!(wait_run(node.port, &run_id)["status"], "failed");
+    assert_eq!(
+        step_error(node.port, &run_id, "only")["code"],
+        "sandbox.weak"
+    );
+    drop(node);
+
+    let (node, said) = start_node_with(
+        d.path(),
+        &data,
+        &bps,
+        &["--allow-weak-sandbox"],
+        &no_landlock,
+    );
+    let warning = said
+        .iter()
+        .find(|l| l.contains("WARNING"))
+        .unwrap_or_else(|| panic!("no warning at start: {said:?}"));
+    assert!(
+        warning.contains("not fully sealed") && warning.contains("--allow-weak-sandbox"),
+        "{warning}"
+    );
+    let run_id = start_run(node.port, "bp.t.hello", json!({}));
+    let r = wait_run(node.port, &run_id);
+    assert_eq!(r["status"], "completed", "{r}");
+}
+
+#[test]
+fn deployment_limits_come_from_the_sandbox_section_of_the_config() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let pkgs = d.path().join("pkgs");
+    // No fuel in its manifest: the deployment's default applies.
+    let spin = package(
+        &pkgs,
+        "t.spin",
+        "lua",
+        "main.lua",
+        "function handle() while true do end end\n",
+        "[limits]\ntimeout_ms = 20000\n",
+    );
+    // Asks for more fuel than the deployment allows.
+    let greedy = package(
+        &pkgs,
+        "t.greedy",
+        "lua",
+        "main.lua",
+        "function handle() return {} end\n",
+        "[limits]\nfuel = 9000000\n",
+    );
+    install(&spin, &data);
+    install(&greedy, &data);
+    let config = d.path().join("xyn.toml");
+    std::fs::write(
+        &config,
+        "[sandbox]\npool_size = 3\n[sandbox.defaults]\nfuel = 1000000\n[sandbox.maximum]\nfuel = 5000000\n",
+    )
+    .unwrap();
+    let cfg = ["--config", config.to_str().unwrap()];
+    let (code, out, err) = run_with("t.spin", json!({}), &data, &cfg, &[]);
+    assert_eq!((code, out.as_str()), (1, "budget.fuel_exceeded"), "{err}");
+    let incident = err
+        .lines()
+        .find_map(|l| l.strip_prefix("incident bundle: "))
+        .unwrap();
+    let inc: Value = serde_json::from_slice(&std::fs::read(incident).unwrap()).unwrap();
+    assert_eq!(inc["report"]["limits"]["fuel"], 1_000_000, "{inc}");
+    let (code, out, err) = run_with("t.greedy", json!({}), &data, &cfg, &[]);
+    assert_eq!((code, out.as_str()), (1, "manifest.invalid"), "{err}");
+    assert!(
+        err.contains("limits.fuel = 9000000") && err.contains("sandbox.maximum.fuel = 5000000"),
+        "{err}"
+    );
+    // Without the config the built-in maximum allows it.
+    assert_eq!(run("t.greedy", json!({}), &data).0, 0);
+
+    // A node does not register the greedy action, and says why.
+    let bps = d.path().join("blueprints");
+    std::fs::create_dir_all(&bps).unwrap();
+    let (node, said) = start_node_with(d.path(), &data, &bps, &cfg, &[]);
+    assert!(
+        said.iter()
+            .any(|l| l.contains("t.greedy not registered") && l.contains("sandbox.maximum.fuel")),
+        "{said:?}"
+    );
+    drop(node);
+
+    // Bad values are refused at start, naming the key.
+    std::fs::write(&config, "[sandbox.defaults]\ntimeout_ms = 0\n").unwrap();
+    let (code, _, err) = run_with("t.spin", json!({}), &data, &cfg, &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("sandbox.defaults.timeout_ms"), "{err}");
+    let out = xyn()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .args(cfg)
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sandbox.defaults.timeout_ms"), "{err}");
+    std::fs::write(&config, "[sandbox]\npool_sise = 2\n").unwrap();
+    let (code, _, err) = run_with("t.spin", json!({}), &data, &cfg, &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("pool_sise"), "{err}");
+}
+
+#[test]
+fn the_pool_keeps_one_worker_per_action_and_at_most_size_busy() {
+    use xyn_sandbox::install::Layout;
+    use xyn_sandbox::pool::{PoolConfig, WorkerPool};
+    use xyn_sandbox::worker::InvokeMsg;
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let pkgs = d.path().join("pkgs");
+    for name in ["t.one", "t.two"] {
+        install(
+            &package(
+                &pkgs,
+                name,
+                "lua",
+                "main.lua",
+                "function handle(input) if input.spin then while true do end end return {} end\n",
+                "[limits]\ntimeout_ms = 400\nfuel = 100000000000000\n",
+            ),
+            &data,
+        );
+    }
+    let layout = Layout::new(&data);
+    let pool_of = |size: usize| {
+        WorkerPool::new(PoolConfig {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_xyn")),
+            prefix: vec!["sandbox-worker".into()],
+            worker: layout.worker_args(false, Default::default()),
+            size,
+            max_idle: 0,
+        })
+    };
+    let msg = |name: &str, input: Value| InvokeMsg {
+        id: 0,
+        package: layout.package(name),
+        data_dir: Some(layout.data(name)),
+        db_path: None,
+        env: Default::default(),
+        secrets: Default::default(),
+        input,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = pool_of(1);
+        for name in ["t.one", "t.two", "t.one"] {
+            let roots = layout.roots(name, &layout.package(name));
+            let r = pool
+                .invoke(&roots, msg(name, json!({})), Duration::from_secs(10))
+                .await
+                .unwrap();
+            assert!(r.result.is_ok(), "{:?}", r.result);
+        }
+        // One idle worker per action, reused for the same action only.
+        assert_eq!(pool.idle_keys(), vec!["t.two", "t.one"]);
+        // Size 1: two spinning invocations (400 ms each) run one after the other.
+        let (r1, r2) = (
+            layout.roots("t.one", &layout.package("t.one")),
+            layout.roots("t.two", &layout.package("t.two")),
+        );
+        let t = Instant::now();
+        let (a, b) = tokio::join!(
+            pool.invoke(
+                &r1,
+                msg("t.one", json!({"spin": true})),
+                Duration::from_secs(10)
+            ),
+            pool.invoke(
+                &r2,
+                msg("t.two", json!({"spin": true})),
+                Duration::from_secs(10)
+            ),
+        );
+        let took = t.elapsed();
+        for r in [a.unwrap(), b.unwrap()] {
+            assert_eq!(r.result.unwrap_err().code, "budget.timeout");
+        }
+        assert!(
+            took >= Duration::from_millis(790),
+            "size 1 ran both at once: {took:?}"
+        );
+    });
 }
