@@ -61,8 +61,98 @@ fn wat_loop(imp: &str, args: &str, n: u32) -> String {
     )
 }
 
+/// A WASI 0.2 component (component-model text) doing `n` calls of the typed host
+/// function `imp` (`fs-read` or `db-query`); a libc core module owns memory and realloc.
+fn component_loop(cap: &str, n: u32) -> String {
+    let (import, lowered, core_sig, call) = match cap {
+        "db" => (
+            r#"(export "db-query" (func (param "sql" string) (param "params" string) (result $r-str)))"#,
+            r#"(core func $f (canon lower (func $host "db-query") (memory $mem) (realloc $realloc)))"#,
+            "(param i32 i32 i32 i32 i32)",
+            "(call $f (i32.const 1024) (i32.const 29) (i32.const 1088) (i32.const 7) (i32.const 512))",
+        ),
+        _ => (
+            r#"(export "fs-read" (func (param "path" string) (result $r-str)))"#,
+            r#"(core func $f (canon lower (func $host "fs-read") (memory $mem) (realloc $realloc)))"#,
+            "(param i32 i32 i32)",
+            "(call $f (i32.const 1120) (i32.const 12) (i32.const 512))",
+        ),
+    };
+    format!(
+        r#"(component
+  (import "xyn:action/host@0.1.0" (instance $host
+    (type $ce (record (field "code" string) (field "message" string)))
+    (export "cap-error" (type $cap-error (eq $ce)))
+    (type $r-str (result string (error $cap-error)))
+    {import}))
+  (core module $libc
+    (memory (export "memory") 1)
+    (global $heap (mut i32) (i32.const 16384))
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32) (local $end i32)
+      (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
+      (local.set $end (i32.add (local.get $p) (local.get 3)))
+      (block $done (loop $grow
+        (br_if $done (i32.le_u (local.get $end) (i32.mul (memory.size) (i32.const 65536))))
+        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))
+        (br $grow)))
+      (global.set $heap (local.get $end))
+      (local.get $p)))
+  (core instance $libc (instantiate $libc))
+  (alias core export $libc "memory" (core memory $mem))
+  (alias core export $libc "realloc" (core func $realloc))
+  {lowered}
+  (core module $main
+    (import "libc" "memory" (memory 1))
+    (import "host" "f" (func $f {core_sig}))
+    (data (i32.const 1024) "SELECT v FROM kv WHERE k = ?1")
+    (data (i32.const 1088) "["k42"]")
+    (data (i32.const 1120) "inbox/1k.txt")
+    (data (i32.const 1152) "{{}}")
+    (func (export "handle") (param i32 i32) (result i32)
+      (local $i i32)
+      (block $done (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (i32.const {n})))
+        {call}
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+      (i32.store8 (i32.const 256) (i32.const 0))
+      (i32.store (i32.const 260) (i32.const 1152))
+      (i32.store (i32.const 264) (i32.const 2))
+      (i32.const 256)))
+  (core instance $main (instantiate $main
+    (with "libc" (instance $libc))
+    (with "host" (instance (export "f" (func $f))))))
+  (func $handle (param "input" string) (result (result string (error string)))
+    (canon lift (core func $main "handle") (memory $mem) (realloc $realloc)))
+  (export "handle" (func $handle))
+)"#
+    )
+}
+
+/// A component whose `handle` answers ok("{}") (input lifted into its memory through
+/// its realloc).
+const COMPONENT_NOOP: &str = r#"(component
+  (core module $m
+    (memory (export "memory") 1)
+    (data (i32.const 1024) "{}")
+    (func (export "realloc") (param i32 i32 i32 i32) (result i32) (i32.const 4096))
+    (func (export "handle") (param i32 i32) (result i32)
+      (i32.store8 (i32.const 256) (i32.const 0))
+      (i32.store (i32.const 260) (i32.const 1024))
+      (i32.store (i32.const 264) (i32.const 2))
+      (i32.const 256)))
+  (core instance $i (instantiate $m))
+  (func $handle (param "input" string) (result (result string (error string)))
+    (canon lift (core func $i "handle") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
+  (export "handle" (func $handle)))"#;
+
+/// The runtimes benchmarked: `component` is a WASI 0.2 component under runtime `wasm`.
+const RUNTIMES: [&str; 4] = ["wasm", "component", "lua", "js"];
+
 fn noop(rt: &str) -> (&'static str, String) {
     match rt {
+        "component" => ("main.wat", COMPONENT_NOOP.to_string()),
         "wasm" => (
             "main.wat",
             format!(
@@ -95,6 +185,7 @@ fn looping(rt: &str, cap: &str, n: u32) -> (&'static str, String) {
     };
     match rt {
         "wasm" => ("main.wat", wat_loop(imp, args, n)),
+        "component" => ("main.wat", component_loop(cap, n)),
         "lua" => (
             "main.lua",
             format!("function handle() for i = 1, {n} do local r = {lua} end return {{}} end\n"),
@@ -114,7 +205,7 @@ fn write_pkg(root: &Path, name: &str, rt: &str, entry: &str, code: &str) -> Path
     std::fs::write(dir.join(entry), code).unwrap();
     std::fs::write(
         dir.join("xyn-action.toml"),
-        format!("name = \"{name}\"\nruntime = \"{rt}\"\nentry = \"{entry}\"\n[capabilities]\nfs_read = [\"inbox\"]\ndb = true\n[limits]\nfuel = 100000000000\ntimeout_ms = 60000\n"),
+        format!("name = \"{name}\"\nruntime = \"{}\"\nentry = \"{entry}\"\n[capabilities]\nfs_read = [\"inbox\"]\ndb = true\n[limits]\nfuel = 100000000000\ntimeout_ms = 60000\n", if rt == "component" { "wasm" } else { rt }),
     )
     .unwrap();
     dir
@@ -214,12 +305,12 @@ fn main() {
         "## Per-invocation overhead of a no-op action (in-process: runtime + capability layer)\n"
     );
     println!("| runtime | mode | median µs | p99 µs | n |\n|---|---|---|---|---|");
-    for rt in ["wasm", "lua", "js"] {
+    for rt in RUNTIMES {
         let (entry, code) = noop(rt);
         let pkg = write_pkg(&pkgs, &format!("bench.noop_{rt}"), rt, entry, &code);
         b.time(&pkg, 200, false);
         row(rt, "warm", &stats(b.time(&pkg, 3000, false)), 3000);
-        let label = if rt == "wasm" {
+        let label = if rt == "wasm" || rt == "component" {
             "cold (precompiled module from the disk cache)"
         } else {
             "cold (package re-read)"
@@ -239,6 +330,22 @@ fn main() {
             firsts.extend(b.time(&pkg, 1, false));
         }
         row("wasm", "first compile (no cache)", &stats(firsts), 20);
+        let mut firsts = Vec::new();
+        for i in 0..20 {
+            let code = COMPONENT_NOOP.replace(
+                "(i32.const 4096)",
+                &format!("(i32.const {})", 4096 + 8 * (i + 1)),
+            );
+            let pkg = write_pkg(
+                &pkgs,
+                &format!("bench.ccompile_{i}"),
+                "component",
+                "main.wat",
+                &code,
+            );
+            firsts.extend(b.time(&pkg, 1, false));
+        }
+        row("component", "first compile (no cache)", &stats(firsts), 20);
     }
 
     println!("\n## Capability calls against the same operation natively (in-process)\n");
@@ -280,7 +387,7 @@ fn main() {
         us(native_fs.p99)
     );
     for cap in ["db", "fs"] {
-        for rt in ["wasm", "lua", "js"] {
+        for rt in RUNTIMES {
             let (entry, code) = looping(rt, cap, K);
             let pkg = write_pkg(&pkgs, &format!("bench.{cap}_{rt}"), rt, entry, &code);
             let (e0, c0) = looping(rt, cap, 0);
@@ -341,7 +448,7 @@ fn worker_rows(xyn: &Path, b: &Bench) {
         secrets: BTreeMap::new(),
         input: Value::Object(Default::default()),
     };
-    for r in ["wasm", "lua", "js"] {
+    for r in RUNTIMES {
         let (entry, code) = noop(r);
         let pkg = write_pkg(
             &layout.packages(),
@@ -382,7 +489,7 @@ fn worker_rows(xyn: &Path, b: &Bench) {
             }
             v
         });
-        let label = if r == "wasm" {
+        let label = if r == "wasm" || r == "component" {
             "cold module (caches dropped; precompiled from disk)"
         } else {
             "cold package (caches dropped)"

@@ -52,7 +52,11 @@ impl SandboxedAction {
     ) -> Result<Self, SandboxError> {
         let limits = host.limits.resolve(manifest.runtime, &manifest.limits)?;
         host.layout.prepare_action(&manifest.name)?;
-        let roots = host.layout.roots(&manifest.name, &dir);
+        let mut roots = host.layout.roots(&manifest.name, &dir);
+        roots.http_policy = Some(crate::caps::http::HttpPolicy {
+            action: manifest.name.clone(),
+            hosts: manifest.capabilities.http_hosts.clone(),
+        });
         let schema = |rel: &Option<String>| -> Result<Value, SandboxError> {
             match rel {
                 Some(r) => read_schema(&dir, r),

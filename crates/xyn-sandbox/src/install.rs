@@ -104,6 +104,7 @@ impl Layout {
             read: vec![package.to_path_buf()],
             write: vec![self.data(name), self.db_dir(name), self.action_cache(name)],
             cache_dir: Some(self.action_cache(name)),
+            http_policy: None,
         }
     }
 

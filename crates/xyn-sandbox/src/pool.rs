@@ -44,7 +44,7 @@ pub struct PoolConfig {
 
 /// What one worker is sealed to: the roots of one action. Workers are reused only for the
 /// same `key`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct WorkerRoots {
     /// The action's name.
     pub key: String,
@@ -54,6 +54,10 @@ pub struct WorkerRoots {
     pub write: Vec<PathBuf>,
     /// Where its precompiled modules are cached.
     pub cache_dir: Option<PathBuf>,
+    /// The action's HTTP allowlist, as the node knows it from the manifest. When set, the
+    /// node checks the requests this worker forwards against it — never against the policy
+    /// the worker sends along, which a compromised worker could widen.
+    pub http_policy: Option<crate::caps::http::HttpPolicy>,
 }
 
 struct Worker {
@@ -279,7 +283,11 @@ impl WorkerPool {
         msg.id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let res = tokio::time::timeout(deadline, self.converse(&mut w, msg)).await;
+        let res = tokio::time::timeout(
+            deadline,
+            self.converse(&mut w, msg, roots.http_policy.as_ref()),
+        )
+        .await;
         match res {
             Ok(Ok(report)) => {
                 self.put_back(&roots.key, w);
@@ -302,7 +310,12 @@ impl WorkerPool {
         }
     }
 
-    async fn converse(&self, w: &mut Worker, msg: InvokeMsg) -> Result<InvokeReport, String> {
+    async fn converse(
+        &self,
+        w: &mut Worker,
+        msg: InvokeMsg,
+        node_policy: Option<&crate::caps::http::HttpPolicy>,
+    ) -> Result<InvokeReport, String> {
         let id = msg.id;
         send(&mut w.stdin, &ToWorker::Invoke(Box::new(msg)))
             .await
@@ -320,7 +333,8 @@ impl WorkerPool {
                     policy,
                     request,
                 }) if got == id => {
-                    let result = self.http.execute(&policy, request).await;
+                    let policy = node_policy.unwrap_or(&policy);
+                    let result = self.http.execute(policy, request).await;
                     send(&mut w.stdin, &ToWorker::HttpResult { id, result })
                         .await
                         .map_err(|e| format!("cannot write to the worker: {e}"))?;
