@@ -106,7 +106,7 @@ fn component_loop(cap: &str, n: u32) -> String {
     (import "libc" "memory" (memory 1))
     (import "host" "f" (func $f {core_sig}))
     (data (i32.const 1024) "SELECT v FROM kv WHERE k = ?1")
-    (data (i32.const 1088) "["k42"]")
+    (data (i32.const 1088) "[\"k42\"]")
     (data (i32.const 1120) "inbox/1k.txt")
     (data (i32.const 1152) "{{}}")
     (func (export "handle") (param i32 i32) (result i32)
