@@ -1,11 +1,14 @@
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use axum::http::header;
+use axum::response::IntoResponse;
 
 use crate::AppState;
 use crate::dto::HealthDto;
 
-/// `GET /api/v1/health`: answers from memory, never touches the store.
+/// Liveness and version; answers from memory, never touches the store.
+#[utoipa::path(get, path = "/api/v1/health", tag = "health",
+    responses((status = 200, description = "The node is up", body = HealthDto)))]
 pub async fn health(State(s): State<AppState>) -> Json<HealthDto> {
     Json(HealthDto {
         status: "ok",
@@ -16,10 +19,10 @@ pub async fn health(State(s): State<AppState>) -> Json<HealthDto> {
     })
 }
 
-/// `GET /api/internal/stats`: what the store has done (reads, commits) and the engine's load.
-pub async fn stats(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "store": s.node.store().stats(),
-        "busy_runs": s.node.busy(),
-    }))
+/// `GET /api/v1/openapi.json`: this API's OpenAPI 3.1 document.
+pub async fn openapi(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.openapi.as_str().to_string(),
+    )
 }
