@@ -11,7 +11,8 @@ const FILES: &[(&str, &str)] = &[
 ];
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let ui = manifest.join("ui");
     let modules = ui.join("node_modules");
     println!("cargo:rerun-if-changed=ui/package-lock.json");
@@ -37,7 +38,13 @@ fn main() {
 
 fn install(ui: &Path) {
     let status = Command::new("npm")
-        .args(["ci", "--omit=dev", "--no-audit", "--no-fund", "--loglevel=error"])
+        .args([
+            "ci",
+            "--omit=dev",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ])
         .current_dir(ui)
         .status();
     match status {

@@ -131,7 +131,10 @@ impl AuthConfig {
                 ));
             };
             let role = Role::parse(role).ok_or_else(|| {
-                format!("line {}: role must be operator or owner, not {role:?}", n + 1)
+                format!(
+                    "line {}: role must be operator or owner, not {role:?}",
+                    n + 1
+                )
             })?;
             self.add(token, name, role)
                 .map_err(|e| format!("line {}: {e}", n + 1))?;
@@ -240,7 +243,9 @@ fn is_public(path: &str) -> bool {
 }
 
 fn operator_only(path: &str) -> bool {
-    path.starts_with("/api/internal/") || path == "/ui/operator" || path.starts_with("/ui/operator/")
+    path.starts_with("/api/internal/")
+        || path == "/ui/operator"
+        || path.starts_with("/ui/operator/")
 }
 
 fn unsafe_method(m: &Method) -> bool {
@@ -253,7 +258,9 @@ fn deny(kind: ErrorKind, code: &'static str, msg: &str) -> Response {
 
 /// A `Set-Cookie` value for a cookie the browser keeps for the session.
 pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
-    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    let age = max_age
+        .map(|a| format!("; Max-Age={a}"))
+        .unwrap_or_default();
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Strict{age}"
     ))
@@ -336,7 +343,10 @@ pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> R
     let needs_csrf =
         unsafe_method(&method) && (ui || (method_used == AuthMethod::Session && !is_public(&path)));
     if needs_csrf {
-        if let Some(origin) = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        if let Some(origin) = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
             && origin != "null"
         {
             let host = req
@@ -371,11 +381,12 @@ pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> R
                 if is_form {
                     match axum::body::to_bytes(body, s.config.max_body_bytes).await {
                         Ok(bytes) => {
-                            let field = serde_urlencoded::from_bytes::<Vec<(String, String)>>(
-                                &bytes,
-                            )
-                            .ok()
-                            .and_then(|v| v.into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v));
+                            let field =
+                                serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+                                    .ok()
+                                    .and_then(|v| {
+                                        v.into_iter().find(|(k, _)| k == "csrf").map(|(_, v)| v)
+                                    });
                             (field, Body::from(bytes))
                         }
                         Err(_) => {

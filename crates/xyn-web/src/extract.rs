@@ -137,7 +137,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
                 if m.contains("unknown field") {
                     XynError::invalid(
                         codes::REQUEST_UNKNOWN_FIELD,
-                        format!("unknown query parameter: {}", m.replace("field", "parameter")),
+                        format!(
+                            "unknown query parameter: {}",
+                            m.replace("field", "parameter")
+                        ),
                     )
                 } else {
                     XynError::bad_request(codes::REQUEST_INVALID, format!("bad query: {m}"))

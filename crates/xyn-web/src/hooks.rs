@@ -58,9 +58,12 @@ fn check_secret(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), Xy
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
             .map_err(|_| XynError::internal("hmac key"))?;
         mac.update(body);
-        return mac
-            .verify_slice(&want)
-            .map_err(|_| refuse(codes::HOOK_BAD_SIGNATURE, "the webhook signature does not match"));
+        return mac.verify_slice(&want).map_err(|_| {
+            refuse(
+                codes::HOOK_BAD_SIGNATURE,
+                "the webhook signature does not match",
+            )
+        });
     }
     let given = headers
         .get(header::AUTHORIZATION)

@@ -87,7 +87,6 @@ pub struct AppState {
     /// Committed events, pushed (for SSE and the live UI).
     pub feed: EventFeed,
     pub sessions: Arc<auth::Sessions>,
-    pub ui: Arc<ui::Templates>,
     /// Cancelled on shutdown: ends open event streams so shutdown does not wait for them.
     pub shutdown: CancellationToken,
     /// The OpenAPI document, rendered once.
@@ -101,7 +100,6 @@ impl AppState {
             config: Arc::new(config),
             feed,
             sessions: Arc::new(auth::Sessions::default()),
-            ui: Arc::new(ui::Templates::new()),
             shutdown: CancellationToken::new(),
             openapi: Arc::new(openapi::document_json()),
         }
@@ -110,7 +108,10 @@ impl AppState {
 
 /// The whole application router.
 pub fn app(state: AppState) -> Router {
-    let limit = state.config.max_body_bytes.max(state.config.max_upload_bytes);
+    let limit = state
+        .config
+        .max_body_bytes
+        .max(state.config.max_upload_bytes);
     let s = state.clone();
     routes::router()
         .merge(ui::router())

@@ -29,15 +29,24 @@ struct ApiDoc;
 
 /// Errors any operation may answer, with their reasons.
 const COMMON: &[(&str, &str)] = &[
-    ("400", "Malformed request: bad JSON, id, cursor or parameter"),
+    (
+        "400",
+        "Malformed request: bad JSON, id, cursor or parameter",
+    ),
     ("401", "Authentication required or token invalid"),
     ("403", "Authenticated but not allowed (role, CSRF)"),
     ("404", "Not found"),
     ("408", "The request took too long"),
     ("413", "The body is over the limit"),
-    ("422", "Well-formed but refused: wrong types, unknown fields (named)"),
+    (
+        "422",
+        "Well-formed but refused: wrong types, unknown fields (named)",
+    ),
     ("431", "The request headers are over the limit"),
-    ("500", "Internal error (details are in the node's log under the correlation id)"),
+    (
+        "500",
+        "Internal error (details are in the node's log under the correlation id)",
+    ),
     ("503", "The store is unavailable; try again"),
 ];
 
@@ -64,7 +73,10 @@ fn add_common(op: &mut Operation, write: bool) {
         add(code, why);
     }
     if write {
-        add("409", "Conflict: the target changed meanwhile or is in the wrong state");
+        add(
+            "409",
+            "Conflict: the target changed meanwhile or is in the wrong state",
+        );
         add("415", "The body must be JSON");
     }
 }
@@ -78,9 +90,14 @@ pub fn document() -> utoipa::openapi::OpenApi {
         for op in [&mut item.get, &mut item.head].into_iter().flatten() {
             add_common(op, false);
         }
-        for op in [&mut item.post, &mut item.put, &mut item.patch, &mut item.delete]
-            .into_iter()
-            .flatten()
+        for op in [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
         {
             add_common(op, true);
         }
@@ -92,7 +109,9 @@ pub fn document() -> utoipa::openapi::OpenApi {
     );
     comps.add_security_scheme(
         "session",
-        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(crate::auth::SESSION_COOKIE))),
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+            crate::auth::SESSION_COOKIE,
+        ))),
     );
     doc.security = Some(vec![
         utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new()),

@@ -61,10 +61,7 @@ pub fn api() -> OpenApiRouter<AppState> {
 pub fn router() -> Router<AppState> {
     let (router, _) = api().split_for_parts();
     router
-        .route(
-            "/api/v1/openapi.json",
-            axum::routing::get(health::openapi),
-        )
+        .route("/api/v1/openapi.json", axum::routing::get(health::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

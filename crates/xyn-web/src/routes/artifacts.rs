@@ -24,9 +24,7 @@ pub async fn list(
 ) -> ApiResult<Json<ListDto<ArtifactDto>>> {
     let q = ArtifactQuery {
         run_id: nz(&p.run_id).map(|r| parse_id("run_id", r)).transpose()?,
-        step_id: nz(&p.step_id)
-            .map(|r| parse_id("step_id", r))
-            .transpose()?,
+        step_id: nz(&p.step_id).map(|r| parse_id("step_id", r)).transpose()?,
         kind: nz(&p.kind).map(str::to_string),
         before: decode_cursor(nz(&p.cursor))?,
         limit: parse_limit(nz(&p.limit))?,
@@ -144,7 +142,11 @@ pub async fn download(
         "attachment; filename=\"{}\"",
         a.name
             .chars()
-            .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' { c } else { '_' })
+            .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' {
+                c
+            } else {
+                '_'
+            })
             .collect::<String>()
     );
     Ok((

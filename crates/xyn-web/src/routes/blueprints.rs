@@ -43,7 +43,11 @@ pub async fn list(
     let heads = s.node.store().blueprint_heads().await?;
     let mut page: Vec<_> = heads
         .into_iter()
-        .filter(|b| after.as_ref().is_none_or(|a| b.blueprint_id.as_str() > a.as_str()))
+        .filter(|b| {
+            after
+                .as_ref()
+                .is_none_or(|a| b.blueprint_id.as_str() > a.as_str())
+        })
         .take(limit + 1)
         .collect();
     let next = if page.len() > limit {
@@ -144,9 +148,11 @@ pub async fn versions(
     let limit = parse_limit(nz(&p.limit))?;
     let all = s.node.store().list_blueprint_versions(&id).await?;
     if all.is_empty() {
-        return Err(
-            XynError::not_found(codes::BLUEPRINT_NOT_FOUND, format!("no blueprint {id:?}")).into(),
-        );
+        return Err(XynError::not_found(
+            codes::BLUEPRINT_NOT_FOUND,
+            format!("no blueprint {id:?}"),
+        )
+        .into());
     }
     let mut page: Vec<_> = all
         .into_iter()

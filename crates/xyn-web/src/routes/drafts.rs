@@ -7,8 +7,8 @@ use xyn_core::{DraftId, XynError, codes};
 use crate::AppState;
 use crate::dto::{
     DraftCreateRequest, DraftDto, DraftList, DraftPromotionDto, DraftUpdateRequest,
-    DraftValidationDto, ErrorResponse, IssueDto, ListDto, PageParams, decode_cursor,
-    encode_cursor, parse_limit,
+    DraftValidationDto, ErrorResponse, IssueDto, ListDto, PageParams, decode_cursor, encode_cursor,
+    parse_limit,
 };
 use crate::error::{ApiJson, ApiResult};
 use crate::extract::{Actor, ApiQuery, nz};
@@ -36,7 +36,11 @@ pub fn issues_of(v: &Value) -> Vec<IssueDto> {
                 .map(|i| IssueDto {
                     path: i.get("path").and_then(Value::as_str).unwrap_or("").into(),
                     code: i.get("code").and_then(Value::as_str).unwrap_or("").into(),
-                    message: i.get("message").and_then(Value::as_str).unwrap_or("").into(),
+                    message: i
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .into(),
                 })
                 .collect()
         })
@@ -140,7 +144,10 @@ pub async fn validate(
     let id = draft_id(&id)?;
     let (d, out) = s.node.validate_draft(id, &actor).await?;
     Ok(Json(DraftValidationDto {
-        is_valid: out.get("is_valid").and_then(Value::as_bool).unwrap_or(false),
+        is_valid: out
+            .get("is_valid")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         issues: issues_of(&out),
         report_artifact_id: out
             .get("report_artifact_id")

@@ -17,7 +17,9 @@ pub fn parse_time(what: &str, s: Option<&str>) -> Result<Option<Timestamp>, XynE
         Timestamp::parse(v).ok_or_else(|| {
             XynError::bad_request(
                 codes::REQUEST_INVALID,
-                format!("{what} must be an RFC 3339 timestamp like 2026-11-22T00:00:00Z (got {v:?})"),
+                format!(
+                    "{what} must be an RFC 3339 timestamp like 2026-11-22T00:00:00Z (got {v:?})"
+                ),
             )
         })
     })

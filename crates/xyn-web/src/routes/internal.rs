@@ -39,7 +39,11 @@ pub async fn execute(
 ) -> ApiResult<Json<ActionExecuteResponse>> {
     let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(30_000).clamp(1, 600_000));
     // Leave the request timeout room to record the outcome.
-    let timeout = timeout.min(s.config.request_timeout.saturating_sub(Duration::from_secs(1)));
+    let timeout = timeout.min(
+        s.config
+            .request_timeout
+            .saturating_sub(Duration::from_secs(1)),
+    );
     let out = s
         .node
         .execute_action(&req.action, req.input, &actor, Some(cid), timeout)
