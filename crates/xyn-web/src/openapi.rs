@@ -102,6 +102,23 @@ pub fn document() -> utoipa::openapi::OpenApi {
             add_common(op, true);
         }
     }
+    // A download answers with the artifact's own media type: any bytes, no schema.
+    if let Some(op) = doc
+        .paths
+        .paths
+        .get_mut("/api/v1/artifacts/{artifact_id}/download")
+        .and_then(|i| i.get.as_mut())
+    {
+        op.responses.responses.insert(
+            "200".into(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description("The bytes, with the artifact's own content type")
+                    .content("*/*", ContentBuilder::new().build())
+                    .build(),
+            ),
+        );
+    }
     let comps = doc.components.get_or_insert_with(Default::default);
     comps.add_security_scheme(
         "bearer",

@@ -48,6 +48,29 @@ pub async fn create(
     Cid(cid): Cid,
     ApiJson(req): ApiJson<ArtifactCreateRequest>,
 ) -> ApiResult<(StatusCode, Json<ArtifactDto>)> {
+    let ct_ok = req.content_type.len() <= 200
+        && req.content_type.split(';').next().is_some_and(|m| {
+            let mut parts = m.trim().split('/');
+            let token = |t: Option<&str>| {
+                t.is_some_and(|t| {
+                    !t.is_empty()
+                        && t.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+                })
+            };
+            token(parts.next()) && token(parts.next()) && parts.next().is_none()
+        })
+        && axum::http::HeaderValue::from_str(&req.content_type).is_ok();
+    if !ct_ok {
+        return Err(XynError::invalid(
+            codes::REQUEST_INVALID,
+            format!(
+                "content_type {:?} is not a media type like text/plain or application/json",
+                req.content_type
+            ),
+        )
+        .into());
+    }
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(req.content_base64.trim())
         .map_err(|e| {
@@ -130,7 +153,7 @@ pub(crate) async fn bytes_of(s: &AppState, a: &xyn_core::records::Artifact) -> A
 /// The bytes, with their content type, as an attachment.
 #[utoipa::path(get, path = "/api/v1/artifacts/{artifact_id}/download", tag = "artifacts",
     params(("artifact_id" = String, Path, format = Uuid)),
-    responses((status = 200, description = "The bytes, with the artifact's own content type", content_type = "*/*", body = Vec<u8>),
+    responses((status = 200, description = "The bytes, with the artifact's own content type (any media type; the schema is set in openapi.rs)"),
         (status = 404, description = "No such artifact", body = ErrorResponse)))]
 pub async fn download(
     State(s): State<AppState>,
@@ -151,7 +174,14 @@ pub async fn download(
     );
     Ok((
         [
-            (header::CONTENT_TYPE, a.content_type.clone()),
+            (
+                header::CONTENT_TYPE,
+                if axum::http::HeaderValue::from_str(&a.content_type).is_ok() {
+                    a.content_type.clone()
+                } else {
+                    "application/octet-stream".to_string()
+                },
+            ),
             (header::CONTENT_DISPOSITION, disposition),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
             (
