@@ -187,13 +187,15 @@ pub async fn json_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-/// A UI stream: each event rendered by `render` into `(event type, HTML)`.
+/// A UI stream: each event rendered by `render` into `(event type, HTML)`. `after` is the log
+/// position the page was rendered at, so nothing committed in between is missed.
 pub async fn html_stream(
     s: AppState,
     filter: Filter,
+    after: Option<i64>,
     render: impl Fn(StoredEvent) -> Option<(String, String)> + Send + 'static,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>> + Send + 'static>> {
-    let rx = subscribe(&s, filter, None).await?;
+    let rx = subscribe(&s, filter, after).await?;
     let stream = into_stream(rx, move |e: StoredEvent| {
         let id = e.seq.to_string();
         render(e).map(|(kind, html)| SseEvent::default().id(id).event(kind).data(html))

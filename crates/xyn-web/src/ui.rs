@@ -58,6 +58,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("step.html", include_str!("../templates/step.html")),
     ("launch.html", include_str!("../templates/launch.html")),
     (
+        "_launch_form.html",
+        include_str!("../templates/_launch_form.html"),
+    ),
+    (
         "_launch_check.html",
         include_str!("../templates/_launch_check.html"),
     ),
@@ -80,6 +84,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("drafts.html", include_str!("../templates/drafts.html")),
     ("draft.html", include_str!("../templates/draft.html")),
+    (
+        "_draft_editor.html",
+        include_str!("../templates/_draft_editor.html"),
+    ),
     (
         "footprints.html",
         include_str!("../templates/footprints.html"),

@@ -139,7 +139,11 @@ fn editor(
     if let (Value::Object(m), Value::Object(x)) = (&mut data, extra) {
         m.extend(x);
     }
-    let html = ui.page("draft.html", "drafts", data)?;
+    let html = if ui.htmx {
+        ui.partial("_draft_editor.html", data)?
+    } else {
+        ui.page("draft.html", "drafts", data)?
+    };
     Ok((status, html).into_response())
 }
 
@@ -250,14 +254,16 @@ pub async fn draft_op(
     };
     match op.as_str() {
         "validate" => match s.node.validate_draft(d.draft_id, &actor).await {
+            // The report is the answer, valid or not (as in the API).
             Ok((d, _)) => {
                 let report = report_of(&d);
-                let status = if report["is_valid"] == json!(true) {
-                    StatusCode::OK
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                };
-                editor(&ui, Some(&d), &form, json!({"report": report}), status)
+                editor(
+                    &ui,
+                    Some(&d),
+                    &form,
+                    json!({"report": report}),
+                    StatusCode::OK,
+                )
             }
             Err(e) if e.kind != xyn_core::ErrorKind::Internal => refused(&d, e),
             Err(e) => Err(e.into()),

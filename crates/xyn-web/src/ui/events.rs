@@ -17,6 +17,8 @@ pub struct EventFilter {
     event_name: Option<String>,
     run_id: Option<String>,
     cursor: Option<String>,
+    /// The feed starts after this seq (the page's newest).
+    after: Option<String>,
 }
 
 impl EventFilter {
@@ -55,6 +57,8 @@ pub async fn page(
     ui: Ui,
     Query(f): Query<EventFilter>,
 ) -> UiResult<Html<String>> {
+    // Read the head first: the live feed starts after whatever this page shows or missed.
+    let head = s.node.store().chain_head().await?.map_or(0, |(seq, _)| seq);
     let (mut data, error) = match rows(&s, &f).await {
         Ok(d) => (d, None),
         Err(e) if e.kind != xyn_core::ErrorKind::Internal => {
@@ -64,9 +68,15 @@ pub async fn page(
     };
     data["filter"] = json!({"event_name": q(&f.event_name), "run_id": q(&f.run_id)});
     data["filter_error"] = json!(error);
+    let newest = data["events"][0]["seq"].as_i64().unwrap_or(0).max(head);
+    let after = newest.to_string();
     data["feed_url"] = json!(url_with(
         "/ui/events/feed",
-        &[("event_name", q(&f.event_name)), ("run_id", q(&f.run_id))]
+        &[
+            ("event_name", q(&f.event_name)),
+            ("run_id", q(&f.run_id)),
+            ("after", Some(&after))
+        ]
     ));
     ui.page("events.html", "events", data)
 }
@@ -89,7 +99,8 @@ pub async fn feed(
         event_name: q(&f.event_name).map(str::to_string),
         run_id: f.run()?,
     };
-    Ok(html_stream(s, filter, |e| {
+    let after = q(&f.after).and_then(|a| a.parse::<i64>().ok());
+    Ok(html_stream(s, filter, after, |e| {
         let dto = EventDto::from(e);
         templates()
             .render("_event_row.html", json!({"e": dto}))

@@ -60,9 +60,10 @@ fn chart(id: &str, title: &str, days: &[(String, f64)], fmt: &dyn Fn(f64) -> Str
             })
         })
         .collect();
-    let total: f64 = days.iter().map(|(_, v)| v).sum();
+    // `+ 0.0`: an empty float sum is -0.0.
+    let total: f64 = days.iter().map(|(_, v)| v).sum::<f64>() + 0.0;
     json!({"id": id, "title": title, "bars": bars, "width": W, "height": H, "base": BASE,
-        "max_label": fmt(max), "total_label": fmt(total)})
+        "max_label": fmt(max), "total_label": fmt(total), "empty": max <= 0.0})
 }
 
 /// `GET /ui/footprints?days=&run_id=`.
@@ -103,7 +104,8 @@ pub async fn page(
             rows.iter()
                 .filter(|r| r.day.as_micros() == day && r.metric == metric)
                 .map(|r| r.total)
-                .sum()
+                .sum::<f64>()
+                + 0.0
         };
         tokens.push((label.clone(), of(TOKENS_IN) + of(TOKENS_OUT)));
         wall.push((label, of(WALL_MS)));

@@ -173,8 +173,11 @@ pub async fn detail(
     ui: Ui,
     Path(id): Path<String>,
 ) -> UiResult<Html<String>> {
+    // The live feed starts at the log position read before the run, so no change is missed.
+    let head = s.node.store().chain_head().await?.map_or(0, |(seq, _)| seq);
     let run = load_run(&s, &id).await?;
-    let data = status_data(&s, run).await?;
+    let mut data = status_data(&s, run).await?;
+    data["feed_after"] = json!(head);
     ui.page("run.html", "runs", data)
 }
 
@@ -188,17 +191,25 @@ pub async fn status_partial(
     ui.partial("_run_status.html", status_data(&s, run).await?)
 }
 
-/// `GET /ui/runs/{run_id}/feed`: `event: change` whenever an event of this run commits.
+#[derive(Deserialize, Default)]
+pub struct FeedQ {
+    after: Option<String>,
+}
+
+/// `GET /ui/runs/{run_id}/feed?after=`: `event: change` whenever an event of this run commits
+/// (also for those committed since the page was rendered at `after`).
 pub async fn feed(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    Query(fq): Query<FeedQ>,
 ) -> UiResult<impl IntoResponse> {
     let run_id: RunId = parse_id("run id", &id)?;
+    let after = q(&fq.after).and_then(|a| a.parse::<i64>().ok());
     let filter = Filter {
         event_name: None,
         run_id: Some(run_id),
     };
-    Ok(html_stream(s, filter, |e| {
+    Ok(html_stream(s, filter, after, |e| {
         Some(("change".to_string(), e.seq.to_string()))
     })
     .await?)
@@ -416,6 +427,9 @@ pub async fn launcher(
     Query(f): Query<LaunchForm>,
 ) -> UiResult<Html<String>> {
     let data = launcher_data(&s, &f).await?;
+    if ui.htmx {
+        return ui.partial("_launch_form.html", data);
+    }
     ui.page("launch.html", "launch", data)
 }
 
@@ -503,7 +517,11 @@ pub async fn launch(
         let mut data = data;
         data["errors"] = json!(errors);
         data["error_title"] = json!("Cannot start this run");
-        let html = ui.page("launch.html", "launch", data)?;
+        let html = if ui.htmx {
+            ui.partial("_launch_form.html", data)?
+        } else {
+            ui.page("launch.html", "launch", data)?
+        };
         Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response())
     };
     let data = launcher_data(&s, &f).await?;
