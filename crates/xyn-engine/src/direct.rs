@@ -52,8 +52,6 @@ impl Node {
         actor: &str,
         correlation_id: Option<String>,
         resource: Option<Resource>,
-        run_id: Option<RunId>,
-        step_id: Option<StepId>,
         data: Value,
     ) -> Event {
         let inner = self.inner();
@@ -66,8 +64,8 @@ impl Node {
             correlation_id: correlation_id
                 .filter(|c| crate::valid_correlation_id(c))
                 .unwrap_or_else(|| inner.ids.new_uuid().to_string()),
-            run_id,
-            step_id,
+            run_id: None,
+            step_id: None,
             resource,
             data,
         }
@@ -87,7 +85,7 @@ impl Node {
                 "audit event names start with xyn. ({name:?})"
             )));
         }
-        let e = self.platform_event(name, actor, correlation_id, resource, None, None, data);
+        let e = self.platform_event(name, actor, correlation_id, resource, data);
         self.inner()
             .store
             .commit(WriteBatch {
@@ -157,7 +155,7 @@ impl Node {
             step_id: a.step_id,
             metadata: a.metadata,
         };
-        let event = self.platform_event(
+        let mut event = self.platform_event(
             ARTIFACT_UPLOADED,
             &a.actor,
             a.correlation_id,
@@ -165,8 +163,6 @@ impl Node {
                 kind: "artifact".into(),
                 id: artifact.artifact_id.to_string(),
             }),
-            a.run_id,
-            a.step_id,
             json!({
                 "artifact_id": artifact.artifact_id.to_string(),
                 "name": artifact.name,
@@ -176,6 +172,8 @@ impl Node {
                 "sha256": artifact.sha256,
             }),
         );
+        event.run_id = a.run_id;
+        event.step_id = a.step_id;
         let fp = Footprint::new(
             now,
             a.run_id,
@@ -273,8 +271,6 @@ impl Node {
                 kind: "action".into(),
                 id: action.into(),
             }),
-            None,
-            None,
             json!({
                 "action": action,
                 "execution_id": exec_id.to_string(),

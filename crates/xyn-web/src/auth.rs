@@ -16,9 +16,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use sha2::{Digest, Sha256};
 use xyn_core::{ErrorKind, XynError, codes};
@@ -268,10 +267,17 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue 
 }
 
 /// Authenticates, authorises and checks CSRF; puts the [`Principal`] (and for the UI the
-/// [`CsrfToken`]) into the request's extensions.
-pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+/// [`CsrfToken`]) into the request's extensions. Returns the request to go on with and a new
+/// CSRF token to set as a cookie, or the refusal.
+pub async fn check(s: &AppState, mut req: Request) -> Result<(Request, Option<String>), Response> {
+    // The common case, cheaply: an open node, an API request.
+    let ui = is_ui(req.uri().path());
+    if !ui && !s.config.auth.enabled() {
+        req.extensions_mut().insert(Principal::local());
+        req.extensions_mut().insert(AuthMethod::Open);
+        return Ok((req, None));
+    }
     let path = req.uri().path().to_string();
-    let ui = is_ui(&path);
     let method = req.method().clone();
 
     // The browser's CSRF token: kept from its cookie, or made now and set on the response.
@@ -288,11 +294,11 @@ pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> R
         match s.config.auth.lookup(t) {
             Some(p) => (Some(p), AuthMethod::Bearer),
             None => {
-                return with_www_authenticate(deny(
+                return Err(with_www_authenticate(deny(
                     ErrorKind::Unauthorized,
                     codes::AUTH_INVALID_TOKEN,
                     "the bearer token is not valid on this node",
-                ));
+                )));
             }
         }
     } else if let Some(p) = cookie(req.headers(), SESSION_COOKIE).and_then(|id| s.sessions.get(id))
@@ -316,19 +322,19 @@ pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> R
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "/ui/events".into());
             let to = format!("/ui/login?next={}", urlencode(&next_path));
-            return Redirect::to(&to).into_response();
+            return Err(Redirect::to(&to).into_response());
         }
         None => {
-            return with_www_authenticate(deny(
+            return Err(with_www_authenticate(deny(
                 ErrorKind::Unauthorized,
                 codes::AUTH_REQUIRED,
                 "authentication required: send `Authorization: Bearer <token>` or log in at /ui/login",
-            ));
+            )));
         }
     };
 
     if operator_only(&path) && !principal.is_operator() {
-        return deny(
+        return Err(deny(
             ErrorKind::Forbidden,
             codes::AUTH_FORBIDDEN,
             &format!(
@@ -337,7 +343,7 @@ pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> R
                 principal.name,
                 principal.role.as_str()
             ),
-        );
+        ));
     }
 
     let needs_csrf =
@@ -356,11 +362,11 @@ pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> R
                 .unwrap_or("");
             let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
             if origin_host != host {
-                return deny(
+                return Err(deny(
                     ErrorKind::Forbidden,
                     codes::AUTH_CSRF,
                     "cross-site request refused (Origin does not match Host)",
-                );
+                ));
             }
         }
         let expected = existing_csrf.unwrap_or_default();
@@ -390,11 +396,11 @@ pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> R
                             (field, Body::from(bytes))
                         }
                         Err(_) => {
-                            return deny(
+                            return Err(deny(
                                 ErrorKind::TooLarge,
                                 codes::REQUEST_TOO_LARGE,
                                 "the request body is larger than the limit",
-                            );
+                            ));
                         }
                     }
                 } else {
@@ -403,23 +409,18 @@ pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> R
             }
         };
         if expected.is_empty() || given.as_deref() != Some(expected.as_str()) {
-            return deny(
+            return Err(deny(
                 ErrorKind::Forbidden,
                 codes::AUTH_CSRF,
                 "missing or wrong CSRF token: reload the page and try again",
-            );
+            ));
         }
         req = Request::from_parts(parts, body);
     }
 
     req.extensions_mut().insert(principal);
     req.extensions_mut().insert(method_used);
-    let mut resp = next.run(req).await;
-    if let Some(c) = new_csrf {
-        resp.headers_mut()
-            .append(header::SET_COOKIE, set_cookie(CSRF_COOKIE, &c, None));
-    }
-    resp
+    Ok((req, new_csrf))
 }
 
 fn with_www_authenticate(mut r: Response) -> Response {
@@ -436,4 +437,75 @@ pub fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("v", s)])
         .map(|x| x.trim_start_matches("v=").to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_file_lines_roles_and_errors() {
+        let mut a = AuthConfig::default();
+        assert!(!a.enabled());
+        a.add_file(
+            "# comment\n\noperator alice 0123456789abcdef0\nowner bob   fedcba98765432100\n",
+        )
+        .unwrap();
+        assert!(a.enabled());
+        let p = a.lookup("0123456789abcdef0").unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.role, p.open),
+            ("alice", Role::Operator, false)
+        );
+        assert_eq!(a.lookup(" fedcba98765432100 ").unwrap().role, Role::Owner);
+        assert!(a.lookup("0123456789abcdef").is_none());
+        let e = AuthConfig::default()
+            .add_file("admin x 0123456789abcdef0")
+            .unwrap_err();
+        assert!(
+            e.contains("line 1") && e.contains("operator or owner"),
+            "{e}"
+        );
+        let e = AuthConfig::default().add_file("owner x short").unwrap_err();
+        assert!(e.contains("too short"), "{e}");
+        let e = AuthConfig::default().add_file("owner x").unwrap_err();
+        assert!(e.contains("ROLE NAME TOKEN"), "{e}");
+    }
+
+    #[test]
+    fn cookies_are_found_among_several_headers() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; xyn_csrf=tok"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("xyn_session=s1"));
+        assert_eq!(cookie(&h, CSRF_COOKIE), Some("tok"));
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("s1"));
+        assert_eq!(cookie(&h, "missing"), None);
+    }
+
+    #[test]
+    fn sessions_expire_on_removal_and_are_random() {
+        let s = Sessions::default();
+        let id = s.create(Principal::local());
+        assert_eq!(id.len(), 64);
+        assert_ne!(id, s.create(Principal::local()));
+        assert!(s.get(&id).is_some());
+        s.remove(&id);
+        assert!(s.get(&id).is_none());
+    }
+
+    #[test]
+    fn route_classes() {
+        assert!(operator_only("/api/internal/stats"));
+        assert!(operator_only("/ui/operator/audit"));
+        assert!(!operator_only("/api/v1/events"));
+        assert!(is_public("/hooks/x") && is_public("/ui/login") && is_public("/ui/static/app.css"));
+        assert!(!is_public("/ui/events"));
+        assert_eq!(
+            urlencode("/ui/runs?status=failed"),
+            "%2Fui%2Fruns%3Fstatus%3Dfailed"
+        );
+    }
 }

@@ -667,6 +667,11 @@ pub struct RunListParams {
     pub correlation_id: Option<String>,
 }
 
+/// No query parameters (any is refused, naming it).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
 /// Plain pagination.
 #[derive(Deserialize, IntoParams, Default)]
 #[serde(deny_unknown_fields)]

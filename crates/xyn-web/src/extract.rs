@@ -1,7 +1,5 @@
 //! Extractors that fail with the standard error shape.
 
-use std::collections::HashMap;
-
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use xyn_core::{XynError, codes};
@@ -11,77 +9,6 @@ use serde::de::DeserializeOwned;
 use crate::auth::Principal;
 use crate::correlation::CorrelationId;
 use crate::error::ApiError;
-
-/// Query parameters, checked against the names a route accepts.
-pub struct Params(pub HashMap<String, String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Params {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let q = parts.uri.query().unwrap_or("");
-        let mut out = HashMap::new();
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = decode(k);
-            let v = decode(v);
-            out.insert(k, v);
-        }
-        Ok(Params(out))
-    }
-}
-
-/// Percent-decoding of a query component (`+` is a space).
-fn decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|x| hex(*x)),
-                b.get(i + 2).and_then(|x| hex(*x)),
-            )
-        {
-            out.push(h * 16 + l);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl Params {
-    /// Refuses parameters the route does not know, naming them.
-    pub fn allow(&self, known: &[&str]) -> Result<(), XynError> {
-        let mut unknown: Vec<&str> = self
-            .0
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !known.contains(k))
-            .collect();
-        unknown.sort_unstable();
-        match unknown.first() {
-            None => Ok(()),
-            Some(k) => Err(XynError::invalid(
-                codes::REQUEST_UNKNOWN_FIELD,
-                format!(
-                    "unknown query parameter '{k}' (known: {})",
-                    known.join(", ")
-                ),
-            )),
-        }
-    }
-
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str).filter(|s| !s.is_empty())
-    }
-}
 
 /// Who is calling, as recorded on what the request creates. With auth on, the principal of
 /// the token or session; on an open node, what the client says in `X-Actor` (e.g. `cli:alice`),

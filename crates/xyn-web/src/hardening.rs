@@ -1,9 +1,9 @@
 //! HTTP hardening: header limits (431), body limits (413), request timeouts (408) and the
-//! security headers of UI responses. Each failure uses the standard error body.
+//! security headers of UI responses. Each failure uses the standard error body. The steps are
+//! plain functions, run in order by [`crate::edge`].
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::Limited;
 use xyn_core::codes;
@@ -12,11 +12,11 @@ use crate::AppState;
 use crate::error::status_error;
 
 /// 431 when the request headers are too many or too large in total.
-pub async fn header_limit(State(s): State<AppState>, req: Request, next: Next) -> Response {
+pub fn header_limit(s: &AppState, req: &Request) -> Result<(), Response> {
     let h = req.headers();
     let total: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if h.len() > s.config.max_headers || total > s.config.max_header_bytes {
-        return status_error(
+        return Err(status_error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             codes::REQUEST_HEADERS_TOO_LARGE,
             format!(
@@ -25,9 +25,9 @@ pub async fn header_limit(State(s): State<AppState>, req: Request, next: Next) -
                 s.config.max_headers,
                 s.config.max_header_bytes
             ),
-        );
+        ));
     }
-    next.run(req).await
+    Ok(())
 }
 
 /// The body limit of a route: uploads may be larger than other requests.
@@ -41,51 +41,48 @@ fn limit_for(s: &AppState, path: &str) -> usize {
 
 /// 413 before reading when `Content-Length` is over the route's limit; otherwise the body is
 /// wrapped so that reading past the limit fails (and extractors answer 413).
-pub async fn body_limit(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = limit_for(&s, req.uri().path());
+pub fn body_limit(s: &AppState, req: Request) -> Result<Request, Response> {
+    let limit = limit_for(s, req.uri().path());
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return status_error(
+        return Err(status_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             codes::REQUEST_TOO_LARGE,
             format!("the request body is larger than the limit of {limit} bytes"),
-        );
+        ));
     }
-    let req = req.map(|b| axum::body::Body::new(Limited::new(b, limit)));
-    next.run(req).await
+    Ok(req.map(|b| axum::body::Body::new(Limited::new(b, limit))))
 }
 
 /// 408 when the handler has not produced a response in time. A streaming response (SSE)
 /// only has to start in time.
-pub async fn timeout(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(s.config.request_timeout, next.run(req)).await {
-        Ok(r) => r,
-        Err(_) => status_error(
-            StatusCode::REQUEST_TIMEOUT,
-            codes::REQUEST_TIMEOUT,
-            format!(
-                "the request took longer than {} ms",
-                s.config.request_timeout.as_millis()
-            ),
+pub fn timed_out(s: &AppState) -> Response {
+    status_error(
+        StatusCode::REQUEST_TIMEOUT,
+        codes::REQUEST_TIMEOUT,
+        format!(
+            "the request took longer than {} ms",
+            s.config.request_timeout.as_millis()
         ),
-    }
+    )
 }
 
 /// The Content-Security-Policy of the UI: everything from this origin only.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
-/// Security headers: on every response `nosniff` and frame denial; on UI pages also the CSP
-/// and the referrer policy.
-pub async fn security_headers(req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let ui = path == "/" || path.starts_with("/ui");
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
+/// Security headers: on every response `nosniff` and frame denial; on UI pages also the CSP,
+/// the referrer policy and `no-store`.
+pub fn security_headers(ui: bool, resp: &mut Response) {
+    security_headers_into(ui, resp.headers_mut());
+}
+
+/// [`security_headers`] on a header map.
+pub fn security_headers_into(ui: bool, h: &mut axum::http::HeaderMap) {
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -104,5 +101,13 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
     }
-    resp
+}
+
+/// `Server-Timing: app;dur=<ms>` on UI responses: the time the server spent producing the page
+/// (what the UI benchmark reports, and what a browser's devtools show).
+pub fn server_timing(started: std::time::Instant, resp: &mut Response) {
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&format!("app;dur={ms:.2}")) {
+        resp.headers_mut().insert("server-timing", v);
+    }
 }

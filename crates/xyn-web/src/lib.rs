@@ -2,8 +2,9 @@
 //! handlers), `/api/internal` (operator-only), webhook intake (`/hooks/{source}`), Server-Sent
 //! Events, and the server-rendered Xyn Core UI (`/ui`, HTMX partials).
 //!
-//! Layers, outermost first: correlation ids → security headers → header limits (431) →
-//! body limits (413) → auth (401/403, CSRF on UI form posts) → request timeout (408) → routes.
+//! One edge layer ([`edge`]) runs, in order: correlation ids → header limits (431) → body
+//! limits (413) → auth (401/403, CSRF on UI form posts) → request timeout (408) → routes, and
+//! adds security headers on the way out.
 //! `serve` runs hyper directly so that header-size, header-read-timeout and graceful shutdown
 //! are configured in one place.
 //!
@@ -12,10 +13,13 @@
 //! methods as the API.
 
 pub mod auth;
+pub mod conn;
 pub mod correlation;
 pub mod dto;
+pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod fast;
 pub mod hardening;
 pub mod hooks;
 pub mod openapi;
@@ -31,7 +35,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -54,7 +58,8 @@ pub struct WebConfig {
     pub max_headers: usize,
     /// Time to produce a response (408 after it). Streams (SSE) only need to start in time.
     pub request_timeout: Duration,
-    /// Time a client may take to send its request headers (the connection is closed after it).
+    /// Allowance for sending the request head, on top of `request_timeout`: a connection whose
+    /// request has not been answered within both is closed (slow-client protection).
     pub header_read_timeout: Duration,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
@@ -79,30 +84,42 @@ impl Default for WebConfig {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, so the per-request clones are one atomic add.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
     pub node: Node,
-    pub config: Arc<WebConfig>,
+    pub config: WebConfig,
     /// Committed events, pushed (for SSE and the live UI).
     pub feed: EventFeed,
-    pub sessions: Arc<auth::Sessions>,
+    pub sessions: auth::Sessions,
     /// Cancelled on shutdown: ends open event streams so shutdown does not wait for them.
     pub shutdown: CancellationToken,
     /// The OpenAPI document, rendered once.
-    pub openapi: Arc<String>,
+    pub openapi: String,
+    /// `Store::describe()`, computed once.
+    pub store_description: String,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
 }
 
 impl AppState {
     pub fn new(node: Node, feed: EventFeed, config: WebConfig) -> Self {
-        Self {
-            node,
-            config: Arc::new(config),
+        Self(Arc::new(AppInner {
+            config,
             feed,
-            sessions: Arc::new(auth::Sessions::default()),
+            sessions: auth::Sessions::default(),
             shutdown: CancellationToken::new(),
-            openapi: Arc::new(openapi::document_json()),
-        }
+            openapi: openapi::document_json(),
+            store_description: node.store().describe(),
+            node,
+        }))
     }
 }
 
@@ -112,29 +129,11 @@ pub fn app(state: AppState) -> Router {
         .config
         .max_body_bytes
         .max(state.config.max_upload_bytes);
-    let s = state.clone();
     routes::router()
         .merge(ui::router())
         .with_state(state.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            hardening::timeout,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::layer,
-        ))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            hardening::body_limit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            s,
-            hardening::header_limit,
-        ))
-        .layer(axum::middleware::from_fn(hardening::security_headers))
-        .layer(axum::middleware::from_fn(correlation::layer))
+        .layer(axum::middleware::from_fn_with_state(state, edge::layer))
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, ends event streams and lets
@@ -145,10 +144,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.shutdown_grace;
-    let header_read_timeout = state.config.header_read_timeout;
-    let max_headers = state.config.max_headers;
+    let slow_limit = state.config.request_timeout + state.config.header_read_timeout;
     let stop_streams = state.shutdown.clone();
-    let router = app(state);
+    let router = app(state.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -165,20 +163,30 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let router = router.clone();
+                let state = state.clone();
                 let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    router.clone().oneshot(req.map(Body::new))
+                    let fast = fast::answer(&state, &req);
+                    let router = router.clone();
+                    async move {
+                        match fast {
+                            Some(resp) => Ok(resp),
+                            None => router.oneshot(req.map(Body::new)).await,
+                        }
+                    }
                 });
+                let pending = conn::Pending::new();
+                let io = TokioIo::new(conn::Watched::new(stream, pending.clone()));
                 let mut b = hyper::server::conn::http1::Builder::new();
-                b.timer(TokioTimer::new())
-                    .header_read_timeout(header_read_timeout)
-                    .max_buf_size(64 * 1024)
-                    .max_headers(max_headers.max(16) + 16)
-                    .keep_alive(true);
-                let conn = b.serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
+                b.max_buf_size(64 * 1024).keep_alive(true);
+                let c = graceful.watch(b.serve_connection(io, svc));
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    tokio::select! {
+                        r = c => if let Err(e) = r {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        },
+                        () = conn::watchdog(pending, slow_limit) => {
+                            tracing::info!("closed a connection whose request was not complete in time");
+                        }
                     }
                 });
             }

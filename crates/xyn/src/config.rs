@@ -27,6 +27,9 @@ pub struct FileConfig {
 pub struct WebSection {
     /// Time to produce a response, e.g. "30s" (408 after it).
     pub request_timeout: Option<String>,
+    /// Extra time to send a request head, e.g. "10s"; a connection whose request is not
+    /// answered within request_timeout plus this is closed.
+    pub header_read_timeout: Option<String>,
     /// Largest artifact upload body in bytes.
     pub max_upload_bytes: Option<usize>,
     /// Largest total request header size in bytes (431 above it).
@@ -168,6 +171,10 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
     };
     if let Some(t) = env("XYN_REQUEST_TIMEOUT").or(file.web.request_timeout) {
         web.request_timeout = std::time::Duration::from_millis(duration("request_timeout", &t)?);
+    }
+    if let Some(t) = env("XYN_HEADER_READ_TIMEOUT").or(file.web.header_read_timeout) {
+        web.header_read_timeout =
+            std::time::Duration::from_millis(duration("header_read_timeout", &t)?);
     }
     if let Some(n) = file.web.max_upload_bytes {
         web.max_upload_bytes = n;

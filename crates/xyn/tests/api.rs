@@ -160,6 +160,38 @@ async fn health_and_the_openapi_document_cover_every_route() {
     assert!(h.body["uptime_seconds"].is_u64());
     assert!(h.body["now"].as_str().unwrap().ends_with('Z'));
     assert!(h.headers.contains_key("x-correlation-id"));
+    assert_eq!(h.headers["x-content-type-options"], "nosniff");
+    assert_eq!(h.headers["x-frame-options"], "DENY");
+    assert_eq!(h.headers["content-type"], "application/json");
+    // The plain probe is answered on the accept loop's fast path; these take the full stack —
+    // both keep one contract.
+    let echoed = call(
+        &node,
+        Method::GET,
+        "/api/v1/health",
+        None,
+        &[("x-correlation-id", "probe-1")],
+    )
+    .await;
+    assert_eq!(echoed.headers["x-correlation-id"], "probe-1");
+    let full = get(&node, "/api/v1/health?verbose=1").await;
+    err(&full, 422, "request.unknown_field");
+    let bad = call(
+        &node,
+        Method::GET,
+        "/api/v1/health",
+        None,
+        &[("x-correlation-id", "has space")],
+    )
+    .await;
+    err(&bad, 400, "request.invalid");
+    assert_eq!(bad.headers["x-frame-options"], "DENY");
+    assert_eq!(
+        call(&node, Method::HEAD, "/api/v1/health", None, &[])
+            .await
+            .status,
+        200
+    );
 
     let doc = get(&node, "/api/v1/openapi.json").await;
     assert_eq!(doc.status, 200);
@@ -1234,7 +1266,7 @@ async fn the_event_stream_pushes_and_resumes_with_last_event_id() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let s2 = get(&node, "/api/internal/stats").await.body["store"].clone();
     assert_eq!(
-        s1["reads"].as_u64().unwrap() + 0,
+        s1["reads"].as_u64().unwrap(),
         s2["reads"].as_u64().unwrap(),
         "an open stream does not poll"
     );
@@ -1602,6 +1634,19 @@ async fn auth_tokens_roles_sessions_and_csrf() {
         200
     );
 
+    let probe = call(
+        &node,
+        Method::GET,
+        "/api/v1/health",
+        None,
+        &[("authorization", &owner)],
+    )
+    .await;
+    assert_eq!(
+        (probe.status, probe.body["status"].as_str()),
+        (200, Some("ok"))
+    );
+
     // Roles: owners cannot reach /api/internal; the actor is the token's principal.
     err(
         &call(
@@ -1942,6 +1987,7 @@ async fn limits_answer_413_431_and_408_with_the_error_shape() {
     let node = Node::builder()
         .env("XYN_MAX_EVENT_BYTES", "4096")
         .env("XYN_REQUEST_TIMEOUT", "1s")
+        .env("XYN_HEADER_READ_TIMEOUT", "1s")
         .start();
     let before = head_seq(&get(&node, "/api/v1/events?limit=1").await);
     // 413: declared too large, and chunked past the limit.
@@ -1994,6 +2040,27 @@ async fn limits_answer_413_431_and_408_with_the_error_shape() {
     .unwrap();
     assert!(slow.starts_with("HTTP/1.1 408"), "{slow}");
     assert!(slow.contains("request.timeout"), "{slow}");
+    // A client that never finishes its request head is disconnected (request timeout 1 s plus
+    // the header allowance 1 s).
+    let addr = node.url.trim_start_matches("http://").to_string();
+    let dribble = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .unwrap();
+        let started = std::time::Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut out = vec![0u8; 64];
+        let n = s.read(&mut out).unwrap_or(usize::MAX);
+        (n, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(dribble.0, 0, "the server closed the connection");
+    assert!(
+        dribble.1 >= Duration::from_secs(2) && dribble.1 < Duration::from_secs(6),
+        "{:?}",
+        dribble.1
+    );
     assert_eq!(
         head_seq(&get(&node, "/api/v1/events?limit=1").await),
         before,
@@ -2054,6 +2121,7 @@ async fn security_headers_on_ui_responses() {
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["x-frame-options"], "DENY");
     assert_eq!(h["referrer-policy"], "same-origin");
+    assert!(h["server-timing"].to_str().unwrap().starts_with("app;dur="));
     let root = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -21,6 +21,7 @@ pub fn decode_name_cursor(c: Option<&str>) -> Result<Option<String>, XynError> {
         s.strip_prefix('n')
             .and_then(|h| hex::decode(h).ok())
             .and_then(|b| String::from_utf8(b).ok())
+            .filter(|n| !n.is_empty())
             .ok_or_else(|| {
                 XynError::bad_request(
                     codes::REQUEST_INVALID_CURSOR,
@@ -169,4 +170,23 @@ pub async fn versions(
         items: page.into_iter().map(Into::into).collect(),
         next_cursor: next,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_cursors_round_trip_and_refuse_others() {
+        let c = encode_name_cursor(Some("bp.a/ü")).unwrap();
+        assert_eq!(
+            decode_name_cursor(Some(&c)).unwrap().as_deref(),
+            Some("bp.a/ü")
+        );
+        assert_eq!(decode_name_cursor(None).unwrap(), None);
+        for bad in ["c12", "nzz", "n"] {
+            let e = decode_name_cursor(Some(bad)).unwrap_err();
+            assert_eq!(e.code, codes::REQUEST_INVALID_CURSOR);
+        }
+    }
 }

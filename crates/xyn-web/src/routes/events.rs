@@ -109,5 +109,5 @@ pub async fn stream(
         run_id: nz(&p.run_id).map(|r| parse_id("run_id", r)).transpose()?,
     };
     let after = sse::resume_point(&headers, nz(&p.after))?;
-    Ok(sse::json_stream(s, filter, after).await?)
+    sse::json_stream(s, filter, after).await
 }

@@ -9,15 +9,16 @@ use xyn_core::{XynError, codes};
 
 use crate::AppState;
 use crate::dto::{
-    ActionExecuteRequest, ActionExecuteResponse, ErrorResponse, ListDto, WorkcellDto, WorkcellList,
+    ActionExecuteRequest, ActionExecuteResponse, ErrorResponse, ListDto, NoParams, WorkcellDto,
+    WorkcellList,
 };
 use crate::error::{ApiJson, ApiResult};
-use crate::extract::{Actor, Cid};
+use crate::extract::{Actor, ApiQuery, Cid};
 
 /// What the store has done (reads, commits) and the engine's load.
 #[utoipa::path(get, path = "/api/internal/stats", tag = "internal",
     responses((status = 200, description = "Counters", body = serde_json::Value)))]
-pub async fn stats(State(s): State<AppState>) -> Json<Value> {
+pub async fn stats(State(s): State<AppState>, ApiQuery(_): ApiQuery<NoParams>) -> Json<Value> {
     Json(json!({
         "store": s.node.store().stats(),
         "busy_runs": s.node.busy(),
@@ -60,7 +61,7 @@ pub async fn execute(
 /// Workcells (v1). This node has no workcell runtime: the list is empty.
 #[utoipa::path(get, path = "/api/internal/workcells", tag = "internal",
     responses((status = 200, description = "No workcells", body = WorkcellList)))]
-pub async fn workcells() -> Json<ListDto<WorkcellDto>> {
+pub async fn workcells(ApiQuery(_): ApiQuery<NoParams>) -> Json<ListDto<WorkcellDto>> {
     Json(ListDto {
         items: vec![],
         next_cursor: None,
