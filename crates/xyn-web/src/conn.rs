@@ -2,57 +2,53 @@
 //!
 //! hyper's own `header_read_timeout` re-arms a timer for every request, which on this edge
 //! cost more than a third of a health probe's CPU. Instead, each connection's socket is wrapped
-//! in [`Watched`], which notes (one clock read per request) when the first byte of an
-//! unanswered request arrived and clears it when a response is written; one watchdog per
-//! connection closes it when a request has stayed unanswered past the limit (the request
-//! timeout plus the header allowance). Requests that reach a handler are answered by then
-//! (with a 408 at worst), so only clients that dribble their headers or body are cut off.
+//! in [`Watched`], which flags an unanswered request when bytes arrive and counts answers when
+//! a response is written; one watchdog task per connection closes it when the same request has
+//! stayed unanswered past the limit (the request timeout plus the header allowance). Requests
+//! that reach a handler are answered by then (with a 408 at worst), so only clients that
+//! dribble their headers or body are cut off.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// When the oldest unanswered bytes of a connection arrived.
+/// Whether a connection has an unanswered request, and how many answers it has written.
+/// Two relaxed atomics per request; no clock in the hot path.
+#[derive(Default)]
 pub struct Pending {
-    /// Microseconds since `epoch` + 1, or 0 when nothing is pending.
-    since: AtomicU64,
-    epoch: Instant,
+    waiting: AtomicBool,
+    answers: AtomicU64,
 }
 
 impl Pending {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            since: AtomicU64::new(0),
-            epoch: Instant::now(),
-        })
-    }
-
-    /// How long the current request has been waiting for its answer, if one is.
-    pub fn age(&self) -> Option<Duration> {
-        match self.since.load(Ordering::Relaxed) {
-            0 => None,
-            t => Some(
-                self.epoch
-                    .elapsed()
-                    .saturating_sub(Duration::from_micros(t - 1)),
-            ),
-        }
+        Arc::new(Self::default())
     }
 
     fn arrived(&self) {
-        if self.since.load(Ordering::Relaxed) == 0 {
-            let t = self.epoch.elapsed().as_micros() as u64 + 1;
-            self.since.store(t, Ordering::Relaxed);
+        if !self.waiting.load(Ordering::Relaxed) {
+            self.waiting.store(true, Ordering::Relaxed);
         }
     }
 
     fn answered(&self) {
-        self.since.store(0, Ordering::Relaxed);
+        if self.waiting.load(Ordering::Relaxed) {
+            self.waiting.store(false, Ordering::Relaxed);
+        }
+        self.answers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(waiting, answers so far)`.
+    fn snapshot(&self) -> (bool, u64) {
+        (
+            self.waiting.load(Ordering::Relaxed),
+            self.answers.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -121,14 +117,21 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
-/// Resolves when the connection's pending request is older than `limit` (checked every
-/// `limit / 4`).
+/// Resolves when one request of the connection has stayed unanswered for about `limit`
+/// (between `limit` and `limit * 5 / 4`): it looks every `limit / 4` and counts the looks in a
+/// row that found the same request waiting.
 pub async fn watchdog(pending: Arc<Pending>, limit: Duration) {
-    let mut every = tokio::time::interval((limit / 4).max(Duration::from_millis(100)));
+    let period = (limit / 4).max(Duration::from_millis(100));
+    let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut strikes = 0u32;
+    let mut last = (false, u64::MAX);
     loop {
         every.tick().await;
-        if pending.age().is_some_and(|a| a > limit) {
+        let now = pending.snapshot();
+        strikes = if now.0 && now == last { strikes + 1 } else { 0 };
+        last = now;
+        if strikes >= 4 {
             return;
         }
     }

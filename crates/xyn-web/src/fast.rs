@@ -58,8 +58,7 @@ pub fn answer<B>(s: &AppState, req: &Request<B>) -> Option<Response<Body>> {
             v.clone()
         }
     };
-    let body = serde_json::to_vec(&crate::routes::health::health_of(s)).ok()?;
-    let mut r = Response::new(Body::from(body));
+    let mut r = Response::new(Body::from(crate::routes::health::health_json(s)));
     *r.status_mut() = StatusCode::OK;
     let rh = r.headers_mut();
     rh.insert(

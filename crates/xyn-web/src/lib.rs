@@ -179,12 +179,19 @@ pub async fn serve(
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.max_buf_size(64 * 1024).keep_alive(true);
                 let c = graceful.watch(b.serve_connection(io, svc));
+                let conn_task = tokio::spawn(async move {
+                    if let Err(e) = c.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+                // The watchdog runs beside the connection (not polled with it on every wake-up)
+                // and ends with it.
+                let abort = conn_task.abort_handle();
                 tokio::spawn(async move {
                     tokio::select! {
-                        r = c => if let Err(e) = r {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        },
+                        _ = conn_task => {}
                         () = conn::watchdog(pending, slow_limit) => {
+                            abort.abort();
                             tracing::info!("closed a connection whose request was not complete in time");
                         }
                     }
