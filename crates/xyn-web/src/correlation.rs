@@ -54,11 +54,22 @@ pub async fn finish(mut resp: Response, id: &str) -> Response {
 /// A time-ordered id (UUID v7). No shared context: ids need to be unique, not strictly
 /// monotonic, and a per-request global lock would serialise the edge.
 pub fn new_id() -> String {
+    new_uuid().to_string()
+}
+
+/// [`new_id`] as a header value, formatted without an intermediate string.
+pub fn new_id_header() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = new_uuid().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+fn new_uuid() -> uuid::Uuid {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let ts = uuid::Timestamp::from_unix(uuid::NoContext, now.as_secs(), now.subsec_nanos());
-    uuid::Uuid::new_v7(ts).to_string()
+    uuid::Uuid::new_v7(ts)
 }
 
 fn xyn_engine_valid(s: &str) -> bool {

@@ -19,7 +19,6 @@ pub struct HealthDto {
     pub uptime_seconds: u64,
     #[schema(format = DateTime)]
     pub now: String,
-    pub store: String,
 }
 
 #[derive(Serialize, ToSchema)]

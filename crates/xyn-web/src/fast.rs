@@ -7,15 +7,16 @@
 //! stack, which answers it (401, 400, 431, …) exactly as for any route. `api.rs` and the
 //! schemathesis run exercise both paths against the same contract.
 
-use axum::body::Body;
-use axum::http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use bytes::Bytes;
+use http_body_util::Full;
 
 use crate::AppState;
 use crate::auth::{SESSION_COOKIE, cookie};
 use crate::correlation;
 
 /// The answer to a plain health probe, or `None` to take the full path.
-pub fn answer<B>(s: &AppState, req: &Request<B>) -> Option<Response<Body>> {
+pub fn answer<B>(s: &AppState, req: &Request<B>) -> Option<Response<Full<Bytes>>> {
     if req.method() != Method::GET
         || req.uri().path() != "/api/v1/health"
         || req.uri().query().is_some()
@@ -47,7 +48,7 @@ pub fn answer<B>(s: &AppState, req: &Request<B>) -> Option<Response<Body>> {
         }
     }
     let id = match h.get(&correlation::HEADER) {
-        None => HeaderValue::try_from(correlation::new_id()).ok()?,
+        None => correlation::new_id_header(),
         Some(v) => {
             let ok = v.to_str().is_ok_and(|v| {
                 !v.is_empty() && v.len() <= 200 && v.bytes().all(|b| b.is_ascii_graphic())
@@ -58,8 +59,11 @@ pub fn answer<B>(s: &AppState, req: &Request<B>) -> Option<Response<Body>> {
             v.clone()
         }
     };
-    let mut r = Response::new(Body::from(crate::routes::health::health_json(s)));
+    let mut r = Response::new(Full::new(Bytes::from(crate::routes::health::health_json(
+        s,
+    ))));
     *r.status_mut() = StatusCode::OK;
+    *r.headers_mut() = HeaderMap::with_capacity(8);
     let rh = r.headers_mut();
     rh.insert(
         header::CONTENT_TYPE,

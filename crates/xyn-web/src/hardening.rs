@@ -75,8 +75,9 @@ pub fn timed_out(s: &AppState) -> Response {
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
 connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
-/// Security headers: on every response `nosniff` and frame denial; on UI pages also the CSP,
-/// the referrer policy and `no-store`.
+/// Security headers: on every response `nosniff`; on UI pages also frame denial, the CSP, the
+/// referrer policy and `no-store`. (API responses are JSON or downloads, never framed pages;
+/// downloads carry their own sandboxing CSP.)
 pub fn security_headers(ui: bool, resp: &mut Response) {
     security_headers_into(ui, resp.headers_mut());
 }
@@ -87,8 +88,8 @@ pub fn security_headers_into(ui: bool, h: &mut axum::http::HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if ui {
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         h.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),

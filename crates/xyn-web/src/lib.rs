@@ -165,13 +165,17 @@ pub async fn serve(
                 let router = router.clone();
                 let state = state.clone();
                 let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    let fast = fast::answer(&state, &req);
-                    let router = router.clone();
-                    async move {
-                        match fast {
-                            Some(resp) => Ok(resp),
-                            None => router.oneshot(req.map(Body::new)).await,
-                        }
+                    use futures_util::future::{Either, FutureExt, ready};
+                    match fast::answer(&state, &req) {
+                        Some(resp) => Either::Left(ready(Ok::<_, std::convert::Infallible>(
+                            resp.map(http_body_util::Either::Left),
+                        ))),
+                        None => Either::Right(
+                            router
+                                .clone()
+                                .oneshot(req.map(Body::new))
+                                .map(|r| r.map(|resp| resp.map(http_body_util::Either::Right))),
+                        ),
                     }
                 });
                 let pending = conn::Pending::new();

@@ -21,6 +21,7 @@ use crate::extract::{Actor, ApiQuery, Cid};
 pub async fn stats(State(s): State<AppState>, ApiQuery(_): ApiQuery<NoParams>) -> Json<Value> {
     Json(json!({
         "store": s.node.store().stats(),
+        "store_description": s.store_description,
         "busy_runs": s.node.busy(),
         "event_stream_subscribers": s.feed.subscribers(),
     }))

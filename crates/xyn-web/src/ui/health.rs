@@ -20,12 +20,12 @@ pub async fn health(State(s): State<AppState>, ui: Ui) -> UiResult<Html<String>>
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: s.node.uptime().as_secs(),
         now: s.node.now().to_string(),
-        store: s.node.store().describe(),
     };
     ui.page(
         "health.html",
         "health",
-        json!({"h": h, "busy": s.node.busy(), "env_id": s.node.config().env_id}),
+        json!({"h": h, "busy": s.node.busy(), "env_id": s.node.config().env_id,
+            "store": s.store_description}),
     )
 }
 
