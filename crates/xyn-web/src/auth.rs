@@ -269,7 +269,13 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> HeaderValue 
 /// Authenticates, authorises and checks CSRF; puts the [`Principal`] (and for the UI the
 /// [`CsrfToken`]) into the request's extensions. Returns the request to go on with and a new
 /// CSRF token to set as a cookie, or the refusal.
-pub async fn check(s: &AppState, mut req: Request) -> Result<(Request, Option<String>), Response> {
+pub async fn check(s: &AppState, req: Request) -> Result<(Request, Option<String>), Box<Response>> {
+    decide(s, req).await.map_err(Box::new)
+}
+
+// Refusals are rare: the boxing happens once, in `check`.
+#[allow(clippy::result_large_err)]
+async fn decide(s: &AppState, mut req: Request) -> Result<(Request, Option<String>), Response> {
     // The common case, cheaply: an open node, an API request.
     let ui = is_ui(req.uri().path());
     if !ui && !s.config.auth.enabled() {

@@ -18,7 +18,7 @@ pub struct CorrelationId(pub String);
 
 /// Takes the request's correlation id (or makes one) and puts it into its extensions; a
 /// malformed one is refused.
-pub fn begin(req: &mut Request) -> Result<String, Response> {
+pub fn begin(req: &mut Request) -> Result<String, Box<Response>> {
     let id = match req.headers().get(&HEADER) {
         None => new_id(),
         Some(v) => match v.to_str() {
@@ -34,7 +34,7 @@ pub fn begin(req: &mut Request) -> Result<String, Response> {
                 }
                 .into_response();
                 set_header(&mut resp, &id);
-                return Err(resp);
+                return Err(Box::new(resp));
             }
         },
     };

@@ -20,13 +20,15 @@ pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> R
     let method = req.method().clone();
     let id = match correlation::begin(&mut req) {
         Ok(id) => id,
-        Err(mut r) => {
+        Err(r) => {
+            let mut r = *r;
             hardening::security_headers(ui, &mut r);
             return r;
         }
     };
     let resp = match run(&s, req, next).await {
-        Ok(r) | Err(r) => r,
+        Ok(r) => r,
+        Err(r) => *r,
     };
     let mut resp = correlation::finish(resp, &id).await;
     hardening::security_headers(ui, &mut resp);
@@ -44,7 +46,7 @@ pub async fn layer(State(s): State<AppState>, mut req: Request, next: Next) -> R
     resp
 }
 
-async fn run(s: &AppState, req: Request, next: Next) -> Result<Response, Response> {
+async fn run(s: &AppState, req: Request, next: Next) -> Result<Response, Box<Response>> {
     hardening::header_limit(s, &req)?;
     let req = hardening::body_limit(s, req)?;
     let (req, new_csrf) = auth::check(s, req).await?;

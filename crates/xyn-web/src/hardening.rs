@@ -12,11 +12,11 @@ use crate::AppState;
 use crate::error::status_error;
 
 /// 431 when the request headers are too many or too large in total.
-pub fn header_limit(s: &AppState, req: &Request) -> Result<(), Response> {
+pub fn header_limit(s: &AppState, req: &Request) -> Result<(), Box<Response>> {
     let h = req.headers();
     let total: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if h.len() > s.config.max_headers || total > s.config.max_header_bytes {
-        return Err(status_error(
+        return Err(Box::new(status_error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             codes::REQUEST_HEADERS_TOO_LARGE,
             format!(
@@ -25,7 +25,7 @@ pub fn header_limit(s: &AppState, req: &Request) -> Result<(), Response> {
                 s.config.max_headers,
                 s.config.max_header_bytes
             ),
-        ));
+        )));
     }
     Ok(())
 }
@@ -41,7 +41,7 @@ fn limit_for(s: &AppState, path: &str) -> usize {
 
 /// 413 before reading when `Content-Length` is over the route's limit; otherwise the body is
 /// wrapped so that reading past the limit fails (and extractors answer 413).
-pub fn body_limit(s: &AppState, req: Request) -> Result<Request, Response> {
+pub fn body_limit(s: &AppState, req: Request) -> Result<Request, Box<Response>> {
     let limit = limit_for(s, req.uri().path());
     let declared = req
         .headers()
@@ -49,11 +49,11 @@ pub fn body_limit(s: &AppState, req: Request) -> Result<Request, Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(status_error(
+        return Err(Box::new(status_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             codes::REQUEST_TOO_LARGE,
             format!("the request body is larger than the limit of {limit} bytes"),
-        ));
+        )));
     }
     Ok(req.map(|b| axum::body::Body::new(Limited::new(b, limit))))
 }
