@@ -57,13 +57,6 @@ pub fn new_id() -> String {
     new_uuid().to_string()
 }
 
-/// [`new_id`] as a header value, formatted without an intermediate string.
-pub fn new_id_header() -> HeaderValue {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = new_uuid().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
-}
-
 fn new_uuid() -> uuid::Uuid {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

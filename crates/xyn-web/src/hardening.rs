@@ -79,11 +79,7 @@ connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none';
 /// referrer policy and `no-store`. (API responses are JSON or downloads, never framed pages;
 /// downloads carry their own sandboxing CSP.)
 pub fn security_headers(ui: bool, resp: &mut Response) {
-    security_headers_into(ui, resp.headers_mut());
-}
-
-/// [`security_headers`] on a header map.
-pub fn security_headers_into(ui: bool, h: &mut axum::http::HeaderMap) {
+    let h = resp.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -19,7 +19,6 @@ pub mod dto;
 pub mod edge;
 pub mod error;
 pub mod extract;
-pub mod fast;
 pub mod hardening;
 pub mod hooks;
 pub mod openapi;
@@ -146,7 +145,7 @@ pub async fn serve(
     let grace = state.config.shutdown_grace;
     let slow_limit = state.config.request_timeout + state.config.header_read_timeout;
     let stop_streams = state.shutdown.clone();
-    let router = app(state.clone());
+    let router = app(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -163,20 +162,8 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let router = router.clone();
-                let state = state.clone();
                 let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    use futures_util::future::{Either, FutureExt, ready};
-                    match fast::answer(&state, &req) {
-                        Some(resp) => Either::Left(ready(Ok::<_, std::convert::Infallible>(
-                            resp.map(http_body_util::Either::Left),
-                        ))),
-                        None => Either::Right(
-                            router
-                                .clone()
-                                .oneshot(req.map(Body::new))
-                                .map(|r| r.map(|resp| resp.map(http_body_util::Either::Right))),
-                        ),
-                    }
+                    router.clone().oneshot(req.map(Body::new))
                 });
                 let pending = conn::Pending::new();
                 let io = TokioIo::new(conn::Watched::new(stream, pending.clone()));

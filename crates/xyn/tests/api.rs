@@ -162,8 +162,6 @@ async fn health_and_the_openapi_document_cover_every_route() {
     assert!(h.headers.contains_key("x-correlation-id"));
     assert_eq!(h.headers["x-content-type-options"], "nosniff");
     assert_eq!(h.headers["content-type"], "application/json");
-    // The plain probe is answered on the accept loop's fast path; these take the full stack —
-    // both keep one contract.
     let echoed = call(
         &node,
         Method::GET,

@@ -6,8 +6,7 @@ use crate::AppState;
 use crate::dto::{HealthDto, NoParams};
 use crate::extract::ApiQuery;
 
-/// Liveness and version; answers from memory, never touches the store. (Plain requests are
-/// answered by the same code on the fast path of [`crate::fast`].)
+/// Liveness and version; answers from memory, never touches the store.
 #[utoipa::path(get, path = "/api/v1/health", tag = "health",
     responses((status = 200, description = "The node is up", body = HealthDto)))]
 pub async fn health(State(s): State<AppState>, ApiQuery(_): ApiQuery<NoParams>) -> Response {
@@ -18,8 +17,8 @@ pub async fn health(State(s): State<AppState>, ApiQuery(_): ApiQuery<NoParams>) 
         .into_response()
 }
 
-/// The health answer ([`HealthDto`] on the wire), serialised without intermediate strings:
-/// the fast path answers every plain probe with it.
+/// The health answer ([`HealthDto`] on the wire), serialised without intermediate strings
+/// (probes hit it all day).
 pub fn health_json(s: &AppState) -> Vec<u8> {
     /// The node's time, written like `Timestamp`'s Display (RFC 3339, microseconds, `Z`)
     /// straight into the output.
