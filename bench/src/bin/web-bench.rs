@@ -380,7 +380,7 @@ async fn main() -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "Load average of the machine (shared with other builds) before and after these rounds: {load_before} → {load_after}. Server and wrk share the {cores} cores, so the ratio moves with the machine's load; `bash bench/run-web.sh` on an idle machine is the reference.\n"
+        "Load average before and after these rounds (this benchmark alone accounts for about 4; the machine is shared with other builds): {load_before} → {load_after}. Server and wrk share the {cores} cores, so the ratio moves with the machine's load.\n"
     );
     let _ = writeln!(
         md,
