@@ -107,7 +107,12 @@ let runUrl = '';
 await check('the launcher shows input errors inline, then starts a run', async () => {
   await main.goto(BASE + '/ui/runs/new?blueprint=bp.ui.gate');
   await main.waitForFunction(() => window.htmx !== undefined);
+  // Choosing a blueprint re-renders the form (htmx); wait until the new form has settled.
+  const settled = main.evaluate(() => new Promise((resolve) => {
+    document.body.addEventListener('htmx:afterSettle', () => resolve(), { once: true });
+  }));
   await main.selectOption('[data-testid=launch-blueprint]', 'bp.ui.gate');
+  await settled;
   await main.fill('[data-testid=launch-inputs]', '{"who": ');
   await main.locator('[data-testid=launch-errors]').waitFor();
   expect((await main.locator('[data-testid=launch-errors]').textContent()).includes('Not valid JSON'), 'a JSON syntax error is shown');
