@@ -84,6 +84,8 @@ pub mod codes {
     pub const REQUEST_TOO_LARGE: &str = "request.too_large";
     pub const REQUEST_INVALID_CURSOR: &str = "request.invalid_cursor";
     pub const REQUEST_INVALID_ID: &str = "request.invalid_id";
+    pub const REQUEST_TIMEOUT: &str = "request.timeout";
+    pub const REQUEST_HEADERS_TOO_LARGE: &str = "request.headers_too_large";
     pub const ROUTE_NOT_FOUND: &str = "route.not_found";
     pub const METHOD_NOT_ALLOWED: &str = "route.method_not_allowed";
 
@@ -117,6 +119,14 @@ pub mod codes {
 
     pub const AUTH_REQUIRED: &str = "auth.required";
     pub const AUTH_FORBIDDEN: &str = "auth.forbidden";
+    pub const AUTH_INVALID_TOKEN: &str = "auth.invalid_token";
+    pub const AUTH_CSRF: &str = "auth.csrf";
+
+    pub const HOOK_UNKNOWN_SOURCE: &str = "hook.unknown_source";
+    pub const HOOK_BAD_SIGNATURE: &str = "hook.bad_signature";
+    pub const HOOK_NO_EVENT_NAME: &str = "hook.no_event_name";
+
+    pub const WORKCELL_UNSUPPORTED: &str = "workcell.unsupported";
 
     pub const STORE_UNAVAILABLE: &str = "store.unavailable";
     pub const STORAGE_ERROR: &str = "storage_error";

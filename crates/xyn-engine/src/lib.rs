@@ -15,6 +15,7 @@
 
 mod catalog;
 mod cron;
+mod direct;
 mod drafts;
 mod driver;
 mod intake;
@@ -36,6 +37,7 @@ use xyn_store::Store;
 use xyn_store::blob::BlobStore;
 
 pub use catalog::ApplyOutcome;
+pub use direct::{ACTION_EXECUTED, ARTIFACT_UPLOADED, DirectOutcome, NewArtifact};
 pub use intake::{EmitEvent, StartRun, valid_correlation_id};
 
 /// The clock port.

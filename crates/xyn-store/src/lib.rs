@@ -10,6 +10,7 @@
 //! returns, and a batch whose precondition fails changes nothing.
 
 pub mod blob;
+pub mod notify;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -174,6 +175,52 @@ pub struct FootprintQuery {
     pub limit: usize,
 }
 
+/// Filters of a footprint rollup (totals per UTC day and metric).
+#[derive(Clone, Debug, Default)]
+pub struct FootprintRollupQuery {
+    pub run_id: Option<RunId>,
+    /// Only these metrics (all when empty).
+    pub metrics: Vec<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+/// The total of one metric on one UTC day.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FootprintDay {
+    /// Midnight UTC of the day.
+    pub day: Timestamp,
+    pub metric: String,
+    pub unit: String,
+    pub total: f64,
+    /// Measurements added up.
+    pub count: u64,
+}
+
+/// Microseconds in a day.
+pub const DAY_MICROS: i64 = 86_400_000_000;
+
+/// Adds footprints up by (day, metric), ordered by day then metric. Adapters may compute the
+/// same in their database; this is the reference.
+pub fn rollup_footprints<'a>(items: impl IntoIterator<Item = &'a Footprint>) -> Vec<FootprintDay> {
+    let mut m: std::collections::BTreeMap<(i64, String), FootprintDay> = Default::default();
+    for f in items {
+        let day = f.occurred_at.as_micros().div_euclid(DAY_MICROS) * DAY_MICROS;
+        let e = m
+            .entry((day, f.metric.clone()))
+            .or_insert_with(|| FootprintDay {
+                day: Timestamp::from_micros(day),
+                metric: f.metric.clone(),
+                unit: f.unit.clone(),
+                total: 0.0,
+                count: 0,
+            });
+        e.total += f.quantity;
+        e.count += 1;
+    }
+    m.into_values().collect()
+}
+
 /// Counters that show what the store did (for tests and `doctor`).
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct StoreStats {
@@ -226,6 +273,35 @@ pub trait Store: Send + Sync + 'static {
     async fn list_drafts(&self, before: Option<i64>, limit: usize) -> StoreResult<Page<Draft>>;
 
     async fn list_footprints(&self, q: FootprintQuery) -> StoreResult<Page<Footprint>>;
+
+    /// Footprint totals per UTC day and metric, ordered by day then metric. The default pages
+    /// through [`Store::list_footprints`]; adapters may aggregate in the database instead.
+    async fn footprint_rollup(&self, q: FootprintRollupQuery) -> StoreResult<Vec<FootprintDay>> {
+        let mut all = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self
+                .list_footprints(FootprintQuery {
+                    run_id: q.run_id,
+                    metric: None,
+                    since: q.since,
+                    until: q.until,
+                    before,
+                    limit: 1000,
+                })
+                .await?;
+            all.extend(
+                page.items
+                    .into_iter()
+                    .filter(|f| q.metrics.is_empty() || q.metrics.contains(&f.metric)),
+            );
+            match page.next {
+                Some(n) => before = Some(n),
+                None => break,
+            }
+        }
+        Ok(rollup_footprints(&all))
+    }
 
     /// The latest cron slot claimed for a blueprint.
     async fn last_cron_slot(&self, blueprint_id: &str) -> StoreResult<Option<Timestamp>>;

@@ -27,8 +27,9 @@ use xyn_core::run::{Run, Step};
 use xyn_core::{ArtifactId, DraftId, EventId, RunId, Timestamp};
 
 use crate::{
-    ArtifactQuery, DraftWrite, EventQuery, FootprintQuery, Page, RunQuery, RunWrite, StepWrite,
-    Store, StoreError, StoreResult, StoreStats, WriteBatch,
+    ArtifactQuery, DAY_MICROS, DraftWrite, EventQuery, FootprintDay, FootprintQuery,
+    FootprintRollupQuery, Page, RunQuery, RunWrite, StepWrite, Store, StoreError, StoreResult,
+    StoreStats, WriteBatch,
 };
 use rows::*;
 
@@ -1005,6 +1006,56 @@ impl Store for SqliteStore {
                 lim + 1
             );
             Ok(paginate(collect(c, &sql, args, footprint_from_row)?, lim))
+        })
+        .await
+    }
+
+    async fn footprint_rollup(&self, q: FootprintRollupQuery) -> StoreResult<Vec<FootprintDay>> {
+        self.read(move |c| {
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut conds = Vec::new();
+            if let Some(r) = q.run_id {
+                args.push(r.to_string().into());
+                conds.push(format!("run_id = ?{}", args.len()));
+            }
+            if !q.metrics.is_empty() {
+                let mut ph = Vec::new();
+                for m in &q.metrics {
+                    args.push(m.clone().into());
+                    ph.push(format!("?{}", args.len()));
+                }
+                conds.push(format!("metric IN ({})", ph.join(",")));
+            }
+            if let Some(s) = q.since {
+                args.push(s.as_micros().into());
+                conds.push(format!("occurred_at >= ?{}", args.len()));
+            }
+            if let Some(u) = q.until {
+                args.push(u.as_micros().into());
+                conds.push(format!("occurred_at < ?{}", args.len()));
+            }
+            let wh = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            };
+            // Floor division also for instants before 1970.
+            let day = format!(
+                "((occurred_at - ((occurred_at % {DAY_MICROS}) + {DAY_MICROS}) % {DAY_MICROS}))"
+            );
+            let sql = format!(
+                "SELECT {day} AS d, metric, MIN(unit), SUM(quantity), COUNT(*) FROM footprints {wh} \
+                 GROUP BY d, metric ORDER BY d, metric"
+            );
+            collect(c, &sql, args, |r| {
+                Ok(FootprintDay {
+                    day: Timestamp::from_micros(r.get(0).map_err(unavailable)?),
+                    metric: r.get(1).map_err(unavailable)?,
+                    unit: r.get(2).map_err(unavailable)?,
+                    total: r.get(3).map_err(unavailable)?,
+                    count: r.get::<_, i64>(4).map_err(unavailable)?.max(0) as u64,
+                })
+            })
         })
         .await
     }

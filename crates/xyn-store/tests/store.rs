@@ -19,6 +19,38 @@ async fn sqlite() -> Arc<dyn Store> {
 
 conformance_suite!(sqlite_conformance, || sqlite());
 
+/// The notifying wrapper must behave exactly like the store it wraps.
+async fn notifying() -> Arc<dyn Store> {
+    let (s, _feed) = xyn_store::notify::NotifyingStore::new(sqlite().await, 16);
+    Arc::new(s)
+}
+
+conformance_suite!(notifying_conformance, || notifying());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_announces_each_commit_in_seq_order() {
+    let (s, feed) = xyn_store::notify::NotifyingStore::new(sqlite().await, 16);
+    let mut rx = feed.subscribe();
+    let mut b = xyn_store::WriteBatch::default();
+    b.events.push(conformance::event("f.one", None));
+    b.events.push(conformance::event("f.two", None));
+    let stored = s.commit(b).await.unwrap();
+    let got = rx.recv().await.unwrap();
+    assert_eq!(
+        got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        stored.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    // A batch without events is not announced.
+    s.commit(xyn_store::WriteBatch {
+        footprints: vec![],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(rx.try_recv().is_err());
+    assert_eq!(feed.subscribers(), 1);
+}
+
 fn open(dir: &std::path::Path) -> SqliteStore {
     SqliteStore::open(dir.join("xyn.db"), SqliteConfig::default()).unwrap()
 }

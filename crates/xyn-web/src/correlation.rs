@@ -5,7 +5,6 @@
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use xyn_core::{XynError, codes};
 
@@ -17,35 +16,53 @@ pub static HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 #[derive(Clone, Debug)]
 pub struct CorrelationId(pub String);
 
-pub async fn layer(mut req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(&HEADER)
-        .map(|v| v.to_str().map(str::to_string));
-    let id = match given {
-        None => uuid::Uuid::now_v7().to_string(),
-        Some(Ok(s)) if xyn_engine_valid(&s) => s,
-        Some(_) => {
-            let id = uuid::Uuid::now_v7().to_string();
-            let mut resp = ApiError {
-                error: XynError::bad_request(
-                    codes::REQUEST_INVALID,
-                    "X-Correlation-Id must be 1 to 200 visible ASCII characters",
-                ),
-                correlation_id: Some(id.clone()),
+/// Takes the request's correlation id (or makes one) and puts it into its extensions; a
+/// malformed one is refused.
+pub fn begin(req: &mut Request) -> Result<String, Box<Response>> {
+    let id = match req.headers().get(&HEADER) {
+        None => new_id(),
+        Some(v) => match v.to_str() {
+            Ok(s) if xyn_engine_valid(s) => s.to_string(),
+            _ => {
+                let id = new_id();
+                let mut resp = ApiError {
+                    error: XynError::bad_request(
+                        codes::REQUEST_INVALID,
+                        "X-Correlation-Id must be 1 to 200 visible ASCII characters",
+                    ),
+                    correlation_id: Some(id.clone()),
+                }
+                .into_response();
+                set_header(&mut resp, &id);
+                return Err(Box::new(resp));
             }
-            .into_response();
-            set_header(&mut resp, &id);
-            return resp;
-        }
+        },
     };
     req.extensions_mut().insert(CorrelationId(id.clone()));
-    let mut resp = next.run(req).await;
+    Ok(id)
+}
+
+/// Echoes the id on the response and writes it into an error body that lacks it.
+pub async fn finish(mut resp: Response, id: &str) -> Response {
     if resp.extensions().get::<ErrorMarker>().is_some() {
-        resp = patch_error_body(resp, &id).await;
+        resp = patch_error_body(resp, id).await;
     }
-    set_header(&mut resp, &id);
+    set_header(&mut resp, id);
     resp
+}
+
+/// A time-ordered id (UUID v7). No shared context: ids need to be unique, not strictly
+/// monotonic, and a per-request global lock would serialise the edge.
+pub fn new_id() -> String {
+    new_uuid().to_string()
+}
+
+fn new_uuid() -> uuid::Uuid {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, now.as_secs(), now.subsec_nanos());
+    uuid::Uuid::new_v7(ts)
 }
 
 fn xyn_engine_valid(s: &str) -> bool {

@@ -3,31 +3,36 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use xyn_core::event::StoredEvent;
-use xyn_core::records::{Artifact, BlueprintVersion};
+use utoipa::{IntoParams, ToSchema};
+use xyn_core::event::{ChainReport, StoredEvent};
+use xyn_core::footprint::Footprint;
+use xyn_core::records::{Artifact, BlueprintVersion, Draft};
 use xyn_core::run::{Run, Step};
 use xyn_core::{ErrorKind, XynError, codes};
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct HealthDto {
+    #[schema(value_type = String, example = "ok")]
     pub status: &'static str,
+    #[schema(value_type = String)]
     pub version: &'static str,
     pub uptime_seconds: u64,
+    #[schema(format = DateTime)]
     pub now: String,
-    pub store: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ResourceDto {
     #[serde(rename = "type")]
     pub kind: String,
     pub id: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct EventDto {
     pub event_id: String,
     pub event_name: String,
+    #[schema(format = DateTime)]
     pub occurred_at: String,
     pub env_id: String,
     pub actor: String,
@@ -35,6 +40,7 @@ pub struct EventDto {
     pub run_id: Option<String>,
     pub step_id: Option<String>,
     pub resource: Option<ResourceDto>,
+    #[schema(value_type = Object)]
     pub data: Value,
     /// Position in the log (an addition to §45.3).
     pub seq: i64,
@@ -65,7 +71,7 @@ impl From<StoredEvent> for EventDto {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceIn {
     #[serde(rename = "type")]
@@ -73,17 +79,21 @@ pub struct ResourceIn {
     pub id: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmitEventRequest {
+    /// Dot-separated lowercase segments, e.g. `checkmk.alert`; `xyn.*` is reserved.
     pub event_name: String,
     #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
     pub data: Value,
     #[serde(default)]
     pub resource: Option<ResourceIn>,
     #[serde(default)]
+    #[schema(format = Uuid)]
     pub run_id: Option<String>,
     #[serde(default)]
+    #[schema(format = Uuid)]
     pub step_id: Option<String>,
 }
 
@@ -91,18 +101,25 @@ fn empty_object() -> Value {
     Value::Object(Map::new())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RunDto {
     pub run_id: String,
     pub name: String,
+    #[schema(value_type = String, example = "running")]
     pub status: &'static str,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
+    #[schema(format = DateTime)]
     pub completed_at: Option<String>,
     pub actor: String,
     pub correlation_id: String,
+    #[schema(value_type = Object)]
     pub inputs: Value,
+    #[schema(value_type = Option<Object>)]
     pub outputs: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
     pub blueprint_id: String,
     pub blueprint_version: i64,
@@ -132,21 +149,29 @@ impl From<Run> for RunDto {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct StepDto {
     pub step_id: String,
     pub run_id: String,
     pub name: String,
+    #[schema(value_type = String, example = "waiting")]
     pub status: &'static str,
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
+    #[schema(format = DateTime)]
     pub completed_at: Option<String>,
     pub logs_artifact_id: Option<String>,
+    /// The step's recorded input (any JSON).
     pub inputs: Option<Value>,
+    /// The step's output (any JSON).
     pub outputs: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
+    #[schema(value_type = String, example = "gate")]
     pub kind: &'static str,
     pub index: u32,
     pub attempt: u32,
+    #[schema(format = DateTime)]
     pub next_attempt_at: Option<String>,
     pub duration_ms: Option<u64>,
     pub decided_by: Option<String>,
@@ -181,7 +206,7 @@ impl From<Step> for StepDto {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunCreateRequest {
     #[serde(default)]
@@ -189,37 +214,40 @@ pub struct RunCreateRequest {
     /// `<blueprint_id>` or `<blueprint_id>@<version>`.
     pub blueprint_ref: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub inputs: Option<Map<String, Value>>,
     #[serde(default)]
     pub priority: i64,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRequest {
     #[serde(default)]
     pub comment: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     #[serde(default)]
     pub reason: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ArtifactDto {
     pub artifact_id: String,
     pub name: String,
     pub kind: String,
     pub content_type: String,
     pub byte_length: Option<i64>,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub created_by: String,
     pub run_id: Option<String>,
     pub step_id: Option<String>,
     pub sha256: Option<String>,
+    #[schema(value_type = Object)]
     pub metadata: Value,
 }
 
@@ -241,15 +269,17 @@ impl From<Artifact> for ArtifactDto {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BlueprintDto {
     pub blueprint_id: String,
     pub version: i64,
     pub name: String,
     pub digest: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
     pub created_by: String,
     pub origin: String,
+    #[schema(value_type = Object)]
     pub definition: Value,
     pub source: String,
 }
@@ -270,7 +300,7 @@ impl From<BlueprintVersion> for BlueprintDto {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlueprintApplyRequest {
     /// The blueprint as YAML or JSON text.
@@ -281,6 +311,433 @@ pub struct BlueprintApplyRequest {
 pub struct ListDto<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
+}
+
+/// Pages of each kind, named for the OpenAPI document.
+macro_rules! list_schema {
+    ($name:ident, $item:ty) => {
+        #[derive(ToSchema)]
+        #[allow(dead_code)]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Pass as `cursor` for the next (older) page; `null` on the last page.
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+list_schema!(EventList, EventDto);
+list_schema!(RunList, RunDto);
+list_schema!(StepList, StepDto);
+list_schema!(ArtifactList, ArtifactDto);
+list_schema!(BlueprintList, BlueprintDto);
+list_schema!(DraftList, DraftDto);
+list_schema!(FootprintList, FootprintDto);
+list_schema!(FootprintDayList, FootprintDayDto);
+list_schema!(WorkcellList, WorkcellDto);
+
+/// The standard error body (§45.7).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+    pub correlation_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code, e.g. `run.not_found`, `request.unknown_field`.
+    pub code: String,
+    pub message: String,
+    /// Structured details (e.g. validation issues), or `null`.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+/// `POST /api/v1/blueprints` answer: the version and whether it was new.
+#[derive(Serialize, ToSchema)]
+pub struct BlueprintApplied {
+    #[serde(flatten)]
+    pub version: BlueprintDto,
+    /// False when the definition equals the latest version (nothing changed).
+    pub created: bool,
+}
+
+/// One validation problem: JSON path, stable code, sentence.
+#[derive(Serialize, ToSchema, Clone)]
+pub struct IssueDto {
+    pub path: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl From<&xyn_core::blueprint::Issue> for IssueDto {
+    fn from(i: &xyn_core::blueprint::Issue) -> Self {
+        Self {
+            path: i.path.clone(),
+            code: i.code.to_string(),
+            message: i.message.clone(),
+        }
+    }
+}
+
+/// A blueprint validation report.
+#[derive(Serialize, ToSchema)]
+pub struct ValidationDto {
+    pub valid: bool,
+    pub blueprint_id: Option<String>,
+    pub issues: Vec<IssueDto>,
+}
+
+/// A draft blueprint or pack (§45.6).
+#[derive(Serialize, ToSchema)]
+pub struct DraftDto {
+    #[schema(format = Uuid)]
+    pub draft_id: String,
+    pub name: String,
+    /// `blueprint | pack`.
+    pub kind: String,
+    /// `draft | validated | promoted`.
+    #[schema(value_type = String, example = "draft")]
+    pub status: &'static str,
+    pub revision: i64,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    /// The definition parsed as JSON (`null` if it does not parse).
+    pub content: Option<Value>,
+    /// The definition text as saved (YAML or JSON).
+    pub definition: String,
+    pub notes: Option<String>,
+    pub trigger_event_type: Option<String>,
+    /// The report of the last validation of this revision.
+    #[schema(value_type = Option<Object>)]
+    pub validation: Option<Value>,
+    pub promoted_version: Option<i64>,
+    pub source_run_id: Option<String>,
+}
+
+impl From<Draft> for DraftDto {
+    fn from(d: Draft) -> Self {
+        Self {
+            draft_id: d.draft_id.to_string(),
+            content: xyn_core::blueprint::parse_text(&d.definition).ok(),
+            name: d.name,
+            kind: d.kind,
+            status: d.status.as_str(),
+            revision: d.revision,
+            created_at: d.created_at.to_string(),
+            updated_at: d.updated_at.to_string(),
+            definition: d.definition,
+            notes: d.notes,
+            trigger_event_type: d.trigger_event_type,
+            validation: d.validation,
+            promoted_version: d.promoted_version,
+            source_run_id: d.source_run_id.map(|r| r.to_string()),
+        }
+    }
+}
+
+/// `POST /api/v1/drafts`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DraftCreateRequest {
+    pub name: String,
+    /// `blueprint` (default) or `pack`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The definition: YAML or JSON text, or a JSON object.
+    #[schema(value_type = String)]
+    pub definition: Value,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+/// `PUT /api/v1/drafts/{draft_id}`: a new revision (when the definition changed).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DraftUpdateRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[schema(value_type = String)]
+    pub definition: Value,
+    #[serde(default)]
+    pub notes: Option<String>,
+}
+
+/// `POST /api/v1/drafts/{draft_id}/validate` answer.
+#[derive(Serialize, ToSchema)]
+pub struct DraftValidationDto {
+    pub draft: DraftDto,
+    pub is_valid: bool,
+    pub issues: Vec<IssueDto>,
+    pub report_artifact_id: Option<String>,
+}
+
+/// `POST /api/v1/drafts/{draft_id}/promote` answer.
+#[derive(Serialize, ToSchema)]
+pub struct DraftPromotionDto {
+    pub draft: DraftDto,
+    pub blueprint_id: String,
+    pub version: i64,
+}
+
+/// One footprint measurement.
+#[derive(Serialize, ToSchema)]
+pub struct FootprintDto {
+    #[schema(format = DateTime)]
+    pub occurred_at: String,
+    pub run_id: Option<String>,
+    pub step_id: Option<String>,
+    pub source_kind: String,
+    pub source_ref: String,
+    pub metric: String,
+    pub quantity: f64,
+    pub unit: String,
+    pub class: String,
+    #[schema(value_type = Object)]
+    pub dims: Value,
+}
+
+impl From<Footprint> for FootprintDto {
+    fn from(f: Footprint) -> Self {
+        Self {
+            occurred_at: f.occurred_at.to_string(),
+            run_id: f.run_id.map(|r| r.to_string()),
+            step_id: f.step_id.map(|r| r.to_string()),
+            source_kind: f.source_kind,
+            source_ref: f.source_ref,
+            metric: f.metric,
+            quantity: f.quantity,
+            unit: f.unit,
+            class: f.class,
+            dims: f.dims,
+        }
+    }
+}
+
+/// The total of one metric on one UTC day.
+#[derive(Serialize, ToSchema, Clone)]
+pub struct FootprintDayDto {
+    /// `YYYY-MM-DD` (UTC).
+    #[schema(format = Date)]
+    pub day: String,
+    pub metric: String,
+    pub unit: String,
+    pub total: f64,
+    pub count: u64,
+}
+
+impl From<xyn_store::FootprintDay> for FootprintDayDto {
+    fn from(d: xyn_store::FootprintDay) -> Self {
+        Self {
+            day: d.day.to_datetime().format("%Y-%m-%d").to_string(),
+            metric: d.metric,
+            unit: d.unit,
+            total: d.total,
+            count: d.count,
+        }
+    }
+}
+
+/// `GET /api/v1/audit/verify`: the hash chain walked from the first event.
+#[derive(Serialize, ToSchema)]
+pub struct AuditReportDto {
+    pub ok: bool,
+    pub events_checked: u64,
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+    pub head_hash: Option<String>,
+    /// The first seq at which the chain is broken.
+    pub broken_seq: Option<i64>,
+    pub reason: Option<String>,
+}
+
+impl From<ChainReport> for AuditReportDto {
+    fn from(r: ChainReport) -> Self {
+        Self {
+            ok: r.ok,
+            events_checked: r.events_checked,
+            first_seq: r.first_seq,
+            last_seq: r.last_seq,
+            head_hash: r.head_hash,
+            broken_seq: r.broken_seq,
+            reason: r.reason,
+        }
+    }
+}
+
+/// `POST /api/v1/artifacts` (direct upload, §45.5).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactCreateRequest {
+    pub name: String,
+    /// `log | report | bundle | file | …`
+    pub kind: String,
+    pub content_type: String,
+    /// If given, must equal the decoded length.
+    #[serde(default)]
+    pub byte_length: Option<i64>,
+    #[serde(default)]
+    #[schema(format = Uuid)]
+    pub run_id: Option<String>,
+    #[serde(default)]
+    #[schema(format = Uuid)]
+    pub step_id: Option<String>,
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// The bytes, base64 (standard alphabet, padded).
+    pub content_base64: String,
+}
+
+/// `POST /api/internal/actions/execute`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionExecuteRequest {
+    pub action: String,
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Milliseconds (default 30000, at most 600000).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The outcome of a direct action execution.
+#[derive(Serialize, ToSchema)]
+pub struct ActionExecuteResponse {
+    pub ok: bool,
+    /// The action's output (redacted), when it succeeded.
+    pub output: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+    pub artifacts: Vec<ArtifactDto>,
+    /// The `xyn.action.executed` audit event.
+    pub event: EventDto,
+}
+
+/// A workcell (v1; this node has none).
+#[derive(Serialize, ToSchema)]
+pub struct WorkcellDto {
+    pub workcell_id: String,
+    pub status: String,
+}
+
+/// `GET /api/v1/events` and `GET /api/v1/events/stream` filters.
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventListParams {
+    /// 1..=500, default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Exact name, or a pattern ending in `.*` (one segment) or `.**` (any).
+    pub event_name: Option<String>,
+    #[param(format = Uuid)]
+    pub run_id: Option<String>,
+}
+
+/// `GET /api/v1/events/stream` filters.
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamParams {
+    pub event_name: Option<String>,
+    #[param(format = Uuid)]
+    pub run_id: Option<String>,
+    /// Resume after this seq (as `Last-Event-ID` does; the header wins).
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub after: Option<String>,
+}
+
+/// `GET /api/v1/runs` filters.
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RunListParams {
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+    /// Comma-separated: created, running, completed, failed, cancelled.
+    pub status: Option<String>,
+    pub blueprint_id: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// No query parameters (any is refused, naming it).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// Plain pagination.
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+/// `GET /api/v1/artifacts` filters.
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ArtifactListParams {
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+    #[param(format = Uuid)]
+    pub run_id: Option<String>,
+    #[param(format = Uuid)]
+    pub step_id: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// `GET /api/v1/blueprints/{blueprint_id}`.
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VersionParams {
+    /// A version number (default: the latest).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub version: Option<String>,
+}
+
+/// `GET /api/v1/footprints` filters.
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FootprintParams {
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+    #[param(format = Uuid)]
+    pub run_id: Option<String>,
+    pub metric: Option<String>,
+    /// RFC 3339; inclusive.
+    #[param(format = DateTime)]
+    pub since: Option<String>,
+    /// RFC 3339; exclusive.
+    #[param(format = DateTime)]
+    pub until: Option<String>,
+}
+
+/// `GET /api/v1/footprints/rollup` filters.
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RollupParams {
+    #[param(format = Uuid)]
+    pub run_id: Option<String>,
+    /// Comma-separated metric names (default: all).
+    pub metric: Option<String>,
+    #[param(format = DateTime)]
+    pub since: Option<String>,
+    #[param(format = DateTime)]
+    pub until: Option<String>,
 }
 
 /// Opaque cursors: `c<key>`.

@@ -158,3 +158,16 @@ fn json_rejection(rej: JsonRejection) -> XynError {
 fn clean_serde_message(m: &str) -> String {
     m.split_once(": ").map_or(m, |(_, rest)| rest).to_string()
 }
+
+/// An error response with an explicit status (for statuses no [`ErrorKind`] maps to: 408,
+/// 431, 405), in the standard shape.
+pub fn status_error(
+    status: StatusCode,
+    code: &'static str,
+    message: impl Into<String>,
+) -> Response {
+    let e = XynError::new(ErrorKind::BadRequest, code, message);
+    let mut resp = (status, Json(error_body(&e, None))).into_response();
+    resp.extensions_mut().insert(ErrorMarker);
+    resp
+}

@@ -1,93 +1,28 @@
 //! Extractors that fail with the standard error shape.
 
-use std::collections::HashMap;
-
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use xyn_core::{XynError, codes};
 
+use serde::de::DeserializeOwned;
+
+use crate::auth::Principal;
 use crate::correlation::CorrelationId;
 use crate::error::ApiError;
 
-/// Query parameters, checked against the names a route accepts.
-pub struct Params(pub HashMap<String, String>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Params {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let q = parts.uri.query().unwrap_or("");
-        let mut out = HashMap::new();
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = decode(k);
-            let v = decode(v);
-            out.insert(k, v);
-        }
-        Ok(Params(out))
-    }
-}
-
-/// Percent-decoding of a query component (`+` is a space).
-fn decode(s: &str) -> String {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|x| hex(*x)),
-                b.get(i + 2).and_then(|x| hex(*x)),
-            )
-        {
-            out.push(h * 16 + l);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-impl Params {
-    /// Refuses parameters the route does not know, naming them.
-    pub fn allow(&self, known: &[&str]) -> Result<(), XynError> {
-        let mut unknown: Vec<&str> = self
-            .0
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !known.contains(k))
-            .collect();
-        unknown.sort_unstable();
-        match unknown.first() {
-            None => Ok(()),
-            Some(k) => Err(XynError::invalid(
-                codes::REQUEST_UNKNOWN_FIELD,
-                format!(
-                    "unknown query parameter '{k}' (known: {})",
-                    known.join(", ")
-                ),
-            )),
-        }
-    }
-
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str).filter(|s| !s.is_empty())
-    }
-}
-
-/// Who is calling. On an open (local) node this is what the client says in `X-Actor`
-/// (e.g. `cli:alice`), else `api`.
+/// Who is calling, as recorded on what the request creates. With auth on, the principal of
+/// the token or session; on an open node, what the client says in `X-Actor` (e.g. `cli:alice`),
+/// else `api`.
 pub struct Actor(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let principal = parts.extensions.get::<Principal>().cloned();
+        if let Some(p) = principal.as_ref().filter(|p| !p.open) {
+            return Ok(Actor(p.name.clone()));
+        }
         let given = parts
             .headers
             .get("x-actor")
@@ -96,6 +31,55 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
             .filter(|s| !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_graphic()));
         Ok(Actor(given.unwrap_or_else(|| "api".into())))
     }
+}
+
+/// The authenticated principal (the local operator on an open node).
+pub struct Who(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Who {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Who(parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or_else(Principal::local)))
+    }
+}
+
+/// Typed query parameters (`deny_unknown_fields` structs): unknown parameters are refused
+/// with 422 `request.unknown_field` naming them, malformed ones with 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str::<T>(q)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let m = e.to_string();
+                if m.contains("unknown field") {
+                    XynError::invalid(
+                        codes::REQUEST_UNKNOWN_FIELD,
+                        format!(
+                            "unknown query parameter: {}",
+                            m.replace("field", "parameter")
+                        ),
+                    )
+                } else {
+                    XynError::bad_request(codes::REQUEST_INVALID, format!("bad query: {m}"))
+                }
+                .into()
+            })
+    }
+}
+
+/// A query value, `None` when absent or empty.
+pub fn nz(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// The correlation id of the request (set by the correlation layer).

@@ -1,76 +1,203 @@
-//! The HTTP edge of Xyn: `/api/v1` with the DTOs of xyn-seed-plan §45, one error shape,
-//! correlation ids, body limits, graceful shutdown.
+//! The HTTP edge of Xyn: `/api/v1` (DTOs of xyn-seed-plan §45, OpenAPI 3.1 generated from the
+//! handlers), `/api/internal` (operator-only), webhook intake (`/hooks/{source}`), Server-Sent
+//! Events, and the server-rendered Xyn Core UI (`/ui`, HTMX partials).
+//!
+//! One edge layer ([`edge`]) runs, in order: correlation ids → header limits (431) → body
+//! limits (413) → auth (401/403, CSRF on UI form posts) → request timeout (408) → routes, and
+//! adds security headers on the way out.
+//! `serve` runs hyper directly so that header-size, header-read-timeout and graceful shutdown
+//! are configured in one place.
 //!
 //! *Architecture Invariant:* handlers only translate between HTTP and the engine's service
-//! layer ([`xyn_engine::Node`]); no business rule lives here.
+//! layer ([`xyn_engine::Node`]); no business rule lives here. The UI calls the same `Node`
+//! methods as the API.
 
+pub mod auth;
+pub mod conn;
 pub mod correlation;
 pub mod dto;
+pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod hardening;
+pub mod hooks;
+pub mod openapi;
 pub mod routes;
+pub mod sse;
+pub mod ui;
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use xyn_engine::Node;
+use xyn_store::notify::EventFeed;
+
+pub use auth::{AuthConfig, Principal, Role};
+pub use hooks::HookConfig;
 
 /// Settings of the HTTP edge.
 #[derive(Clone, Debug)]
 pub struct WebConfig {
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes (JSON requests).
     pub max_body_bytes: usize,
+    /// Largest body of `POST /api/v1/artifacts` (base64 in JSON), in bytes.
+    pub max_upload_bytes: usize,
+    /// Largest total size of the request headers, in bytes (431 above it).
+    pub max_header_bytes: usize,
+    /// Most request headers (431 above it).
+    pub max_headers: usize,
+    /// Time to produce a response (408 after it). Streams (SSE) only need to start in time.
+    pub request_timeout: Duration,
+    /// Allowance for sending the request head, on top of `request_timeout`: a connection whose
+    /// request has not been answered within both is closed (slow-client protection).
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_grace: Duration,
+    pub auth: AuthConfig,
+    /// Webhook sources: `POST /hooks/{source}`.
+    pub hooks: BTreeMap<String, HookConfig>,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024 + 64 * 1024,
+            max_upload_bytes: 16 * 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            auth: AuthConfig::default(),
+            hooks: BTreeMap::new(),
         }
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach: one `Arc`, so the per-request clones are one atomic add.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
     pub node: Node,
     pub config: WebConfig,
+    /// Committed events, pushed (for SSE and the live UI).
+    pub feed: EventFeed,
+    pub sessions: auth::Sessions,
+    /// Cancelled on shutdown: ends open event streams so shutdown does not wait for them.
+    pub shutdown: CancellationToken,
+    /// The OpenAPI document, rendered once.
+    pub openapi: String,
+    /// `Store::describe()`, computed once.
+    pub store_description: String,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(node: Node, feed: EventFeed, config: WebConfig) -> Self {
+        Self(Arc::new(AppInner {
+            config,
+            feed,
+            sessions: auth::Sessions::default(),
+            shutdown: CancellationToken::new(),
+            openapi: openapi::document_json(),
+            store_description: node.store().describe(),
+            node,
+        }))
+    }
 }
 
 /// The whole application router.
 pub fn app(state: AppState) -> Router {
-    let limit = state.config.max_body_bytes;
+    let limit = state
+        .config
+        .max_body_bytes
+        .max(state.config.max_upload_bytes);
     routes::router()
-        .with_state(state)
+        .merge(ui::router())
+        .with_state(state.clone())
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn(correlation::layer))
+        .layer(axum::middleware::from_fn_with_state(state, edge::layer))
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests
-/// (at most `grace`).
+/// Serves until `shutdown` resolves, then stops accepting, ends event streams and lets
+/// in-flight requests finish (at most `config.shutdown_grace`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: Duration,
 ) -> std::io::Result<()> {
-    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
-    });
-    tokio::select! {
-        r = server => r,
-        _ = async {
-            let _ = rx.await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("in-flight requests did not finish within the grace period");
-            Ok(())
+    let grace = state.config.shutdown_grace;
+    let slow_limit = state.config.request_timeout + state.config.header_read_timeout;
+    let stop_streams = state.shutdown.clone();
+    let router = app(state);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let router = router.clone();
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    router.clone().oneshot(req.map(Body::new))
+                });
+                let pending = conn::Pending::new();
+                let io = TokioIo::new(conn::Watched::new(stream, pending.clone()));
+                let mut b = hyper::server::conn::http1::Builder::new();
+                b.max_buf_size(64 * 1024).keep_alive(true);
+                let c = graceful.watch(b.serve_connection(io, svc));
+                let conn_task = tokio::spawn(async move {
+                    if let Err(e) = c.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+                // The watchdog runs beside the connection (not polled with it on every wake-up)
+                // and ends with it.
+                let abort = conn_task.abort_handle();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = conn_task => {}
+                        () = conn::watchdog(pending, slow_limit) => {
+                            abort.abort();
+                            tracing::info!("closed a connection whose request was not complete in time");
+                        }
+                    }
+                });
+            }
+            () = &mut shutdown => break,
         }
     }
+    drop(listener);
+    stop_streams.cancel();
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+        }
+    }
+    Ok(())
 }

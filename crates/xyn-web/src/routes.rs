@@ -1,53 +1,67 @@
-//! The route table. One file per area under `routes/`.
+//! The API route table (`/api/v1`, `/api/internal`). One file per area under `routes/`; every
+//! handler carries its OpenAPI description (`#[utoipa::path]`), so the document at
+//! `/api/v1/openapi.json` is generated from the code that answers.
 
-mod artifacts;
-mod blueprints;
-mod events;
-mod health;
-mod runs;
+pub mod artifacts;
+pub mod audit;
+pub mod blueprints;
+pub mod drafts;
+pub mod events;
+pub mod footprints;
+pub mod health;
+pub mod internal;
+pub mod runs;
 
 use axum::Router;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use xyn_core::{XynError, codes};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, status_error};
 
+/// The documented API routes, with their OpenAPI description.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::health))
+        .routes(routes!(events::list, events::emit))
+        .routes(routes!(events::stream))
+        .routes(routes!(events::get_one))
+        .routes(routes!(runs::list, runs::create))
+        .routes(routes!(runs::get_one))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(runs::steps))
+        .routes(routes!(runs::step))
+        .routes(routes!(runs::approve))
+        .routes(routes!(runs::reject))
+        .routes(routes!(blueprints::list, blueprints::apply))
+        .routes(routes!(blueprints::validate))
+        .routes(routes!(blueprints::get_one))
+        .routes(routes!(blueprints::versions))
+        .routes(routes!(drafts::list, drafts::create))
+        .routes(routes!(drafts::get_one, drafts::update))
+        .routes(routes!(drafts::validate))
+        .routes(routes!(drafts::promote))
+        .routes(routes!(artifacts::list, artifacts::create))
+        .routes(routes!(artifacts::get_one))
+        .routes(routes!(artifacts::download))
+        .routes(routes!(footprints::list))
+        .routes(routes!(footprints::rollup))
+        .routes(routes!(audit::verify))
+        .routes(routes!(internal::stats))
+        .routes(routes!(internal::execute))
+        .routes(routes!(internal::workcells))
+        .routes(routes!(internal::create_workcell))
+        .routes(routes!(internal::destroy_workcell))
+        .routes(routes!(crate::hooks::intake))
+}
+
+/// The API router (the OpenAPI document is served from it too).
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/health", get(health::health))
-        .route("/api/v1/events", get(events::list).post(events::emit))
-        .route("/api/v1/events/{event_id}", get(events::get_one))
-        .route("/api/v1/runs", get(runs::list).post(runs::create))
-        .route("/api/v1/runs/{run_id}", get(runs::get_one))
-        .route("/api/v1/runs/{run_id}/cancel", post(runs::cancel))
-        .route("/api/v1/runs/{run_id}/steps", get(runs::steps))
-        .route("/api/v1/runs/{run_id}/steps/{step_id}", get(runs::step))
-        .route(
-            "/api/v1/runs/{run_id}/steps/{step_id}/approve",
-            post(runs::approve),
-        )
-        .route(
-            "/api/v1/runs/{run_id}/steps/{step_id}/reject",
-            post(runs::reject),
-        )
-        .route(
-            "/api/v1/blueprints",
-            get(blueprints::list).post(blueprints::apply),
-        )
-        .route("/api/v1/blueprints/validate", post(blueprints::validate))
-        .route(
-            "/api/v1/blueprints/{blueprint_id}",
-            get(blueprints::get_one),
-        )
-        .route("/api/v1/artifacts", get(artifacts::list))
-        .route("/api/v1/artifacts/{artifact_id}", get(artifacts::get_one))
-        .route(
-            "/api/v1/artifacts/{artifact_id}/download",
-            get(artifacts::download),
-        )
-        .route("/api/internal/stats", get(health::stats))
+    let (router, _) = api().split_for_parts();
+    router
+        .route("/api/v1/openapi.json", axum::routing::get(health::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -60,12 +74,9 @@ async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> impl IntoResponse {
-    let mut resp = ApiError::from(XynError::new(
-        xyn_core::ErrorKind::BadRequest,
+    status_error(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
         codes::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),
-    ))
-    .into_response();
-    *resp.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
-    resp
+    )
 }

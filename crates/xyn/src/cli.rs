@@ -32,6 +32,9 @@ pub struct Remote {
     /// Print the API's JSON instead of a human summary.
     #[arg(long, global = true)]
     pub json: bool,
+    /// API token for a node with auth on (sent as `Authorization: Bearer`).
+    #[arg(long, env = "XYN_API_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,6 +120,9 @@ pub struct ServeArgs {
     /// Run sandboxed actions even when the kernel cannot seal their worker (no Landlock).
     #[arg(long, env = "XYN_ALLOW_WEAK_SANDBOX")]
     pub allow_weak_sandbox: bool,
+    /// Allow listening on a non-loopback address with no auth configured (not recommended).
+    #[arg(long)]
+    pub insecure_open: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,7 +320,7 @@ async fn event(cmd: EventCmd) -> Result<ExitCode> {
                 let (t, id) = r.split_once(':').context("--resource must be TYPE:ID")?;
                 body["resource"] = json!({"type": t, "id": id});
             }
-            let c = Client::new(&remote.url, actor(), correlation_id);
+            let c = Client::new(&remote.url, remote.token.clone(), actor(), correlation_id);
             let v = c.post("/api/v1/events", &body).await?;
             output::print(&remote, &v, output::event_line)
         }
@@ -324,7 +330,7 @@ async fn event(cmd: EventCmd) -> Result<ExitCode> {
             limit,
             remote,
         } => {
-            let c = Client::new(&remote.url, actor(), None);
+            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
             let mut q = vec![("limit", limit.to_string())];
             if let Some(n) = name {
                 q.push(("event_name", n));
@@ -344,14 +350,14 @@ async fn blueprint(cmd: BlueprintCmd) -> Result<ExitCode> {
         BlueprintCmd::Apply { file, remote } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let c = Client::new(&remote.url, actor(), None);
+            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
             let v = c
                 .post("/api/v1/blueprints", &json!({"definition": text}))
                 .await?;
             output::print(&remote, &v, output::blueprint_applied)
         }
         BlueprintCmd::List { remote } => {
-            let c = Client::new(&remote.url, actor(), None);
+            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
             let v = c.get("/api/v1/blueprints", &[]).await?;
             output::print(&remote, &v, output::blueprint_table)
         }
@@ -360,7 +366,7 @@ async fn blueprint(cmd: BlueprintCmd) -> Result<ExitCode> {
             version,
             remote,
         } => {
-            let c = Client::new(&remote.url, actor(), None);
+            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
             let q: Vec<(&str, String)> = version
                 .map(|v| ("version", v.to_string()))
                 .into_iter()
@@ -382,7 +388,7 @@ async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {
             remote,
         } => {
             let inputs = parse_object("--inputs", &inputs)?;
-            let c = Client::new(&remote.url, actor(), None);
+            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
             let v = c
                 .post(
                     "/api/v1/runs",
@@ -397,7 +403,7 @@ async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {
             limit,
             remote,
         } => {
-            let c = Client::new(&remote.url, actor(), None);
+            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
             let mut q = vec![("limit", limit.to_string())];
             if let Some(s) = status {
                 q.push(("status", s));
@@ -409,7 +415,7 @@ async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {
             output::print(&remote, &v, output::run_table)
         }
         RunCmd::Show { run_id, remote } => {
-            let c = Client::new(&remote.url, actor(), None);
+            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
             let id = output::path_seg(&run_id);
             let run = c.get(&format!("/api/v1/runs/{id}"), &[]).await?;
             let steps = c.get(&format!("/api/v1/runs/{id}/steps"), &[]).await?;
@@ -439,7 +445,7 @@ async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {
             reason,
             remote,
         } => {
-            let c = Client::new(&remote.url, actor(), None);
+            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
             let v = c
                 .post(
                     &format!("/api/v1/runs/{}/cancel", output::path_seg(&run_id)),
@@ -458,7 +464,7 @@ async fn decide(
     remote: Remote,
     verb: &str,
 ) -> Result<ExitCode> {
-    let c = Client::new(&remote.url, actor(), None);
+    let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
     let v = c
         .post(
             &format!(

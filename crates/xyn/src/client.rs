@@ -9,6 +9,7 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     actor: String,
+    token: Option<String>,
     correlation_id: Option<String>,
 }
 
@@ -42,12 +43,18 @@ impl fmt::Display for ApiFailure {
 impl std::error::Error for ApiFailure {}
 
 impl Client {
-    pub fn new(base: &str, actor: String, correlation_id: Option<String>) -> Self {
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        actor: String,
+        correlation_id: Option<String>,
+    ) -> Self {
         xyn_actions::install_crypto_provider();
         Self {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
             actor,
+            token: token.filter(|t| !t.trim().is_empty()),
             correlation_id,
         }
     }
@@ -59,6 +66,9 @@ impl Client {
             .header("X-Actor", &self.actor);
         if let Some(c) = &self.correlation_id {
             r = r.header("X-Correlation-Id", c);
+        }
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
         }
         r
     }

@@ -16,6 +16,46 @@ pub struct FileConfig {
     /// Sandboxed actions: deployment defaults and maximums of the budgets, pool size.
     #[serde(default)]
     pub sandbox: xyn_sandbox::SandboxSettings,
+    #[serde(default)]
+    pub web: WebSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// Webhook sources: `POST /hooks/<name>`.
+    #[serde(default)]
+    pub hooks: std::collections::BTreeMap<String, HookSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    /// Time to produce a response, e.g. "30s" (408 after it).
+    pub request_timeout: Option<String>,
+    /// Extra time to send a request head, e.g. "10s"; a connection whose request is not
+    /// answered within request_timeout plus this is closed.
+    pub header_read_timeout: Option<String>,
+    /// Largest artifact upload body in bytes.
+    pub max_upload_bytes: Option<usize>,
+    /// Largest total request header size in bytes (431 above it).
+    pub max_header_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// A file of `ROLE NAME TOKEN` lines (roles: operator, owner).
+    pub tokens_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookSection {
+    pub event_name: Option<String>,
+    pub name_from: Option<String>,
+    pub name_from_header: Option<String>,
+    #[serde(default)]
+    pub prefix: String,
+    /// The environment variable holding the source's shared secret.
+    pub secret_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +89,7 @@ pub struct Settings {
     pub fallback_cassette: Option<PathBuf>,
     pub sqlite_full: bool,
     pub source: Option<PathBuf>,
+    pub web: xyn_web::WebConfig,
 }
 
 fn duration(what: &str, s: &str) -> Result<u64> {
@@ -155,6 +196,72 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
                 .fallback_cassette
                 .map(|p| if p.is_absolute() { p } else { base.join(p) })
         });
+    let mut web = xyn_web::WebConfig {
+        max_body_bytes: node.max_event_bytes + 64 * 1024,
+        ..Default::default()
+    };
+    if let Some(t) = env("XYN_REQUEST_TIMEOUT").or(file.web.request_timeout) {
+        web.request_timeout = std::time::Duration::from_millis(duration("request_timeout", &t)?);
+    }
+    if let Some(t) = env("XYN_HEADER_READ_TIMEOUT").or(file.web.header_read_timeout) {
+        web.header_read_timeout =
+            std::time::Duration::from_millis(duration("header_read_timeout", &t)?);
+    }
+    if let Some(n) = file.web.max_upload_bytes {
+        web.max_upload_bytes = n;
+    }
+    if let Some(n) = file.web.max_header_bytes {
+        web.max_header_bytes = n.max(1024);
+    }
+    // Auth: tokens from the environment and from a tokens file; none means an open node.
+    if let Some(t) = env("XYN_API_TOKEN") {
+        web.auth
+            .add(&t, "operator", xyn_web::Role::Operator)
+            .map_err(|e| anyhow::anyhow!("XYN_API_TOKEN: {e}"))?;
+    }
+    if let Some(t) = env("XYN_OWNER_TOKEN") {
+        web.auth
+            .add(&t, "owner", xyn_web::Role::Owner)
+            .map_err(|e| anyhow::anyhow!("XYN_OWNER_TOKEN: {e}"))?;
+    }
+    let tokens_file = env("XYN_TOKENS_FILE").map(PathBuf::from).or_else(|| {
+        file.auth
+            .tokens_file
+            .map(|p| if p.is_absolute() { p } else { base.join(p) })
+    });
+    if let Some(p) = tokens_file {
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("cannot read the tokens file {}", p.display()))?;
+        web.auth
+            .add_file(&text)
+            .map_err(|e| anyhow::anyhow!("tokens file {}: {e}", p.display()))?;
+    }
+    for (name, h) in file.hooks {
+        let named = [&h.event_name, &h.name_from, &h.name_from_header]
+            .iter()
+            .filter(|x| x.is_some())
+            .count();
+        anyhow::ensure!(
+            named == 1,
+            "[hooks.{name}]: set exactly one of event_name, name_from, name_from_header"
+        );
+        let secret = match &h.secret_env {
+            Some(var) => Some(env(var).with_context(|| {
+                format!("[hooks.{name}] secret_env: the variable {var} is not set")
+            })?),
+            None => None,
+        };
+        web.hooks.insert(
+            name,
+            xyn_web::HookConfig {
+                event_name: h.event_name,
+                name_from: h.name_from,
+                name_from_header: h.name_from_header,
+                prefix: h.prefix,
+                secret,
+            },
+        );
+    }
     Ok(Settings {
         node,
         sandbox_limits,
@@ -162,5 +269,6 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         fallback_cassette,
         sqlite_full,
         source,
+        web,
     })
 }

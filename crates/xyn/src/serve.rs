@@ -60,6 +60,8 @@ async fn run_node(args: ServeArgs, settings: config::Settings) -> Result<ExitCod
     )
     .with_context(|| format!("cannot open the store at {}", db.display()))?;
     let store: Arc<SqliteStore> = Arc::new(store);
+    // Every commit's events are announced to live views (SSE, the UI's event console).
+    let (notifying, feed) = xyn_store::notify::NotifyingStore::new(store.clone(), 1024);
     let blobs = BlobStore::open(args.data_dir.join("artifacts"))
         .context("cannot open the artifact store")?;
     let http = xyn_actions::http_client();
@@ -114,7 +116,7 @@ async fn run_node(args: ServeArgs, settings: config::Settings) -> Result<ExitCod
         );
     }
     let node = Node::start(NodeParts {
-        store: store.clone(),
+        store: Arc::new(notifying),
         blobs,
         clock: Arc::new(SystemClock),
         ids: Arc::new(UuidV7Ids),
@@ -150,23 +152,30 @@ async fn run_node(args: ServeArgs, settings: config::Settings) -> Result<ExitCod
         tracing::info!(dir = %args.blueprints.display(), "no blueprints directory");
     }
 
+    let auth_on = settings.web.auth.enabled();
+    let loopback = args
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or_else(|_| args.listen.starts_with("localhost:"));
+    anyhow::ensure!(
+        loopback || auth_on || args.insecure_open,
+        "refusing to listen on {} without auth: set XYN_API_TOKEN (or a tokens file), or pass --insecure-open",
+        args.listen
+    );
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(url = %format!("http://{addr}"), data_dir = %args.data_dir.display(), store = %store.describe(), "xyn listening");
+    tracing::info!(url = %format!("http://{addr}"), data_dir = %args.data_dir.display(), store = %store.describe(),
+        auth = if auth_on { "tokens" } else { "open" }, hooks = settings.web.hooks.len(), "xyn listening");
     eprintln!(
         "xyn listening on http://{addr} (data in {})",
         args.data_dir.display()
     );
 
-    let state = xyn_web::AppState {
-        node: node.clone(),
-        config: xyn_web::WebConfig {
-            max_body_bytes: settings.node.max_event_bytes + 64 * 1024,
-        },
-    };
-    xyn_web::serve(listener, state, shutdown_signal(), Duration::from_secs(10)).await?;
+    let state = xyn_web::AppState::new(node.clone(), feed, settings.web);
+    xyn_web::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down");
     node.shutdown();
     tokio::time::sleep(Duration::from_millis(50)).await;

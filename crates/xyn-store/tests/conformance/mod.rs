@@ -14,8 +14,8 @@ use xyn_core::records::{Artifact, BlueprintVersion, Draft, DraftStatus};
 use xyn_core::run::{Run, RunStatus, Step, StepStatus};
 use xyn_core::{ArtifactId, DraftId, EventId, RunId, StepId, Timestamp};
 use xyn_store::{
-    ArtifactQuery, CronFire, DraftWrite, EventQuery, FootprintQuery, RunQuery, RunWrite, StepWrite,
-    Store, StoreError, WriteBatch,
+    ArtifactQuery, CronFire, DraftWrite, EventQuery, FootprintQuery, FootprintRollupQuery,
+    RunQuery, RunWrite, StepWrite, Store, StoreError, WriteBatch,
 };
 
 pub fn id() -> Uuid {
@@ -594,6 +594,78 @@ pub async fn stats_count_work_and_empty_batches_are_free(s: Arc<dyn Store>) {
     assert!(after.reads > before.reads);
 }
 
+pub async fn footprints_roll_up_by_day_and_metric(s: Arc<dyn Store>) {
+    let r = run("bp.roll", RunStatus::Running);
+    let day = 86_400i64;
+    let at = |sec: i64, metric: &str, q: f64, run: Option<RunId>| Footprint {
+        occurred_at: ts(sec),
+        run_id: run,
+        step_id: None,
+        source_kind: "step".into(),
+        source_ref: "x".into(),
+        metric: metric.into(),
+        quantity: q,
+        unit: if metric == "wall_ms" { "ms" } else { "tokens" }.into(),
+        class: "internal".into(),
+        dims: json!({}),
+    };
+    let fps = vec![
+        at(10, "wall_ms", 5.0, Some(r.run_id)),
+        at(20, "wall_ms", 7.0, Some(r.run_id)),
+        at(30, "tokens_in", 100.0, Some(r.run_id)),
+        at(day + 10, "wall_ms", 1.0, None),
+        at(2 * day + 10, "tokens_in", 3.0, None),
+    ];
+    s.commit(WriteBatch {
+        runs: vec![RunWrite::Insert(r.clone())],
+        footprints: fps.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let all = s
+        .footprint_rollup(FootprintRollupQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        all,
+        xyn_store::rollup_footprints(&fps),
+        "matches the reference"
+    );
+    assert_eq!(all.len(), 4);
+    assert_eq!(
+        (all[0].metric.as_str(), all[0].total, all[0].count),
+        ("tokens_in", 100.0, 1)
+    );
+    assert_eq!(
+        (all[1].metric.as_str(), all[1].total, all[1].count),
+        ("wall_ms", 12.0, 2)
+    );
+    assert_eq!(all[0].day.as_micros() % xyn_store::DAY_MICROS, 0);
+    assert!(all[2].day > all[1].day);
+    let only = s
+        .footprint_rollup(FootprintRollupQuery {
+            metrics: vec!["wall_ms".into()],
+            since: Some(ts(15)),
+            until: Some(ts(2 * day)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        only.iter().map(|d| (d.total, d.count)).collect::<Vec<_>>(),
+        vec![(7.0, 1), (1.0, 1)]
+    );
+    let of_run = s
+        .footprint_rollup(FootprintRollupQuery {
+            run_id: Some(r.run_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_run.len(), 2);
+}
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($name:ident, $make:expr) => {
@@ -621,6 +693,7 @@ macro_rules! conformance_suite {
             check!(a_cron_slot_fires_once);
             check!(footprints_artifacts_and_unfinished_runs);
             check!(stats_count_work_and_empty_batches_are_free);
+            check!(footprints_roll_up_by_day_and_metric);
         }
     };
 }

@@ -1,6 +1,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use xyn_core::event::Resource;
 use xyn_core::{EventId, XynError, codes};
 use xyn_engine::EmitEvent;
@@ -8,34 +9,33 @@ use xyn_store::EventQuery;
 
 use crate::AppState;
 use crate::dto::{
-    EmitEventRequest, EventDto, ListDto, decode_cursor, encode_cursor, parse_id, parse_limit,
+    EmitEventRequest, ErrorResponse, EventDto, EventList, EventListParams, ListDto, StreamParams,
+    decode_cursor, encode_cursor, parse_id, parse_limit,
 };
 use crate::error::{ApiJson, ApiResult};
-use crate::extract::{Actor, Cid, Params};
+use crate::extract::{Actor, ApiQuery, Cid, nz};
+use crate::sse::{self, Filter};
 
-/// `POST /api/v1/events`: 201 once the event (and the runs it triggers) is durable.
+/// Emits an event: 201 once it (and the runs it triggers) is durable.
+#[utoipa::path(post, path = "/api/v1/events", tag = "events", request_body = EmitEventRequest,
+    responses((status = 201, description = "The stored event", body = EventDto),
+        (status = 422, description = "Invalid name or data", body = ErrorResponse)))]
 pub async fn emit(
     State(s): State<AppState>,
     Actor(actor): Actor,
     Cid(cid): Cid,
     ApiJson(req): ApiJson<EmitEventRequest>,
 ) -> ApiResult<(StatusCode, Json<EventDto>)> {
-    let with_cid = |e: XynError| crate::error::ApiError {
-        error: e,
-        correlation_id: Some(cid.clone()),
-    };
     let run_id = req
         .run_id
         .as_deref()
         .map(|r| parse_id("run_id", r))
-        .transpose()
-        .map_err(with_cid)?;
+        .transpose()?;
     let step_id = req
         .step_id
         .as_deref()
         .map(|r| parse_id("step_id", r))
-        .transpose()
-        .map_err(with_cid)?;
+        .transpose()?;
     let stored = s
         .node
         .emit_event(EmitEvent {
@@ -48,21 +48,24 @@ pub async fn emit(
             run_id,
             step_id,
             actor,
-            correlation_id: Some(cid.clone()),
+            correlation_id: Some(cid),
         })
-        .await
-        .map_err(with_cid)?;
+        .await?;
     Ok((StatusCode::CREATED, Json(stored.into())))
 }
 
-/// `GET /api/v1/events?limit&cursor&event_name&run_id`: newest first.
-pub async fn list(State(s): State<AppState>, p: Params) -> ApiResult<Json<ListDto<EventDto>>> {
-    p.allow(&["limit", "cursor", "event_name", "run_id"])?;
+/// Lists events, newest first.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventListParams),
+    responses((status = 200, description = "A page of events", body = EventList)))]
+pub async fn list(
+    State(s): State<AppState>,
+    ApiQuery(p): ApiQuery<EventListParams>,
+) -> ApiResult<Json<ListDto<EventDto>>> {
     let q = EventQuery {
-        event_name: p.get("event_name").map(str::to_string),
-        run_id: p.get("run_id").map(|r| parse_id("run_id", r)).transpose()?,
-        before: decode_cursor(p.get("cursor"))?,
-        limit: parse_limit(p.get("limit"))?,
+        event_name: nz(&p.event_name).map(str::to_string),
+        run_id: nz(&p.run_id).map(|r| parse_id("run_id", r)).transpose()?,
+        before: decode_cursor(nz(&p.cursor))?,
+        limit: parse_limit(nz(&p.limit))?,
     };
     let page = s.node.store().list_events(q).await?;
     Ok(Json(ListDto {
@@ -71,7 +74,11 @@ pub async fn list(State(s): State<AppState>, p: Params) -> ApiResult<Json<ListDt
     }))
 }
 
-/// `GET /api/v1/events/{event_id}`.
+/// One event.
+#[utoipa::path(get, path = "/api/v1/events/{event_id}", tag = "events",
+    params(("event_id" = String, Path, format = Uuid)),
+    responses((status = 200, description = "The event", body = EventDto),
+        (status = 404, description = "No such event", body = ErrorResponse)))]
 pub async fn get_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -84,4 +91,23 @@ pub async fn get_one(
         .await?
         .ok_or_else(|| XynError::not_found(codes::EVENT_NOT_FOUND, format!("no event {id}")))?;
     Ok(Json(e.into()))
+}
+
+/// Live events as Server-Sent Events (`id:` = seq, `data:` = the event as JSON). Resumable:
+/// send `Last-Event-ID` (or `?after=`) to get every event after that seq first. Without it,
+/// the stream starts at the current end of the log.
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", params(StreamParams,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this seq")),
+    responses((status = 200, description = "An endless text/event-stream", content_type = "text/event-stream", body = String)))]
+pub async fn stream(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<StreamParams>,
+) -> ApiResult<impl IntoResponse> {
+    let filter = Filter {
+        event_name: nz(&p.event_name).map(str::to_string),
+        run_id: nz(&p.run_id).map(|r| parse_id("run_id", r)).transpose()?,
+    };
+    let after = sse::resume_point(&headers, nz(&p.after))?;
+    sse::json_stream(s, filter, after).await
 }

@@ -9,42 +9,45 @@ use xyn_store::RunQuery;
 
 use crate::AppState;
 use crate::dto::{
-    CancelRequest, DecisionRequest, ListDto, RunCreateRequest, RunDto, StepDto, decode_cursor,
-    encode_cursor, parse_id, parse_limit,
+    CancelRequest, DecisionRequest, ErrorResponse, ListDto, PageParams, RunCreateRequest, RunDto,
+    RunList, RunListParams, StepDto, StepList, decode_cursor, encode_cursor, parse_id, parse_limit,
 };
 use crate::error::{ApiError, ApiJson, ApiResult};
-use crate::extract::{Actor, Cid, Params};
+use crate::extract::{Actor, ApiQuery, Cid, nz};
 
-/// `GET /api/v1/runs?status&blueprint_id&correlation_id&limit&cursor`: newest first.
-pub async fn list(State(s): State<AppState>, p: Params) -> ApiResult<Json<ListDto<RunDto>>> {
-    p.allow(&[
-        "limit",
-        "cursor",
-        "status",
-        "blueprint_id",
-        "correlation_id",
-    ])?;
-    let status = match p.get("status") {
-        None => None,
-        Some(list) => Some(
-            list.split(',')
-                .map(|x| {
-                    RunStatus::parse(x.trim()).ok_or_else(|| {
-                        XynError::bad_request(
-                            codes::REQUEST_INVALID,
-                            format!("unknown status {x:?} (created, running, completed, failed, cancelled)"),
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-    };
+/// Parses a comma-separated run status filter.
+pub fn parse_statuses(list: Option<&str>) -> Result<Option<Vec<RunStatus>>, XynError> {
+    let Some(list) = list else { return Ok(None) };
+    let v = list
+        .split(',')
+        .filter(|x| !x.trim().is_empty())
+        .map(|x| {
+            RunStatus::parse(x.trim()).ok_or_else(|| {
+                XynError::bad_request(
+                    codes::REQUEST_INVALID,
+                    format!(
+                        "unknown status {x:?} (created, running, completed, failed, cancelled)"
+                    ),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(v))
+}
+
+/// Lists runs, newest first.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunListParams),
+    responses((status = 200, description = "A page of runs", body = RunList)))]
+pub async fn list(
+    State(s): State<AppState>,
+    ApiQuery(p): ApiQuery<RunListParams>,
+) -> ApiResult<Json<ListDto<RunDto>>> {
     let q = RunQuery {
-        status,
-        blueprint_id: p.get("blueprint_id").map(str::to_string),
-        correlation_id: p.get("correlation_id").map(str::to_string),
-        before: decode_cursor(p.get("cursor"))?,
-        limit: parse_limit(p.get("limit"))?,
+        status: parse_statuses(nz(&p.status))?,
+        blueprint_id: nz(&p.blueprint_id).map(str::to_string),
+        correlation_id: nz(&p.correlation_id).map(str::to_string),
+        before: decode_cursor(nz(&p.cursor))?,
+        limit: parse_limit(nz(&p.limit))?,
     };
     let page = s.node.store().list_runs(q).await?;
     Ok(Json(ListDto {
@@ -53,7 +56,12 @@ pub async fn list(State(s): State<AppState>, p: Params) -> ApiResult<Json<ListDt
     }))
 }
 
-/// `POST /api/v1/runs`: starts a run of `blueprint_ref` (`id` or `id@version`).
+/// Starts a run of `blueprint_ref` (`id` or `id@version`) by hand. Inputs are checked first:
+/// bad inputs change nothing.
+#[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = RunCreateRequest,
+    responses((status = 201, description = "The run, started", body = RunDto),
+        (status = 404, description = "No such blueprint or version", body = ErrorResponse),
+        (status = 422, description = "Inputs do not bind", body = ErrorResponse)))]
 pub async fn create(
     State(s): State<AppState>,
     Actor(actor): Actor,
@@ -105,25 +113,51 @@ async fn load_run(s: &AppState, id: &str) -> ApiResult<xyn_core::run::Run> {
         .ok_or_else(|| XynError::not_found(codes::RUN_NOT_FOUND, format!("no run {id}")))?)
 }
 
-/// `GET /api/v1/runs/{run_id}`.
+/// One run.
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}", tag = "runs",
+    params(("run_id" = String, Path, format = Uuid)),
+    responses((status = 200, description = "The run", body = RunDto),
+        (status = 404, description = "No such run", body = ErrorResponse)))]
 pub async fn get_one(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDto>> {
     Ok(Json(load_run(&s, &id).await?.into()))
 }
 
-/// `GET /api/v1/runs/{run_id}/steps`: in plan order.
+/// The steps of a run, in plan order (the cursor continues after the last step returned).
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/steps", tag = "runs",
+    params(("run_id" = String, Path, format = Uuid), PageParams),
+    responses((status = 200, description = "A page of steps", body = StepList),
+        (status = 404, description = "No such run", body = ErrorResponse)))]
 pub async fn steps(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<PageParams>,
 ) -> ApiResult<Json<ListDto<StepDto>>> {
+    let from = decode_cursor(nz(&p.cursor))?.unwrap_or(0);
+    let limit = parse_limit(nz(&p.limit))?;
     let run = load_run(&s, &id).await?;
     let steps = s.node.store().get_steps(run.run_id).await?;
+    let mut page: Vec<_> = steps
+        .into_iter()
+        .filter(|st| i64::from(st.idx) >= from)
+        .take(limit + 1)
+        .collect();
+    let next = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|st| i64::from(st.idx) + 1)
+    } else {
+        None
+    };
     Ok(Json(ListDto {
-        items: steps.into_iter().map(Into::into).collect(),
-        next_cursor: None,
+        items: page.into_iter().map(Into::into).collect(),
+        next_cursor: encode_cursor(next),
     }))
 }
 
-/// `GET /api/v1/runs/{run_id}/steps/{step_id}`: by step id or by its blueprint name.
+/// One step, by its id or by its name in the blueprint.
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}/steps/{step_id}", tag = "runs",
+    params(("run_id" = String, Path, format = Uuid), ("step_id" = String, Path, description = "Step id or step name")),
+    responses((status = 200, description = "The step", body = StepDto),
+        (status = 404, description = "No such run or step", body = ErrorResponse)))]
 pub async fn step(
     State(s): State<AppState>,
     Path((id, step)): Path<(String, String)>,
@@ -178,7 +212,13 @@ async fn decide(
     Ok(Json(st.into()))
 }
 
-/// `POST /api/v1/runs/{run_id}/steps/{step_id}/approve` with `{"comment"}`.
+/// Approves a waiting gate (optional body `{"comment"}`); the decision records the actor.
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/steps/{step_id}/approve", tag = "runs",
+    params(("run_id" = String, Path, format = Uuid), ("step_id" = String, Path, description = "Step id or step name")),
+    request_body(content = Option<DecisionRequest>, description = "Optional comment"),
+    responses((status = 200, description = "The decided gate", body = StepDto),
+        (status = 404, description = "No such run or step", body = ErrorResponse),
+        (status = 409, description = "Not a gate, or not waiting", body = ErrorResponse)))]
 pub async fn approve(
     State(s): State<AppState>,
     Actor(actor): Actor,
@@ -188,7 +228,13 @@ pub async fn approve(
     decide(s, actor, id, step, body, true).await
 }
 
-/// `POST /api/v1/runs/{run_id}/steps/{step_id}/reject` with `{"comment"}`.
+/// Rejects a waiting gate (optional body `{"comment"}`).
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/steps/{step_id}/reject", tag = "runs",
+    params(("run_id" = String, Path, format = Uuid), ("step_id" = String, Path, description = "Step id or step name")),
+    request_body(content = Option<DecisionRequest>, description = "Optional comment"),
+    responses((status = 200, description = "The decided gate", body = StepDto),
+        (status = 404, description = "No such run or step", body = ErrorResponse),
+        (status = 409, description = "Not a gate, or not waiting", body = ErrorResponse)))]
 pub async fn reject(
     State(s): State<AppState>,
     Actor(actor): Actor,
@@ -198,7 +244,13 @@ pub async fn reject(
     decide(s, actor, id, step, body, false).await
 }
 
-/// `POST /api/v1/runs/{run_id}/cancel` with optional `{"reason"}`.
+/// Cancels a run (optional body `{"reason"}`).
+#[utoipa::path(post, path = "/api/v1/runs/{run_id}/cancel", tag = "runs",
+    params(("run_id" = String, Path, format = Uuid)),
+    request_body(content = Option<CancelRequest>, description = "Optional reason"),
+    responses((status = 200, description = "The cancelled run", body = RunDto),
+        (status = 404, description = "No such run", body = ErrorResponse),
+        (status = 409, description = "Already finished", body = ErrorResponse)))]
 pub async fn cancel(
     State(s): State<AppState>,
     Actor(actor): Actor,

@@ -35,6 +35,7 @@ pub struct NodeBuilder {
     blueprints: Vec<(String, String)>,
     env: Vec<(String, String)>,
     engine_toml: String,
+    extra_toml: String,
 }
 
 impl NodeBuilder {
@@ -52,6 +53,12 @@ impl NodeBuilder {
         self.env.push((k.into(), v.into()));
         self
     }
+    /// More sections of the node's xyn.toml (`[web]`, `[hooks.x]`, …).
+    pub fn toml(mut self, text: &str) -> Self {
+        self.extra_toml.push_str(text);
+        self.extra_toml.push('\n');
+        self
+    }
     pub fn start(self) -> Node {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("blueprints")).unwrap();
@@ -62,9 +69,10 @@ impl NodeBuilder {
         std::fs::write(
             dir.path().join("xyn.toml"),
             format!(
-                "[engine]\n{}\n[agents]\nfallback_cassette = {:?}\n",
+                "[engine]\n{}\n[agents]\nfallback_cassette = {:?}\n{}\n",
                 self.engine_toml,
-                cassette.display().to_string()
+                cassette.display().to_string(),
+                self.extra_toml
             ),
         )
         .unwrap();
@@ -86,6 +94,7 @@ impl Node {
             blueprints: vec![],
             env: vec![],
             engine_toml: String::new(),
+            extra_toml: String::new(),
         }
     }
 
@@ -201,7 +210,12 @@ impl Node {
 
     /// Runs the CLI against this node; returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        let out: Output = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        // The CLI runs in the node's environment (so it has the node's XYN_API_TOKEN, if any).
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let out: Output = cmd
             .args(args)
             .env("XYN_URL", &self.url)
             .env("XYN_DATA_DIR", self.data_dir())

@@ -1,0 +1,61 @@
+//! Embeds htmx and its SSE extension from their published npm packages (never copied into the
+//! repository). They are installed into `ui/node_modules` by `npm ci` from `ui/package-lock.json`;
+//! when they are missing, this script runs `npm ci --omit=dev` itself (npm must be on PATH).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const FILES: &[(&str, &str)] = &[
+    ("htmx.org/dist/htmx.min.js", "htmx.min.js"),
+    ("htmx-ext-sse/dist/sse.min.js", "sse.min.js"),
+];
+
+fn main() {
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let ui = manifest.join("ui");
+    let modules = ui.join("node_modules");
+    println!("cargo:rerun-if-changed=ui/package-lock.json");
+    println!("cargo:rerun-if-changed=ui/package.json");
+    for (src, _) in FILES {
+        println!("cargo:rerun-if-changed=ui/node_modules/{src}");
+    }
+    if FILES.iter().any(|(src, _)| !modules.join(src).is_file()) {
+        install(&ui);
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for (src, dst) in FILES {
+        let from = modules.join(src);
+        if let Err(e) = std::fs::copy(&from, out.join(dst)) {
+            panic!(
+                "cannot read {} ({e}).\nThe Xyn UI embeds htmx from npm: run `npm ci --prefix {}` (needs Node.js and npm), then build again.",
+                from.display(),
+                ui.display()
+            );
+        }
+    }
+}
+
+fn install(ui: &Path) {
+    let status = Command::new("npm")
+        .args([
+            "ci",
+            "--omit=dev",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ])
+        .current_dir(ui)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!(
+            "`npm ci --omit=dev` in {} failed ({s}). The Xyn UI embeds htmx from its npm package.",
+            ui.display()
+        ),
+        Err(e) => panic!(
+            "cannot run npm ({e}). The Xyn UI embeds htmx from its npm package: install Node.js and npm, or run `npm ci --prefix {}` on a machine that has them.",
+            ui.display()
+        ),
+    }
+}
