@@ -145,7 +145,7 @@ pub async fn serve(
     let grace = state.config.shutdown_grace;
     let slow_limit = state.config.request_timeout + state.config.header_read_timeout;
     let stop_streams = state.shutdown.clone();
-    let router = app(state);
+    let router = app(state.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -162,8 +162,16 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let router = router.clone();
+                let state = state.clone();
                 let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    router.clone().oneshot(req.map(Body::new))
+                    let router = router.clone();
+                    let state = state.clone();
+                    async move {
+                        if edge::is_health_probe(&req) {
+                            return Ok(edge::health_probe(&state, req.map(Body::new)).await);
+                        }
+                        router.oneshot(req.map(Body::new)).await
+                    }
                 });
                 let pending = conn::Pending::new();
                 let io = TokioIo::new(conn::Watched::new(stream, pending.clone()));
