@@ -12,6 +12,7 @@
 //!   event_type: "checkmk.alert"         # exact name or pattern (`checkmk.*`, `checkmk.**`)
 //!   cron: "*/5 * * * *"                 # optional, 5 fields, UTC
 //!   filter: '.data.state == "CRIT"'     # optional jq on the event, run only when truthy
+//!   nats_subject: "orders.*"            # optional: messages on this NATS subject start runs
 //! inputs:
 //!   - name: host                        # bound from the event at `from` (default /data/<name>)
 //!     from: /data/host
@@ -71,6 +72,7 @@ pub mod codes {
     pub const TRIGGER_MISSING: &str = "trigger.missing";
     pub const TRIGGER_EVENT_TYPE_MISSING: &str = "trigger.event_type_missing";
     pub const TRIGGER_EVENT_TYPE_INVALID: &str = "trigger.event_type_invalid";
+    pub const TRIGGER_NATS_SUBJECT_INVALID: &str = "trigger.nats_subject_invalid";
     pub const CRON_INVALID: &str = "cron.invalid";
     pub const JQ_INVALID: &str = "jq.invalid";
     pub const INPUT_NAME_MISSING: &str = "input.name_missing";
@@ -282,6 +284,51 @@ pub struct Trigger {
     pub event_type: Option<String>,
     pub cron: Option<CronSchedule>,
     pub filter: Option<JqProgram>,
+    /// A NATS subject (wildcards `*` and a final `>` allowed) whose messages become events
+    /// that fire this blueprint.
+    pub nats_subject: Option<String>,
+}
+
+/// Checks a NATS subject: dot-separated non-empty tokens without whitespace; `*` only as a
+/// whole token, `>` only as the whole last token.
+pub fn validate_nats_subject(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("is empty".into());
+    }
+    if s.len() > 255 {
+        return Err("is longer than 255 characters".into());
+    }
+    let tokens: Vec<&str> = s.split('.').collect();
+    for (i, t) in tokens.iter().enumerate() {
+        if t.is_empty() {
+            return Err(format!("has an empty token in {s:?}"));
+        }
+        if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{s:?} contains whitespace"));
+        }
+        if *t == ">" && i + 1 != tokens.len() {
+            return Err(format!("{s:?} has '>' before its last token"));
+        }
+        if t.len() > 1 && (t.contains('*') || t.contains('>')) {
+            return Err(format!("{s:?} has a wildcard inside a token ({t:?})"));
+        }
+    }
+    Ok(())
+}
+
+/// True when a NATS `subject` matches the `pattern` (`*` one token, `>` the rest).
+pub fn nats_subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 /// A validated, compiled blueprint: what the engine runs.
@@ -304,6 +351,14 @@ pub struct Plan {
 impl Plan {
     pub fn step_index(&self, id: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.id == id)
+    }
+
+    /// True when a message on NATS `subject` fires this blueprint.
+    pub fn matches_nats_subject(&self, subject: &str) -> bool {
+        self.trigger
+            .nats_subject
+            .as_deref()
+            .is_some_and(|p| nats_subject_matches(p, subject))
     }
 
     /// True when `event_name` fires this blueprint's event trigger.
@@ -690,7 +745,7 @@ impl Checker<'_, '_> {
                 return None;
             }
         };
-        self.unknown_fields(path, m, &["event_type", "cron", "filter"]);
+        self.unknown_fields(path, m, &["event_type", "cron", "filter", "nats_subject"]);
         let event_type = self.opt_str(path, m, "event_type");
         if let Some(et) = &event_type
             && let Err(why) = glob::validate_pattern(et)
@@ -714,7 +769,17 @@ impl Checker<'_, '_> {
                     None
                 }
             });
-        if event_type.is_none() && !m.contains_key("cron") {
+        let nats_subject = self.opt_str(path, m, "nats_subject");
+        if let Some(ns) = &nats_subject
+            && let Err(why) = validate_nats_subject(ns)
+        {
+            self.issue(
+                format!("{path}.nats_subject"),
+                codes::TRIGGER_NATS_SUBJECT_INVALID,
+                format!("nats_subject {why}"),
+            );
+        }
+        if event_type.is_none() && !m.contains_key("cron") && !m.contains_key("nats_subject") {
             self.issue(
                 format!("{path}.event_type"),
                 codes::TRIGGER_EVENT_TYPE_MISSING,
@@ -728,6 +793,7 @@ impl Checker<'_, '_> {
             event_type,
             cron,
             filter,
+            nats_subject,
         })
     }
 

@@ -107,6 +107,29 @@ impl Event {
         self.chain_hash_and_data(prev, seq).0
     }
 
+    /// Serialises the event once, before its `seq` is known, so that a store can compute the
+    /// chain hash later with [`ChainParts::hash`] while it holds the chain's lock (one sha256,
+    /// no serialisation).
+    pub fn chain_parts(&self) -> ChainParts {
+        let data = crate::canonical::to_canonical(&self.data);
+        // The seq is the only part that varies: render it as 0 and split around it. Only
+        // `step_id` (an id or null) follows it, so the last match is the seq, whatever the
+        // data holds.
+        let whole = self.canonical_with_data(0, &data);
+        let marker = b"\"seq\":0,";
+        let at = whole
+            .windows(marker.len())
+            .rposition(|w| w == marker)
+            .map_or(whole.len(), |p| p + marker.len() - 2);
+        let (head, tail) = whole.split_at(at);
+        ChainParts {
+            head: head.to_vec(),
+            tail: tail[1..].to_vec(),
+            data_text: String::from_utf8(data)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        }
+    }
+
     /// The chain hash together with the canonical JSON text of `data` (what the store keeps),
     /// so an append serialises the data once.
     pub fn chain_hash_and_data(&self, prev: &[u8; 32], seq: i64) -> ([u8; 32], String) {
@@ -117,6 +140,28 @@ impl Event {
         let text = String::from_utf8(data)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         (h.finalize().into(), text)
+    }
+}
+
+/// An event's canonical JSON split around its `seq` (see [`Event::chain_parts`]).
+#[derive(Clone, Debug)]
+pub struct ChainParts {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    /// The canonical JSON text of the event's `data`.
+    pub data_text: String,
+}
+
+impl ChainParts {
+    /// `sha256(prev ‖ canonical JSON of the event with this seq)`, equal to
+    /// [`Event::chain_hash`].
+    pub fn hash(&self, prev: &[u8; 32], seq: i64) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(prev);
+        h.update(&self.head);
+        h.update(seq.to_string().as_bytes());
+        h.update(&self.tail);
+        h.finalize().into()
     }
 }
 
@@ -332,7 +377,7 @@ mod tests {
         let mut prev = GENESIS_HASH;
         (1..=n)
             .map(|i| {
-                let e = ev(i as u128, json!({"i": i}));
+                let e = ev(i as u128, json!({"i": i, "seq": 0, "x": "\"seq\":0,"}));
                 let h = e.chain_hash(&prev, i as i64);
                 prev = h;
                 StoredEvent {
@@ -376,6 +421,21 @@ mod tests {
             "data": e.data,
         });
         assert_eq!(e.canonical_bytes(3), crate::canonical::to_canonical(&v));
+    }
+
+    #[test]
+    fn chain_parts_hash_like_the_whole_event() {
+        for (i, e) in chain(3).iter().enumerate() {
+            let parts = e.event.chain_parts();
+            for seq in [1, 9, 10, 12345, i as i64] {
+                let prev = [i as u8; 32];
+                assert_eq!(parts.hash(&prev, seq), e.event.chain_hash(&prev, seq));
+            }
+            assert_eq!(
+                parts.data_text,
+                String::from_utf8(crate::canonical::to_canonical(&e.event.data)).unwrap()
+            );
+        }
     }
 
     #[test]

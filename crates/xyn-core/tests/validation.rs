@@ -273,6 +273,47 @@ fn outputs_can_only_reference_steps_and_inputs() {
 }
 
 #[test]
+fn nats_subject_triggers() {
+    let bp = |subject: &str| {
+        format!(
+            "id: bp.t\ntrigger: {{nats_subject: '{subject}'}}\nplan: [{{kind: gate, id: g, mode: manual}}]"
+        )
+    };
+    for ok in ["orders.created", "orders.*", "orders.>", "*.eu.>", ">"] {
+        assert!(issues(&bp(ok)).is_empty(), "{ok}");
+    }
+    for bad in [
+        "orders..created",
+        "orders.cre*",
+        "orders.>.x",
+        "a b",
+        ".orders",
+        "orders.",
+    ] {
+        assert_eq!(
+            issues(&bp(bad)),
+            one("$.trigger.nats_subject", "trigger.nats_subject_invalid"),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        issues("id: bp.t\ntrigger: {nats_subject: 7}\nplan: [{kind: gate, id: g, mode: manual}]"),
+        one("$.trigger.nats_subject", "field.type")
+    );
+    let plan = compile_text(&bp("orders.*.eu"), &env()).unwrap();
+    assert!(plan.matches_nats_subject("orders.created.eu"));
+    assert!(!plan.matches_nats_subject("orders.created.us"));
+    assert!(!plan.matches_nats_subject("orders.created"));
+    assert!(
+        !plan.matches_event_name("orders.created.eu"),
+        "not an event_type trigger"
+    );
+    let tail = compile_text(&bp("orders.>"), &env()).unwrap();
+    assert!(tail.matches_nats_subject("orders.a.b.c"));
+    assert!(!tail.matches_nats_subject("orders"));
+}
+
+#[test]
 fn triggers() {
     assert_eq!(
         issues("id: bp.t\nplan: [{kind: gate, id: g, mode: manual}]"),

@@ -285,8 +285,14 @@ impl Node {
         };
         let mut out = Vec::new();
         let mut event_value: Option<Value> = None;
+        let nats_subject = event
+            .resource
+            .as_ref()
+            .filter(|r| r.kind == "nats_subject")
+            .map(|r| r.id.as_str());
         for h in heads.values() {
-            if !h.plan.matches_event_name(&event.event_name) {
+            let by_subject = nats_subject.is_some_and(|s| h.plan.matches_nats_subject(s));
+            if !by_subject && !h.plan.matches_event_name(&event.event_name) {
                 continue;
             }
             if let Some(filter) = &h.plan.trigger.filter {
@@ -303,6 +309,24 @@ impl Node {
             out.push((h.version, h.plan.clone()));
         }
         out
+    }
+
+    /// The NATS subjects the latest blueprint versions trigger on.
+    pub fn nats_subjects(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .inner()
+            .catalog
+            .heads
+            .read()
+            .map(|h| {
+                h.values()
+                    .filter_map(|h| h.plan.trigger.nats_subject.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// Latest versions that have a cron trigger.

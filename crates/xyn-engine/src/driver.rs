@@ -4,11 +4,28 @@
 use serde_json::{Value, json};
 use xyn_core::run::{Next, Run, RunMachine, Step, StepStatus};
 use xyn_core::template::SecretAccess;
-use xyn_core::{RunId, XynError, codes};
-use xyn_store::{RunWrite, StepWrite, StoreError, WriteBatch};
+use xyn_core::{RunId, Timestamp, XynError, codes};
+use xyn_store::{QueueWrite, RunWrite, StepWrite, StoreError, WriteBatch};
 
 use crate::Node;
 use crate::scheduler::Work;
+
+/// What a sync does with the run's place in the queue. On the embedded node only `Park`
+/// matters (it sets the in-memory timer); on a shared store each becomes a [`QueueWrite`]
+/// committed with the run's rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum End {
+    /// The driver goes on: its lease is checked and renewed.
+    Keep,
+    /// The driver lets go; the run is due again then (`None`: when a decision arrives).
+    Park(Option<Timestamp>),
+    /// The run ended.
+    Finish,
+    /// Written from outside the driver (a gate decision): the run is due now.
+    Wake,
+    /// The run was cancelled from outside: it ends, and whoever executes it is told to stop.
+    Cancel,
+}
 
 /// What executing one step left the driver with.
 pub(crate) enum Progress {
@@ -22,7 +39,7 @@ impl Node {
     pub(crate) async fn run_work(&self, work: Work) -> Result<(), XynError> {
         let run_id = match &work {
             Work::Fresh(m) => m.run.run_id,
-            Work::Resume(id) | Work::Recover(id) => *id,
+            Work::Resume(id) | Work::Recover(id) | Work::Claimed(id) => *id,
         };
         let _guard = self.inner().run_locks.lock(run_id).await;
         let mut m = match work {
@@ -31,16 +48,27 @@ impl Node {
                 Some(m) => m,
                 None => return Ok(()),
             },
-            Work::Recover(id) => match self.load_machine(id).await? {
+            Work::Recover(id) | Work::Claimed(id) => match self.load_machine(id).await? {
                 Some(mut m) => {
                     let inner = self.inner();
                     let interrupted = m.interrupt_running(inner.ids.as_ref(), inner.clock.now());
                     if !interrupted.is_empty() {
-                        tracing::warn!(%run_id, steps = ?interrupted, "retrying steps interrupted by a restart");
+                        tracing::warn!(%run_id, steps = ?interrupted, "retrying steps whose attempt was interrupted (a restart, or a worker whose lease expired)");
                     }
                     m
                 }
-                None => return Ok(()),
+                None => {
+                    // A queue row without its run: drop the row.
+                    self.inner()
+                        .store
+                        .commit(WriteBatch {
+                            queue: vec![QueueWrite::Finish { run_id }],
+                            ..Default::default()
+                        })
+                        .await?;
+                    self.inner().held.remove(run_id);
+                    return Ok(());
+                }
             },
         };
         self.drive(&mut m).await
@@ -72,31 +100,91 @@ impl Node {
     /// Commits the machine's changes. On a conflict (someone else changed the run since it was
     /// read), reloads the machine from the store and returns `false`.
     pub(crate) async fn sync(&self, m: &mut RunMachine) -> Result<bool, XynError> {
-        if !m.has_changes() {
+        self.sync_with(m, End::Keep).await
+    }
+
+    /// Commits the machine's changes together with what `end` does to the run's place in the
+    /// queue. On a conflict, reloads the machine and returns `false` (nothing was written); a
+    /// lost lease is an error (`run.lease_lost`): the caller must stop driving the run.
+    pub(crate) async fn sync_with(&self, m: &mut RunMachine, end: End) -> Result<bool, XynError> {
+        let inner = self.inner();
+        let run_id = m.run.run_id;
+        let queue: Vec<QueueWrite> = match &inner.config.cluster {
+            None => vec![],
+            Some(c) => {
+                let held = inner.held.contains(run_id);
+                match end {
+                    End::Keep if held => vec![QueueWrite::Hold {
+                        run_id,
+                        owner: c.owner.clone(),
+                        lease_ms: c.lease_ms,
+                    }],
+                    End::Keep => vec![],
+                    End::Park(due_at) if held => vec![QueueWrite::Park {
+                        run_id,
+                        owner: c.owner.clone(),
+                        due_at,
+                    }],
+                    End::Park(_) => vec![],
+                    End::Finish => vec![QueueWrite::Finish { run_id }],
+                    End::Wake => vec![QueueWrite::Wake {
+                        run_id,
+                        at: inner.clock.now(),
+                    }],
+                    End::Cancel => {
+                        vec![QueueWrite::Finish { run_id }, QueueWrite::Cancel { run_id }]
+                    }
+                }
+            }
+        };
+        let releases = queue
+            .iter()
+            .any(|q| matches!(q, QueueWrite::Park { .. } | QueueWrite::Finish { .. }));
+        let must_write = queue.iter().any(|q| !matches!(q, QueueWrite::Hold { .. }));
+        if !m.has_changes() && !must_write {
+            if let (None, End::Park(Some(at))) = (&inner.config.cluster, end) {
+                inner.scheduler.wake_at(at, run_id);
+            }
             return Ok(true);
         }
-        let ch = m.take_changes();
-        m.run.revision += 1;
-        let batch = WriteBatch {
-            events: ch.events,
-            runs: vec![RunWrite::Update {
+        let changed = m.has_changes();
+        let mut batch = WriteBatch {
+            queue,
+            ..Default::default()
+        };
+        if changed {
+            let ch = m.take_changes();
+            m.run.revision += 1;
+            batch.events = ch.events;
+            batch.runs = vec![RunWrite::Update {
                 run: m.run.clone(),
                 expect: None,
-            }],
-            steps: ch
+            }];
+            batch.steps = ch
                 .steps_changed
                 .iter()
                 .map(|&i| StepWrite::Update {
                     step: m.steps[i].clone(),
                     expect: None,
                 })
-                .collect(),
-            footprints: ch.footprints,
-            artifacts: ch.artifacts,
-            ..Default::default()
-        };
-        match self.inner().store.commit(batch).await {
-            Ok(_) => Ok(true),
+                .collect();
+            batch.footprints = ch.footprints;
+            batch.artifacts = ch.artifacts;
+        }
+        match inner.store.commit(batch).await {
+            Ok(_) => {
+                if releases {
+                    inner.held.remove(run_id);
+                }
+                if let (None, End::Park(Some(at))) = (&inner.config.cluster, end) {
+                    inner.scheduler.wake_at(at, run_id);
+                }
+                Ok(true)
+            }
+            Err(StoreError::LeaseLost(why)) => {
+                inner.held.remove(run_id);
+                Err(XynError::conflict("run.lease_lost", why))
+            }
             Err(StoreError::Conflict(why)) => {
                 tracing::debug!(run_id = %m.run.run_id, %why, "run changed meanwhile; reloading");
                 match self.load_machine(m.run.run_id).await? {
@@ -106,7 +194,9 @@ impl Node {
                 Ok(false)
             }
             Err(e) => {
-                m.run.revision -= 1;
+                if changed {
+                    m.run.revision -= 1;
+                }
                 Err(e.into())
             }
         }
@@ -117,19 +207,25 @@ impl Node {
         let inner = self.inner();
         let ids = inner.ids.as_ref();
         loop {
+            let now = inner.clock.now();
             if inner.shutdown.is_cancelled() {
-                self.sync(m).await?;
+                // On a shared store another worker takes the run over at once.
+                let end = match inner.config.cluster {
+                    Some(_) => End::Park(Some(now)),
+                    None => End::Keep,
+                };
+                self.sync_with(m, end).await?;
                 return Ok(());
             }
-            let now = inner.clock.now();
             match m.decide(now) {
                 Next::Done => {
-                    self.sync(m).await?;
-                    return Ok(());
+                    if self.sync_with(m, End::Finish).await? {
+                        return Ok(());
+                    }
                 }
                 Next::Complete(outputs) => {
                     m.complete(ids, now, outputs);
-                    if self.sync(m).await? {
+                    if self.sync_with(m, End::Finish).await? {
                         tracing::info!(run_id = %m.run.run_id, blueprint_id = %m.run.blueprint_id,
                             correlation_id = %m.run.correlation_id, "run completed");
                         return Ok(());
@@ -137,7 +233,7 @@ impl Node {
                 }
                 Next::Fail(error) => {
                     m.fail(ids, now, error.clone());
-                    if self.sync(m).await? {
+                    if self.sync_with(m, End::Finish).await? {
                         tracing::warn!(run_id = %m.run.run_id, blueprint_id = %m.run.blueprint_id,
                             correlation_id = %m.run.correlation_id, error = %error, "run failed");
                         return Ok(());
@@ -145,16 +241,12 @@ impl Node {
                 }
                 Next::Skip(i) => m.skip_step(ids, now, i, "its condition ('if') is false"),
                 Next::Sleep(at) => {
-                    if self.sync(m).await? {
-                        inner.scheduler.wake_at(at, m.run.run_id);
+                    if self.sync_with(m, End::Park(Some(at))).await? {
                         return Ok(());
                     }
                 }
                 Next::AwaitDecision { deadline, .. } => {
-                    if self.sync(m).await? {
-                        if let Some(d) = deadline {
-                            inner.scheduler.wake_at(d, m.run.run_id);
-                        }
+                    if self.sync_with(m, End::Park(deadline)).await? {
                         return Ok(());
                     }
                 }
@@ -176,7 +268,11 @@ impl Node {
                 Next::GateTimedOut(i) => m.time_out_gate(ids, now, i),
                 Next::Execute(i) => match self.execute_step(m, i).await? {
                     Progress::Continue => {}
-                    Progress::Cancelled => return Ok(()),
+                    Progress::Cancelled => {
+                        // Whoever cancelled wrote the run's end (and dropped its queue row).
+                        inner.held.remove(m.run.run_id);
+                        return Ok(());
+                    }
                 },
             }
         }
@@ -196,7 +292,7 @@ impl Node {
             inner.clock.now(),
             json!({"code": codes::INTERNAL, "message": format!("internal error while running: {msg}")}),
         );
-        self.sync(&mut m).await.map(|_| ())
+        self.sync_with(&mut m, End::Finish).await.map(|_| ())
     }
 
     /// Approves or rejects a waiting gate. `step` is the step's id or its blueprint name.
@@ -256,14 +352,20 @@ impl Node {
                 actor,
                 comment.clone(),
             );
-            if !self.sync(&mut m).await? {
+            let end = if m.run.status.is_terminal() {
+                End::Finish
+            } else {
+                End::Wake
+            };
+            if !self.sync_with(&mut m, end).await? {
                 drop(guard);
                 continue;
             }
             let out = m.steps[idx].clone();
             tracing::info!(%run_id, step = %out.name, approved = approve, actor, "gate decided");
             drop(guard);
-            if !m.run.status.is_terminal() {
+            // On a shared store the queue row is due now and a worker claims it.
+            if !m.run.status.is_terminal() && inner.config.cluster.is_none() {
                 inner.scheduler.push(Work::Fresh(Box::new(m)));
             }
             return Ok(out);
@@ -303,7 +405,7 @@ impl Node {
                 .with_details(json!({"status": m.run.status.as_str()})));
             }
             m.cancel(inner.ids.as_ref(), inner.clock.now(), actor, reason.clone());
-            match self.sync(&mut m).await {
+            match self.sync_with(&mut m, End::Cancel).await {
                 Ok(true) => {
                     tracing::info!(%run_id, actor, "run cancelled");
                     return Ok(m.run);
@@ -311,7 +413,9 @@ impl Node {
                 Ok(false) => continue,
                 Err(e) => {
                     // Whatever happened, make sure the run is driven again.
-                    inner.scheduler.push(Work::Resume(run_id));
+                    if inner.config.cluster.is_none() {
+                        inner.scheduler.push(Work::Resume(run_id));
+                    }
                     return Err(e);
                 }
             }

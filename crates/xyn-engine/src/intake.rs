@@ -8,7 +8,7 @@ use xyn_core::blueprint::{Plan, bind_inputs};
 use xyn_core::event::{Event, EventNameError, Resource, StoredEvent, validate_external_event_name};
 use xyn_core::run::{Run, RunMachine, RunStatus, event_json};
 use xyn_core::{EventId, RunId, StepId, XynError, codes, names};
-use xyn_store::{RunWrite, StepWrite, WriteBatch};
+use xyn_store::{QueueWrite, RunWrite, StepWrite, WriteBatch};
 
 use crate::Node;
 use crate::scheduler::Work;
@@ -113,8 +113,50 @@ impl Node {
         batch.artifacts.extend(ch.artifacts);
     }
 
+    /// On a shared store, puts a new running run in the queue: held by this process when it
+    /// executes runs (it drives the run from memory at once), else due for any worker.
+    fn enqueue(&self, batch: &mut WriteBatch, m: &RunMachine) {
+        if let Some(c) = &self.inner().config.cluster
+            && m.run.status == RunStatus::Running
+        {
+            batch.queue.push(QueueWrite::Enqueue {
+                run_id: m.run.run_id,
+                due_at: Some(self.inner().clock.now()),
+                owner: c.execute.then(|| c.owner.clone()),
+                lease_ms: c.lease_ms,
+            });
+        }
+    }
+
+    /// After the commit: drives a new running run here, unless another process will.
+    fn dispatch(&self, m: RunMachine) {
+        let inner = self.inner();
+        if m.run.status != RunStatus::Running {
+            return;
+        }
+        match &inner.config.cluster {
+            None => inner.scheduler.push(Work::Fresh(Box::new(m))),
+            Some(c) if c.execute => {
+                inner.held.insert(m.run.run_id);
+                inner.scheduler.push(Work::Fresh(Box::new(m)));
+            }
+            Some(_) => {}
+        }
+    }
+
     /// Accepts an event: durable (with the runs it triggers) before this returns.
     pub async fn emit_event(&self, req: EmitEvent) -> Result<StoredEvent, XynError> {
+        let id = EventId(self.inner().ids.new_uuid());
+        self.emit_event_with_id(id, req).await
+    }
+
+    /// Accepts an event whose id the caller chose (a message from a durable source, so that a
+    /// redelivery is refused as a conflict instead of becoming a second event).
+    pub async fn emit_event_with_id(
+        &self,
+        event_id: EventId,
+        req: EmitEvent,
+    ) -> Result<StoredEvent, XynError> {
         let inner = self.inner();
         validate_external_event_name(&req.event_name).map_err(|e| match e {
             EventNameError::Reserved => {
@@ -148,7 +190,7 @@ impl Node {
             ));
         }
         let event = Event {
-            event_id: EventId(inner.ids.new_uuid()),
+            event_id,
             event_name: req.event_name,
             occurred_at: inner.clock.now(),
             env_id: inner.config.env_id.clone(),
@@ -167,6 +209,7 @@ impl Node {
         for (version, plan) in self.matching_plans(&event) {
             if let Ok(mut m) = self.new_run(plan, version, &event, None, &req.actor) {
                 Self::insert_run(&mut batch, &mut m);
+                self.enqueue(&mut batch, &m);
                 started.push(m);
             }
         }
@@ -174,9 +217,7 @@ impl Node {
         for m in started {
             tracing::info!(run_id = %m.run.run_id, blueprint_id = %m.run.blueprint_id,
                 correlation_id = %m.run.correlation_id, event_id = %event.event_id, "run triggered");
-            if m.run.status == RunStatus::Running {
-                inner.scheduler.push(Work::Fresh(Box::new(m)));
-            }
+            self.dispatch(m);
         }
         stored
             .into_iter()
@@ -226,10 +267,11 @@ impl Node {
             ..Default::default()
         };
         Self::insert_run(&mut batch, &mut m);
+        self.enqueue(&mut batch, &m);
         inner.store.commit(batch).await?;
         let run = m.run.clone();
         tracing::info!(run_id = %run.run_id, blueprint_id = %run.blueprint_id, actor = %run.actor, "run started by hand");
-        inner.scheduler.push(Work::Fresh(Box::new(m)));
+        self.dispatch(m);
         Ok(run)
     }
 
@@ -276,12 +318,11 @@ impl Node {
             return Ok(false);
         };
         Self::insert_run(&mut batch, &mut m);
+        self.enqueue(&mut batch, &m);
         match inner.store.commit(batch).await {
             Ok(_) => {
                 tracing::info!(run_id = %m.run.run_id, blueprint_id = %m.run.blueprint_id, slot = %slot, "cron fired");
-                if m.run.status == RunStatus::Running {
-                    inner.scheduler.push(Work::Fresh(Box::new(m)));
-                }
+                self.dispatch(m);
                 Ok(true)
             }
             Err(xyn_store::StoreError::Conflict(_)) => Ok(false),

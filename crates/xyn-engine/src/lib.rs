@@ -14,6 +14,7 @@
 //! scheduler by intake, decisions and timers, never discovered by polling.
 
 mod catalog;
+mod cluster;
 mod cron;
 mod direct;
 mod drafts;
@@ -37,6 +38,7 @@ use xyn_store::Store;
 use xyn_store::blob::BlobStore;
 
 pub use catalog::ApplyOutcome;
+pub use cluster::ClusterConfig;
 pub use direct::{ACTION_EXECUTED, ARTIFACT_UPLOADED, DirectOutcome, NewArtifact};
 pub use intake::{EmitEvent, StartRun, valid_correlation_id};
 
@@ -111,6 +113,9 @@ pub struct NodeConfig {
     pub cron_catchup_ms: u64,
     /// Largest accepted event `data` (serialized), in bytes.
     pub max_event_bytes: usize,
+    /// Set on a shared store: runs are claimed from the store's queue under leases instead
+    /// of being driven from memory (see `cluster.rs`).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for NodeConfig {
@@ -122,6 +127,7 @@ impl Default for NodeConfig {
             default_step_timeout_ms: 10 * 60 * 1000,
             cron_catchup_ms: 60_000,
             max_event_bytes: 1024 * 1024,
+            cluster: None,
         }
     }
 }
@@ -161,6 +167,7 @@ pub(crate) struct Inner {
     pub cancels: Mutex<HashMap<RunId, CancellationToken>>,
     pub shutdown: CancellationToken,
     pub started_at: std::time::Instant,
+    pub held: cluster::Held,
 }
 
 impl Node {
@@ -183,11 +190,23 @@ impl Node {
             cancels: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             started_at: std::time::Instant::now(),
+            held: cluster::Held::default(),
         });
         let node = Node { inner };
         node.load_catalog().await?;
-        node.recover().await?;
-        scheduler::spawn_workers(&node);
+        match &node.inner.config.cluster {
+            // Unfinished runs are in the shared queue: expired leases are claimed.
+            Some(c) => {
+                if c.execute {
+                    scheduler::spawn_workers(&node);
+                }
+                cluster::spawn(&node);
+            }
+            None => {
+                node.recover().await?;
+                scheduler::spawn_workers(&node);
+            }
+        }
         cron::spawn(&node);
         Ok(node)
     }
@@ -241,6 +260,16 @@ impl Node {
     /// Number of runs queued or being driven (for tests and health).
     pub fn busy(&self) -> usize {
         self.inner.scheduler.busy()
+    }
+
+    /// Runs this process holds leases on (shared store only).
+    pub fn leases_held(&self) -> usize {
+        self.inner.held.len()
+    }
+
+    /// The cluster settings, on a shared store.
+    pub fn cluster(&self) -> Option<&ClusterConfig> {
+        self.inner.config.cluster.as_ref()
     }
 
     async fn recover(&self) -> Result<(), XynError> {

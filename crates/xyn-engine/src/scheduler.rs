@@ -27,13 +27,16 @@ pub(crate) enum Work {
     Resume(RunId),
     /// A run found unfinished at start-up: interrupted attempts are retried.
     Recover(RunId),
+    /// A run claimed from the shared queue: a step left running by its previous holder was
+    /// interrupted and is retried with the next attempt number.
+    Claimed(RunId),
 }
 
 impl Work {
     fn run_id(&self) -> RunId {
         match self {
             Work::Fresh(m) => m.run.run_id,
-            Work::Resume(id) | Work::Recover(id) => *id,
+            Work::Resume(id) | Work::Recover(id) | Work::Claimed(id) => *id,
         }
     }
 }
@@ -46,6 +49,8 @@ pub(crate) struct Scheduler {
     timers: Mutex<BinaryHeap<Reverse<(Timestamp, RunId)>>>,
     timer_notify: Notify,
     pub(crate) cron_notify: Notify,
+    /// A driver finished: there is room for more work (the claim loop waits on it when full).
+    pub(crate) capacity: Notify,
 }
 
 impl Scheduler {
@@ -125,6 +130,16 @@ async fn worker(node: Node) {
         let res = AssertUnwindSafe(node.run_work(work)).catch_unwind().await;
         match res {
             Ok(Ok(())) => {}
+            Ok(Err(e)) if inner.config.cluster.is_some() => {
+                // The run stays in the shared queue under this process's lease, which is no
+                // longer renewed: once it expires a worker (maybe this one) takes it over.
+                inner.held.remove(run_id);
+                if e.code == "run.lease_lost" {
+                    tracing::warn!(%run_id, error = %e, "another worker took the run over");
+                } else {
+                    tracing::error!(%run_id, error = %e, "driving the run failed; it is retried after its lease expires");
+                }
+            }
             Ok(Err(e)) => {
                 tracing::error!(%run_id, error = %e, "driving the run failed; retrying in 1s");
                 let at = inner.clock.now().plus_ms(1000);
@@ -143,6 +158,7 @@ async fn worker(node: Node) {
             }
         }
         inner.scheduler.busy.fetch_sub(1, Ordering::SeqCst);
+        inner.scheduler.capacity.notify_one();
     }
 }
 

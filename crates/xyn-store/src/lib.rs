@@ -3,14 +3,21 @@
 //! [`Store`] is the one way the rest of Xyn reads and writes durable state. Writes are whole
 //! [`WriteBatch`]es: everything in a batch commits together or not at all, events get their
 //! `seq` and chain `hash` inside the same transaction, and the transaction writes an outbox
-//! row naming the range of seqs it appended. Adapters: [`sqlite::SqliteStore`] (embedded, the default). Artifact bytes live in a
+//! row naming the range of seqs it appended. Adapters: [`sqlite::SqliteStore`] (embedded, the
+//! default) and [`postgres::PgStore`] (shared by many processes). Artifact bytes live in a
 //! [`blob::BlobStore`], content-addressed by sha256; the database holds their metadata only.
+//!
+//! Besides the tables, the port offers what many processes need to share work: a run queue
+//! with leases ([`Store::claim`], [`QueueWrite`]), the outbox ([`Store::outbox_pending`]),
+//! wake-up signals ([`Store::subscribe`]), named singletons ([`Store::lock_singleton`]) and
+//! retention with signed checkpoints ([`Store::prune`]).
 //!
 //! *Architecture Invariant:* an acknowledged commit is durable (fsync'd) before `commit`
 //! returns, and a batch whose precondition fails changes nothing.
 
 pub mod blob;
 pub mod notify;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -33,6 +40,10 @@ pub enum StoreError {
     /// Stored data could not be read back (a row was edited by hand, a bug).
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The writer no longer holds the lease of the run it writes (it expired and another
+    /// worker took the run over): the batch is refused and the writer must stop driving it.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
 }
 
 impl From<StoreError> for XynError {
@@ -41,6 +52,7 @@ impl From<StoreError> for XynError {
             StoreError::Conflict(m) => XynError::conflict("store.conflict", m),
             StoreError::Unavailable(m) => XynError::unavailable(m),
             StoreError::Corrupt(m) => XynError::internal(format!("corrupt data: {m}")),
+            StoreError::LeaseLost(m) => XynError::conflict("run.lease_lost", m),
         }
     }
 }
@@ -87,6 +99,44 @@ pub struct CronFire {
     pub fired_at: Timestamp,
 }
 
+/// A change to the run queue, committed with the run's own rows.
+///
+/// The queue holds one row per unfinished run that workers share: the run is *due* at
+/// `due_at` (by the store's clock), or *held* by one worker (`owner`) until its lease expires.
+/// Steps of a run execute one after another, so the row stands for the run's next runnable
+/// step; whoever holds it executes that step (and the ones after it) and nobody else does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QueueWrite {
+    /// A new run's row. With `owner`, the creating worker holds it at once for `lease_ms`.
+    Enqueue {
+        run_id: RunId,
+        due_at: Option<Timestamp>,
+        owner: Option<String>,
+        lease_ms: u64,
+    },
+    /// `owner` still holds the run (the batch is refused with [`StoreError::LeaseLost`]
+    /// otherwise) and renews its lease for `lease_ms`.
+    Hold {
+        run_id: RunId,
+        owner: String,
+        lease_ms: u64,
+    },
+    /// `owner` releases the run; it is due again at `due_at` (`None`: it waits for a decision
+    /// from outside). Refused with [`StoreError::LeaseLost`] when `owner` does not hold it.
+    Park {
+        run_id: RunId,
+        owner: String,
+        due_at: Option<Timestamp>,
+    },
+    /// The run ended: its row goes (whoever held it).
+    Finish { run_id: RunId },
+    /// Something outside the run (a gate decision) makes it due at `at`. A held row is left
+    /// alone: its holder sees the change when it writes (the run's revision moved).
+    Wake { run_id: RunId, at: Timestamp },
+    /// Signals workers that hold this run to stop (a cancellation); no row changes.
+    Cancel { run_id: RunId },
+}
+
 /// Everything that commits together.
 #[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
@@ -98,6 +148,7 @@ pub struct WriteBatch {
     pub blueprint_versions: Vec<BlueprintVersion>,
     pub drafts: Vec<DraftWrite>,
     pub cron_fires: Vec<CronFire>,
+    pub queue: Vec<QueueWrite>,
 }
 
 impl WriteBatch {
@@ -110,6 +161,7 @@ impl WriteBatch {
             && self.blueprint_versions.is_empty()
             && self.drafts.is_empty()
             && self.cron_fires.is_empty()
+            && self.queue.is_empty()
     }
 
     /// Appends another batch to this one.
@@ -122,6 +174,7 @@ impl WriteBatch {
         self.blueprint_versions.extend(other.blueprint_versions);
         self.drafts.extend(other.drafts);
         self.cron_fires.extend(other.cron_fires);
+        self.queue.extend(other.queue);
     }
 }
 
@@ -234,6 +287,145 @@ pub struct StoreStats {
     pub events: u64,
 }
 
+/// A run claimed from the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub run_id: RunId,
+    /// How many times the run has been claimed (1 the first time).
+    pub claims: i64,
+    /// The previous holder's lease had expired (it died or stalled): its running step, if
+    /// any, was interrupted and is retried with the next attempt number.
+    pub expired: bool,
+}
+
+/// A run with its steps and the event that triggered it (see [`Store::load_runs`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadedRun {
+    pub run: Run,
+    pub steps: Vec<Step>,
+    pub trigger: Option<StoredEvent>,
+}
+
+/// What [`Store::claim`] got, and when the next claim could get more.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Claimed {
+    pub runs: Vec<Claim>,
+    /// The earliest time (store clock) at which a queued run falls due or a held lease
+    /// expires; `None` when the queue holds nothing that will ever fall due by itself.
+    pub next_due: Option<Timestamp>,
+}
+
+/// The queue at a glance (for `doctor`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueStats {
+    /// Unfinished runs in the queue.
+    pub queued: i64,
+    /// Of them, due now and not held.
+    pub due: i64,
+    /// Held by a worker under a live lease.
+    pub held: i64,
+    /// Held under a lease that has expired (their worker died or stalled).
+    pub expired: i64,
+    /// Distinct workers holding leases.
+    pub owners: i64,
+}
+
+/// One outbox row: the events `first_seq..=last_seq`, appended by one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxRange {
+    pub id: i64,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub created_at: Timestamp,
+}
+
+/// How far the outbox dispatcher is behind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxLag {
+    /// Unpublished outbox rows and the events they cover.
+    pub pending_rows: i64,
+    pub pending_events: i64,
+    /// When the oldest unpublished row was written.
+    pub oldest_pending_at: Option<Timestamp>,
+    /// The last seq published.
+    pub published_seq: Option<i64>,
+}
+
+/// A wake-up from the store: something another task or process committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// Runs became due in the queue.
+    Work,
+    /// Events were appended (the outbox has rows).
+    Outbox,
+    /// Blueprint versions were written.
+    Catalog,
+    /// A run was cancelled; whoever executes it should stop.
+    Cancel(RunId),
+    /// The store reconnected: signals may have been missed, look again.
+    Reconnected,
+}
+
+/// The verified point a pruned log starts from: the last pruned event's `seq` and `hash`,
+/// signed (Ed25519) so that a log whose prefix was removed by retention can still be verified.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub created_at: Timestamp,
+    /// Hex Ed25519 public key and signature over [`Checkpoint::signed_bytes`].
+    pub public_key: String,
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The bytes that are signed: `xyn-checkpoint:v1:<seq>:<hash>:<created_at micros>`.
+    pub fn signed_bytes(seq: i64, hash: &str, created_at: Timestamp) -> Vec<u8> {
+        format!("xyn-checkpoint:v1:{seq}:{hash}:{}", created_at.as_micros()).into_bytes()
+    }
+}
+
+/// Signs checkpoints (the key lives outside the database).
+pub trait CheckpointSigner: Send + Sync {
+    /// Hex public key.
+    fn public_key(&self) -> String;
+    /// Hex signature of `bytes`.
+    fn sign(&self, bytes: &[u8]) -> String;
+}
+
+/// What a retention pass removed.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PruneReport {
+    pub events_removed: i64,
+    pub outbox_rows_removed: i64,
+    pub footprints_rolled_up: i64,
+    pub rollup_rows_written: i64,
+    /// The checkpoint written (the last pruned event), when events were removed.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// A named lock held across processes until the guard is dropped.
+pub struct SingletonGuard {
+    _hold: Box<dyn std::any::Any + Send + Sync>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SingletonGuard {
+    /// `lost` turns true when the lock went away without the guard being dropped (the
+    /// database connection that held it broke).
+    pub fn new(
+        hold: Box<dyn std::any::Any + Send + Sync>,
+        lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Self { _hold: hold, lost }
+    }
+
+    /// True when the lock is no longer held: take it again before acting as its holder.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// The storage port.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -247,7 +439,8 @@ pub trait Store: Send + Sync + 'static {
     async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<StoredEvent>>;
     /// The last `(seq, hash)` of the chain as recorded beside the log.
     async fn chain_head(&self) -> StoreResult<Option<(i64, String)>>;
-    /// Walks the whole log and checks the hash chain.
+    /// Walks the whole log and checks the hash chain; after retention, from the latest
+    /// checkpoint (whose signature the caller checks, see [`Store::checkpoint`]).
     async fn verify_chain(&self) -> StoreResult<ChainReport>;
 
     async fn get_run(&self, id: RunId) -> StoreResult<Option<Run>>;
@@ -255,6 +448,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_steps(&self, run: RunId) -> StoreResult<Vec<Step>>;
     /// Runs that are not finished (to resume after a restart).
     async fn unfinished_runs(&self) -> StoreResult<Vec<RunId>>;
+    /// Several runs at once with their steps and triggering events (a claimed batch); ids
+    /// without a run are left out.
+    async fn load_runs(&self, ids: &[RunId]) -> StoreResult<Vec<LoadedRun>>;
 
     async fn get_artifact(&self, id: ArtifactId) -> StoreResult<Option<Artifact>>;
     async fn list_artifacts(&self, q: ArtifactQuery) -> StoreResult<Page<Artifact>>;
@@ -305,6 +501,42 @@ pub trait Store: Send + Sync + 'static {
 
     /// The latest cron slot claimed for a blueprint.
     async fn last_cron_slot(&self, blueprint_id: &str) -> StoreResult<Option<Timestamp>>;
+
+    /// Claims up to `limit` runs that are due, or whose lease expired, for `owner`, holding
+    /// each for `lease_ms` (store clock). Two callers never get the same run while its lease
+    /// lives (`FOR UPDATE SKIP LOCKED` on PostgreSQL).
+    async fn claim(&self, owner: &str, limit: usize, lease_ms: u64) -> StoreResult<Claimed>;
+    /// Renews every lease `owner` holds (the heartbeat); returns the runs it still holds.
+    async fn renew_leases(&self, owner: &str, lease_ms: u64) -> StoreResult<Vec<RunId>>;
+    async fn queue_stats(&self) -> StoreResult<QueueStats>;
+
+    /// Unpublished outbox rows in seq order, at most `limit`.
+    async fn outbox_pending(&self, limit: usize) -> StoreResult<Vec<OutboxRange>>;
+    /// Marks outbox rows published.
+    async fn mark_published(&self, ids: &[i64], at: Timestamp) -> StoreResult<()>;
+    async fn outbox_lag(&self) -> StoreResult<OutboxLag>;
+
+    /// Wake-ups for what this and (on a shared store) other processes commit.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Signal>;
+    /// Waits until this caller is the only holder of `name` across every process using the
+    /// store (an outbox dispatcher, say); held until the guard is dropped. Blocks in the
+    /// database, never polls.
+    async fn lock_singleton(&self, name: &str) -> StoreResult<SingletonGuard>;
+
+    /// Removes events that occurred before `cutoff` (a prefix of the log, never past the last
+    /// published outbox row when `keep_unpublished`), writing a signed checkpoint of the last
+    /// removed event, and rolls footprints older than `cutoff` up into daily sums.
+    async fn prune(
+        &self,
+        cutoff: Timestamp,
+        keep_unpublished: bool,
+        signer: &dyn CheckpointSigner,
+        now: Timestamp,
+    ) -> StoreResult<PruneReport>;
+    /// The latest retention checkpoint, if the log was ever pruned.
+    async fn checkpoint(&self) -> StoreResult<Option<Checkpoint>>;
+    /// Schema version applied and the newest this build knows.
+    async fn schema_version(&self) -> StoreResult<(i64, i64)>;
 
     /// Counters of what the store did since it was opened.
     fn stats(&self) -> StoreStats;

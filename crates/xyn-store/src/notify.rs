@@ -6,8 +6,14 @@
 //! bounded) or sees a gap in `seq` (concurrent commits may announce out of order) catches up
 //! by reading [`Store::events_after`] from the last `seq` it delivered. The store stays the
 //! source of truth; the feed only says "there is more".
+//!
+//! On a shared store other processes commit too (workers, other API nodes). Their events are
+//! announced as well: the store's [`Signal::Outbox`] wake-ups (LISTEN/NOTIFY on PostgreSQL)
+//! make the wrapper read what was appended after the last announced `seq`, but only while
+//! someone is subscribed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -18,8 +24,9 @@ use xyn_core::run::{Run, Step};
 use xyn_core::{ArtifactId, DraftId, EventId, RunId, Timestamp};
 
 use crate::{
-    ArtifactQuery, EventQuery, FootprintDay, FootprintQuery, FootprintRollupQuery, Page, RunQuery,
-    Store, StoreResult, StoreStats, WriteBatch,
+    ArtifactQuery, Checkpoint, CheckpointSigner, Claimed, EventQuery, FootprintDay, FootprintQuery,
+    FootprintRollupQuery, LoadedRun, OutboxLag, OutboxRange, Page, PruneReport, QueueStats,
+    RunQuery, Signal, SingletonGuard, Store, StoreResult, StoreStats, WriteBatch,
 };
 
 /// Events of one commit, in `seq` order.
@@ -47,15 +54,21 @@ impl EventFeed {
 pub struct NotifyingStore {
     inner: Arc<dyn Store>,
     tx: broadcast::Sender<Committed>,
+    /// The highest `seq` announced so far.
+    announced: Arc<AtomicI64>,
 }
 
 impl NotifyingStore {
     /// `capacity` commits are buffered per subscriber before it must catch up from the store.
+    /// Needs a Tokio runtime: a task relays other processes' commits.
     pub fn new(inner: Arc<dyn Store>, capacity: usize) -> (Self, EventFeed) {
         let (tx, _) = broadcast::channel(capacity.max(1));
+        let announced = Arc::new(AtomicI64::new(-1));
+        tokio::spawn(relay(inner.clone(), tx.clone(), announced.clone()));
         (
             Self {
                 inner,
+                announced,
                 tx: tx.clone(),
             },
             EventFeed { tx },
@@ -67,7 +80,12 @@ impl NotifyingStore {
 impl Store for NotifyingStore {
     async fn commit(&self, batch: WriteBatch) -> StoreResult<Vec<StoredEvent>> {
         let events = self.inner.commit(batch).await?;
-        if !events.is_empty() && self.tx.receiver_count() > 0 {
+        // Whoever raises `announced` first (this commit or the relay) announces; a subscriber
+        // that then sees a gap reads it from the store.
+        if let Some(last) = events.last()
+            && self.announced.fetch_max(last.seq, Ordering::SeqCst) < last.seq
+            && self.tx.receiver_count() > 0
+        {
             let _ = self.tx.send(events.clone().into());
         }
         Ok(events)
@@ -133,10 +151,96 @@ impl Store for NotifyingStore {
     async fn last_cron_slot(&self, blueprint_id: &str) -> StoreResult<Option<Timestamp>> {
         self.inner.last_cron_slot(blueprint_id).await
     }
+    async fn load_runs(&self, ids: &[RunId]) -> StoreResult<Vec<LoadedRun>> {
+        self.inner.load_runs(ids).await
+    }
+    async fn claim(&self, owner: &str, limit: usize, lease_ms: u64) -> StoreResult<Claimed> {
+        self.inner.claim(owner, limit, lease_ms).await
+    }
+    async fn renew_leases(&self, owner: &str, lease_ms: u64) -> StoreResult<Vec<RunId>> {
+        self.inner.renew_leases(owner, lease_ms).await
+    }
+    async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        self.inner.queue_stats().await
+    }
+    async fn outbox_pending(&self, limit: usize) -> StoreResult<Vec<OutboxRange>> {
+        self.inner.outbox_pending(limit).await
+    }
+    async fn mark_published(&self, ids: &[i64], at: Timestamp) -> StoreResult<()> {
+        self.inner.mark_published(ids, at).await
+    }
+    async fn outbox_lag(&self) -> StoreResult<OutboxLag> {
+        self.inner.outbox_lag().await
+    }
+    fn subscribe(&self) -> broadcast::Receiver<Signal> {
+        self.inner.subscribe()
+    }
+    async fn lock_singleton(&self, name: &str) -> StoreResult<SingletonGuard> {
+        self.inner.lock_singleton(name).await
+    }
+    async fn prune(
+        &self,
+        cutoff: Timestamp,
+        keep_unpublished: bool,
+        signer: &dyn CheckpointSigner,
+        now: Timestamp,
+    ) -> StoreResult<PruneReport> {
+        self.inner
+            .prune(cutoff, keep_unpublished, signer, now)
+            .await
+    }
+    async fn checkpoint(&self) -> StoreResult<Option<Checkpoint>> {
+        self.inner.checkpoint().await
+    }
+    async fn schema_version(&self) -> StoreResult<(i64, i64)> {
+        self.inner.schema_version().await
+    }
     fn stats(&self) -> StoreStats {
         self.inner.stats()
     }
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+}
+
+/// Announces events other processes appended: on each outbox signal, while someone listens,
+/// reads what follows the last announced `seq`.
+async fn relay(inner: Arc<dyn Store>, tx: broadcast::Sender<Committed>, announced: Arc<AtomicI64>) {
+    let mut signals = inner.subscribe();
+    loop {
+        match signals.recv().await {
+            Ok(Signal::Outbox | Signal::Reconnected)
+            | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Ok(_) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+        if tx.receiver_count() == 0 {
+            continue;
+        }
+        let mut from = announced.load(Ordering::SeqCst);
+        if from < 0 {
+            // Nothing announced yet: history is not news; start at the current head.
+            if let Ok(Some((seq, _))) = inner.chain_head().await {
+                announced.fetch_max(seq, Ordering::SeqCst);
+            }
+            continue;
+        }
+        loop {
+            let got = match inner.events_after(from, 500).await {
+                Ok(e) => e,
+                Err(_) => break,
+            };
+            let Some(last) = got.last().map(|e| e.seq) else {
+                break;
+            };
+            let more = got.len() == 500;
+            if announced.fetch_max(last, Ordering::SeqCst) < last {
+                let _ = tx.send(got.into());
+            }
+            from = last;
+            if !more {
+                break;
+            }
+        }
     }
 }

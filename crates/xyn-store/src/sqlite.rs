@@ -9,7 +9,7 @@
 //!
 //! Nothing here polls: the writer sleeps on its channel, readers run only when asked.
 
-mod rows;
+pub(crate) mod rows;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -27,9 +27,10 @@ use xyn_core::run::{Run, Step};
 use xyn_core::{ArtifactId, DraftId, EventId, RunId, Timestamp};
 
 use crate::{
-    ArtifactQuery, DAY_MICROS, DraftWrite, EventQuery, FootprintDay, FootprintQuery,
-    FootprintRollupQuery, Page, RunQuery, RunWrite, StepWrite, Store, StoreError, StoreResult,
-    StoreStats, WriteBatch,
+    ArtifactQuery, Checkpoint, CheckpointSigner, Claim, Claimed, DAY_MICROS, DraftWrite,
+    EventQuery, FootprintDay, FootprintQuery, FootprintRollupQuery, LoadedRun, OutboxLag,
+    OutboxRange, Page, PruneReport, QueueStats, QueueWrite, RunQuery, RunWrite, Signal,
+    SingletonGuard, StepWrite, Store, StoreError, StoreResult, StoreStats, WriteBatch,
 };
 use rows::*;
 
@@ -73,6 +74,15 @@ type Reply = oneshot::Sender<StoreResult<Vec<StoredEvent>>>;
 
 enum Cmd {
     Commit(Box<WriteBatch>, Reply),
+    /// Any other write, run on the writer's connection (it answers through its own channel).
+    Exec(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+/// The store's clock (leases, `published_at`): the system clock in microseconds.
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// The SQLite store.
@@ -82,6 +92,8 @@ pub struct SqliteStore {
     writer: Mutex<Option<thread::JoinHandle<()>>>,
     readers: Arc<ReaderPool>,
     counters: Arc<Counters>,
+    signals: tokio::sync::broadcast::Sender<Signal>,
+    singletons: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 struct ReaderPool {
@@ -165,10 +177,12 @@ impl SqliteStore {
             .spawn(move || checkpoint_loop(ck_conn, ck_rx))
             .map_err(unavailable)?;
         let wc = counters.clone();
+        let (signals, _) = tokio::sync::broadcast::channel(1024);
+        let ws = signals.clone();
         let writer = thread::Builder::new()
             .name("xyn-sqlite-writer".into())
             .spawn(move || {
-                writer_loop(conn, rx, head, wc, ck_tx);
+                writer_loop(conn, rx, head, wc, ck_tx, ws);
                 let _ = checkpointer.join();
             })
             .map_err(unavailable)?;
@@ -182,6 +196,8 @@ impl SqliteStore {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             counters,
+            signals,
+            singletons: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -197,6 +213,29 @@ impl SqliteStore {
         if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
             let _ = h.join();
         }
+    }
+
+    /// Runs `f` on the writer's connection, between commit groups.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self
+                .tx
+                .lock()
+                .map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?;
+            let tx = guard
+                .as_ref()
+                .ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+            tx.send(Cmd::Exec(Box::new(move |c| {
+                let _ = reply.send(f(c));
+            })))
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        }
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
     }
 
     async fn read<T: Send + 'static>(
@@ -246,6 +285,13 @@ struct Head {
     hash: [u8; 32],
 }
 
+pub(crate) fn hash_bytes(h: &str) -> StoreResult<[u8; 32]> {
+    hex::decode(h)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("bad chain hash {h:?}")))
+}
+
 fn load_head(conn: &Connection) -> StoreResult<Head> {
     let row: Option<(i64, String)> = conn
         .query_row("SELECT seq, hash FROM chain_head WHERE id = 1", [], |r| {
@@ -284,18 +330,32 @@ fn writer_loop(
     mut head: Head,
     c: Arc<Counters>,
     checkpoint: mpsc::SyncSender<()>,
+    signals: tokio::sync::broadcast::Sender<Signal>,
 ) {
     let mut since_checkpoint = 0u64;
     while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(cmd) => group.push(cmd),
-                Err(_) => break,
+        let mut group = Vec::new();
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Cmd::Exec(f) => {
+                    // Runs alone, between groups; it reloads nothing the writer caches but
+                    // the chain head (retention leaves the head as it is).
+                    f(&mut conn);
+                }
+                commit => group.push(commit),
             }
+            if group.len() >= MAX_GROUP {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if group.is_empty() {
+            continue;
         }
         let committed_head = head;
-        let results = commit_group(&mut conn, &mut group, &mut head);
+        let mut flags = SignalFlags::default();
+        let results = commit_group(&mut conn, &mut group, &mut head, &mut flags);
         let results = match results {
             Ok(r) => {
                 c.commits.fetch_add(1, Ordering::Relaxed);
@@ -308,6 +368,7 @@ fn writer_loop(
                 c.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
                 let n: usize = r.iter().map(|x| x.as_ref().map_or(0, Vec::len)).sum();
                 c.events.fetch_add(n as u64, Ordering::Relaxed);
+                flags.send(&signals);
                 r
             }
             Err(e) => {
@@ -317,11 +378,49 @@ fn writer_loop(
             }
         };
         for (cmd, res) in group.into_iter().zip(results) {
-            match cmd {
-                Cmd::Commit(_, reply) => {
-                    let _ = reply.send(res);
-                }
+            if let Cmd::Commit(_, reply) = cmd {
+                let _ = reply.send(res);
             }
+        }
+    }
+}
+
+/// What a committed group should wake up.
+#[derive(Default)]
+struct SignalFlags {
+    outbox: bool,
+    work: bool,
+    catalog: bool,
+    cancel: Vec<RunId>,
+}
+
+impl SignalFlags {
+    fn note(&mut self, b: &WriteBatch) {
+        self.catalog |= !b.blueprint_versions.is_empty();
+        for q in &b.queue {
+            match q {
+                QueueWrite::Enqueue { owner: None, .. }
+                | QueueWrite::Park { .. }
+                | QueueWrite::Wake { .. } => self.work = true,
+                QueueWrite::Cancel { run_id } => self.cancel.push(*run_id),
+                _ => {}
+            }
+        }
+    }
+
+    fn send(self, tx: &tokio::sync::broadcast::Sender<Signal>) {
+        // No receiver is fine: nobody listens on an embedded node without a dispatcher.
+        if self.outbox {
+            let _ = tx.send(Signal::Outbox);
+        }
+        if self.work {
+            let _ = tx.send(Signal::Work);
+        }
+        if self.catalog {
+            let _ = tx.send(Signal::Catalog);
+        }
+        for r in self.cancel {
+            let _ = tx.send(Signal::Cancel(r));
         }
     }
 }
@@ -330,17 +429,23 @@ fn commit_group(
     conn: &mut Connection,
     group: &mut [Cmd],
     head: &mut Head,
+    flags: &mut SignalFlags,
 ) -> Result<Vec<StoreResult<Vec<StoredEvent>>>, rusqlite::Error> {
     let start_head = *head;
+    let now = now_us();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(group.len());
     for cmd in group.iter_mut() {
-        let Cmd::Commit(batch, _) = cmd;
+        let Cmd::Commit(batch, _) = cmd else {
+            results.push(Ok(vec![]));
+            continue;
+        };
         let before = *head;
         tx.execute_batch("SAVEPOINT b")?;
-        match apply(&tx, batch, head) {
+        match apply(&tx, batch, head, now) {
             Ok(events) => {
                 tx.execute_batch("RELEASE b")?;
+                flags.note(batch);
                 results.push(Ok(events));
             }
             Err(e) => {
@@ -351,9 +456,7 @@ fn commit_group(
         }
     }
     if head.seq != start_head.seq {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64);
+        flags.outbox = true;
         tx.prepare_cached(
             "INSERT INTO outbox (first_seq, last_seq, created_at) VALUES (?1, ?2, ?3)",
         )?
@@ -408,7 +511,9 @@ fn apply(
     tx: &rusqlite::Transaction<'_>,
     b: &WriteBatch,
     head: &mut Head,
+    now: i64,
 ) -> StoreResult<Vec<StoredEvent>> {
+    apply_queue(tx, &b.queue, now)?;
     for f in &b.cron_fires {
         tx.prepare_cached(
             "INSERT INTO cron_fires (blueprint_id, slot, fired_at) VALUES (?1, ?2, ?3)",
@@ -597,6 +702,199 @@ fn apply(
     Ok(stored)
 }
 
+fn lease_lost(run_id: RunId, owner: &str) -> StoreError {
+    StoreError::LeaseLost(format!("{owner} no longer holds run {run_id}"))
+}
+
+fn lease_until(now: i64, lease_ms: u64) -> i64 {
+    now.saturating_add((lease_ms as i64).saturating_mul(1000))
+}
+
+fn apply_queue(tx: &rusqlite::Transaction<'_>, writes: &[QueueWrite], now: i64) -> StoreResult<()> {
+    for w in writes {
+        match w {
+            QueueWrite::Enqueue {
+                run_id,
+                due_at,
+                owner,
+                lease_ms,
+            } => {
+                let until = owner.as_ref().map(|_| lease_until(now, *lease_ms));
+                tx.prepare_cached(
+                    "INSERT INTO run_queue (run_id, due_at, owner, lease_until, claims, enqueued_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        run_id.to_string(),
+                        due_at.map(Timestamp::as_micros),
+                        owner,
+                        until,
+                        i64::from(owner.is_some()),
+                        now
+                    ])
+                })
+                .map_err(sql_err)?;
+            }
+            QueueWrite::Hold {
+                run_id,
+                owner,
+                lease_ms,
+            } => {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE run_queue SET lease_until = ?3 WHERE run_id = ?1 AND owner = ?2",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            run_id.to_string(),
+                            owner,
+                            lease_until(now, *lease_ms)
+                        ])
+                    })
+                    .map_err(sql_err)?;
+                if n != 1 {
+                    return Err(lease_lost(*run_id, owner));
+                }
+            }
+            QueueWrite::Park {
+                run_id,
+                owner,
+                due_at,
+            } => {
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE run_queue SET owner = NULL, lease_until = NULL, due_at = ?3 \
+                         WHERE run_id = ?1 AND owner = ?2",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            run_id.to_string(),
+                            owner,
+                            due_at.map(Timestamp::as_micros)
+                        ])
+                    })
+                    .map_err(sql_err)?;
+                if n != 1 {
+                    return Err(lease_lost(*run_id, owner));
+                }
+            }
+            QueueWrite::Finish { run_id } => {
+                tx.prepare_cached("DELETE FROM run_queue WHERE run_id = ?1")
+                    .and_then(|mut s| s.execute([run_id.to_string()]))
+                    .map_err(sql_err)?;
+            }
+            QueueWrite::Wake { run_id, at } => {
+                tx.prepare_cached(
+                    "UPDATE run_queue SET due_at = CASE WHEN due_at IS NULL OR due_at > ?2 \
+                     THEN ?2 ELSE due_at END WHERE run_id = ?1 AND owner IS NULL",
+                )
+                .and_then(|mut s| s.execute(params![run_id.to_string(), at.as_micros()]))
+                .map_err(sql_err)?;
+            }
+            QueueWrite::Cancel { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// Which prefix of the log a retention pass removes: the last event to remove and its hash.
+fn prune_target(
+    c: &Connection,
+    cutoff: i64,
+    keep_unpublished: bool,
+) -> StoreResult<Option<(i64, String)>> {
+    let first_keep: Option<i64> = c
+        .query_row(
+            "SELECT seq FROM events WHERE occurred_at >= ?1 ORDER BY seq LIMIT 1",
+            [cutoff],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let max_seq: Option<i64> = c
+        .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))
+        .map_err(unavailable)?;
+    let mut last = match (first_keep, max_seq) {
+        (Some(k), _) => k - 1,
+        (None, Some(m)) => m,
+        (None, None) => return Ok(None),
+    };
+    if keep_unpublished {
+        let unpublished: Option<i64> = c
+            .query_row(
+                "SELECT MIN(first_seq) FROM outbox WHERE published_at IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)?;
+        if let Some(u) = unpublished {
+            last = last.min(u - 1);
+        }
+    }
+    c.query_row("SELECT hash FROM events WHERE seq = ?1", [last], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(unavailable)
+    .map(|h| h.map(|h| (last, h)))
+}
+
+/// Removes the log up to the checkpoint's seq (if its hash still matches), writes the
+/// checkpoint, and rolls up footprints older than `cutoff`.
+fn prune_apply(
+    conn: &mut Connection,
+    cutoff: i64,
+    cp: Option<Checkpoint>,
+) -> StoreResult<PruneReport> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    let mut report = PruneReport::default();
+    if let Some(cp) = cp {
+        let hash: Option<String> = tx
+            .query_row("SELECT hash FROM events WHERE seq = ?1", [cp.seq], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(unavailable)?;
+        if hash.as_deref() != Some(cp.hash.as_str()) {
+            return Err(StoreError::Conflict(format!(
+                "event seq {} changed while pruning",
+                cp.seq
+            )));
+        }
+        report.events_removed = tx
+            .execute("DELETE FROM events WHERE seq <= ?1", [cp.seq])
+            .map_err(unavailable)? as i64;
+        report.outbox_rows_removed = tx
+            .execute("DELETE FROM outbox WHERE last_seq <= ?1", [cp.seq])
+            .map_err(unavailable)? as i64;
+        tx.execute(
+            "INSERT INTO chain_checkpoints (seq, hash, created_at, public_key, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![cp.seq, cp.hash, cp.created_at.as_micros(), cp.public_key, cp.signature],
+        )
+        .map_err(unavailable)?;
+        report.checkpoint = Some(cp);
+    }
+    report.rollup_rows_written = tx
+        .execute(
+            "INSERT INTO footprint_rollups (day, metric, source_kind, source_ref, unit, class, quantity, samples) \
+             SELECT (occurred_at / 86400000000) * 86400000000 AS day, metric, source_kind, source_ref, unit, class, \
+                    SUM(quantity), COUNT(*) FROM footprints WHERE occurred_at < ?1 \
+             GROUP BY day, metric, source_kind, source_ref, unit, class \
+             ON CONFLICT (day, metric, source_kind, source_ref, unit, class) DO UPDATE SET \
+                quantity = quantity + excluded.quantity, samples = samples + excluded.samples",
+            [cutoff],
+        )
+        .map_err(unavailable)? as i64;
+    report.footprints_rolled_up = tx
+        .execute("DELETE FROM footprints WHERE occurred_at < ?1", [cutoff])
+        .map_err(unavailable)? as i64;
+    tx.commit().map_err(unavailable)?;
+    Ok(report)
+}
+
 fn limit(n: usize) -> i64 {
     n.clamp(1, 1000) as i64
 }
@@ -747,11 +1045,24 @@ impl Store for SqliteStore {
                 })
                 .optional()
                 .map_err(unavailable)?;
-            let mut v = ChainVerifier::new();
-            let mut stmt = c
-                .prepare(&format!("SELECT {EVENT_COLS} FROM events ORDER BY seq"))
+            let cp: Option<(i64, String)> = c
+                .query_row(
+                    "SELECT seq, hash FROM chain_checkpoints ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
                 .map_err(unavailable)?;
-            let mut rows = stmt.query([]).map_err(unavailable)?;
+            let (mut v, from) = match cp {
+                Some((seq, h)) => (ChainVerifier::from_checkpoint(seq, hash_bytes(&h)?), seq),
+                None => (ChainVerifier::new(), 0),
+            };
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT {EVENT_COLS} FROM events WHERE seq > ?1 ORDER BY seq"
+                ))
+                .map_err(unavailable)?;
+            let mut rows = stmt.query([from]).map_err(unavailable)?;
             let mut unreadable: Option<(i64, String)> = None;
             while let Some(r) = rows.next().map_err(unavailable)? {
                 match event_from_row(r) {
@@ -849,6 +1160,37 @@ impl Store for SqliteStore {
                         .map_err(|_| StoreError::Corrupt(format!("bad run id {s:?}")))
                 },
             )
+        })
+        .await
+    }
+
+    async fn load_runs(&self, ids: &[RunId]) -> StoreResult<Vec<LoadedRun>> {
+        let ids = ids.to_vec();
+        self.read(move |c| {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let sql = format!("SELECT id, {RUN_COLS} FROM runs WHERE run_id = ?1");
+                let Some((_, run)) =
+                    collect(c, &sql, vec![id.to_string().into()], run_from_row)?.pop()
+                else {
+                    continue;
+                };
+                let sql = format!("SELECT {STEP_COLS} FROM steps WHERE run_id = ?1 ORDER BY idx");
+                let steps = collect(c, &sql, vec![id.to_string().into()], step_from_row)?;
+                let trigger = match run.trigger_event_id {
+                    Some(e) => {
+                        let sql = format!("SELECT {EVENT_COLS} FROM events WHERE event_id = ?1");
+                        collect(c, &sql, vec![e.to_string().into()], event_from_row)?.pop()
+                    }
+                    None => None,
+                };
+                out.push(LoadedRun {
+                    run,
+                    steps,
+                    trigger,
+                });
+            }
+            Ok(out)
         })
         .await
     }
@@ -1071,6 +1413,250 @@ impl Store for SqliteStore {
                 )
                 .map_err(unavailable)?;
             Ok(v.map(Timestamp::from_micros))
+        })
+        .await
+    }
+
+    async fn claim(&self, owner: &str, limit: usize, lease_ms: u64) -> StoreResult<Claimed> {
+        let owner = owner.to_string();
+        self.write(move |c| {
+            let now = now_us();
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let picked: Vec<(String, bool)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT run_id, owner IS NOT NULL FROM run_queue WHERE owner IS NULL AND due_at <= ?1 \
+                         UNION ALL SELECT run_id, 1 FROM run_queue WHERE owner IS NOT NULL AND lease_until < ?1 \
+                         LIMIT ?2",
+                    )
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![now, limit.max(1) as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .map_err(unavailable)?;
+                rows.collect::<Result<_, _>>().map_err(unavailable)?
+            };
+            let mut runs = Vec::with_capacity(picked.len());
+            for (id, expired) in picked {
+                let claims: i64 = tx
+                    .query_row(
+                        "UPDATE run_queue SET owner = ?2, lease_until = ?3, claims = claims + 1 \
+                         WHERE run_id = ?1 RETURNING claims",
+                        params![id, owner, lease_until(now, lease_ms)],
+                        |r| r.get(0),
+                    )
+                    .map_err(unavailable)?;
+                runs.push(Claim {
+                    run_id: id
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("bad run id {id:?}")))?,
+                    claims,
+                    expired,
+                });
+            }
+            let next_due: Option<i64> = tx
+                .query_row(
+                    "SELECT MIN(t) FROM (SELECT MIN(due_at) AS t FROM run_queue WHERE owner IS NULL \
+                     UNION ALL SELECT MIN(lease_until) FROM run_queue WHERE owner IS NOT NULL)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(Claimed {
+                runs,
+                next_due: next_due.map(Timestamp::from_micros),
+            })
+        })
+        .await
+    }
+
+    async fn renew_leases(&self, owner: &str, lease_ms: u64) -> StoreResult<Vec<RunId>> {
+        let owner = owner.to_string();
+        self.write(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "UPDATE run_queue SET lease_until = ?2 WHERE owner = ?1 RETURNING run_id",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![owner, lease_until(now_us(), lease_ms)], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let s = r.map_err(unavailable)?;
+                out.push(
+                    s.parse()
+                        .map_err(|_| StoreError::Corrupt(format!("bad run id {s:?}")))?,
+                );
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn queue_stats(&self) -> StoreResult<QueueStats> {
+        self.read(|c| {
+            let now = now_us();
+            c.query_row(
+                "SELECT COUNT(*), \
+                 COALESCE(SUM(owner IS NULL AND due_at <= ?1), 0), \
+                 COALESCE(SUM(owner IS NOT NULL AND lease_until >= ?1), 0), \
+                 COALESCE(SUM(owner IS NOT NULL AND lease_until < ?1), 0), \
+                 COUNT(DISTINCT owner) FROM run_queue",
+                [now],
+                |r| {
+                    Ok(QueueStats {
+                        queued: r.get(0)?,
+                        due: r.get(1)?,
+                        held: r.get(2)?,
+                        expired: r.get(3)?,
+                        owners: r.get(4)?,
+                    })
+                },
+            )
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn outbox_pending(&self, limit_n: usize) -> StoreResult<Vec<OutboxRange>> {
+        self.read(move |c| {
+            collect(
+                c,
+                "SELECT id, first_seq, last_seq, created_at FROM outbox WHERE published_at IS NULL \
+                 ORDER BY id LIMIT ?1",
+                vec![(limit_n.clamp(1, 10_000) as i64).into()],
+                |r| {
+                    Ok(OutboxRange {
+                        id: r.get(0).map_err(unavailable)?,
+                        first_seq: r.get(1).map_err(unavailable)?,
+                        last_seq: r.get(2).map_err(unavailable)?,
+                        created_at: Timestamp::from_micros(r.get(3).map_err(unavailable)?),
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn mark_published(&self, ids: &[i64], at: Timestamp) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            for id in ids {
+                tx.prepare_cached("UPDATE outbox SET published_at = ?2 WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![id, at.as_micros()]))
+                    .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn outbox_lag(&self) -> StoreResult<OutboxLag> {
+        self.read(|c| {
+            let (rows, events, oldest): (i64, Option<i64>, Option<i64>) = c
+                .query_row(
+                    "SELECT COUNT(*), SUM(last_seq - first_seq + 1), MIN(created_at) FROM outbox \
+                     WHERE published_at IS NULL",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .map_err(unavailable)?;
+            let published: Option<i64> = c
+                .query_row(
+                    "SELECT MAX(last_seq) FROM outbox WHERE published_at IS NOT NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(unavailable)?;
+            Ok(OutboxLag {
+                pending_rows: rows,
+                pending_events: events.unwrap_or(0),
+                oldest_pending_at: oldest.map(Timestamp::from_micros),
+                published_seq: published,
+            })
+        })
+        .await
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Signal> {
+        self.signals.subscribe()
+    }
+
+    async fn lock_singleton(&self, name: &str) -> StoreResult<SingletonGuard> {
+        // One process owns an embedded database: an in-process lock is enough.
+        let m = {
+            let mut map = self
+                .singletons
+                .lock()
+                .map_err(|_| StoreError::Unavailable("lock poisoned".into()))?;
+            map.entry(name.to_string()).or_default().clone()
+        };
+        Ok(SingletonGuard::new(
+            Box::new(m.lock_owned().await),
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        ))
+    }
+
+    async fn prune(
+        &self,
+        cutoff: Timestamp,
+        keep_unpublished: bool,
+        signer: &dyn CheckpointSigner,
+        now: Timestamp,
+    ) -> StoreResult<PruneReport> {
+        let c = cutoff.as_micros();
+        let target = self
+            .read(move |conn| prune_target(conn, c, keep_unpublished))
+            .await?;
+        let cp = target.map(|(seq, hash)| Checkpoint {
+            signature: signer.sign(&Checkpoint::signed_bytes(seq, &hash, now)),
+            public_key: signer.public_key(),
+            seq,
+            hash,
+            created_at: now,
+        });
+        self.write(move |conn| prune_apply(conn, c, cp)).await
+    }
+
+    async fn checkpoint(&self) -> StoreResult<Option<Checkpoint>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT seq, hash, created_at, public_key, signature FROM chain_checkpoints \
+                 ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(Checkpoint {
+                        seq: r.get(0)?,
+                        hash: r.get(1)?,
+                        created_at: Timestamp::from_micros(r.get(2)?),
+                        public_key: r.get(3)?,
+                        signature: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn schema_version(&self) -> StoreResult<(i64, i64)> {
+        self.read(|c| {
+            let v: i64 = c
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(unavailable)?;
+            Ok((v, schema::MIGRATIONS.len() as i64))
         })
         .await
     }

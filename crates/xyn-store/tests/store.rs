@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 use xyn_store::Store;
+use xyn_store::postgres::{PgConfig, PgStore};
 use xyn_store::sqlite::{SqliteConfig, SqliteStore};
 
 /// A store on a fresh temporary database; the directory lives as long as the process.
@@ -50,6 +51,52 @@ async fn the_feed_announces_each_commit_in_seq_order() {
     assert!(rx.try_recv().is_err());
     assert_eq!(feed.subscribers(), 1);
 }
+
+/// The PostgreSQL the tests use (`XYN_TEST_DATABASE_URL`, default the local `test` database).
+fn pg_url() -> String {
+    std::env::var("XYN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A store on a fresh schema of the test database. Schemas left by earlier runs (older than
+/// ten minutes) are dropped first.
+async fn postgres() -> Arc<dyn Store> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (client, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (see .ci/run)");
+    tokio::spawn(conn);
+    let stale = client
+        .query(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'xt\\_%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    for r in stale {
+        let name: String = r.get(0);
+        let born: u64 = name
+            .split('_')
+            .nth(1)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        if born + 600 < now {
+            let _ = client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .await;
+        }
+    }
+    let schema = format!("xt_{now}_{}", uuid::Uuid::new_v4().simple());
+    let mut cfg = PgConfig::new(pg_url());
+    cfg.schema = Some(schema);
+    cfg.pool_size = 4;
+    Arc::new(PgStore::open(cfg).await.unwrap())
+}
+
+conformance_suite!(postgres_conformance, || postgres());
 
 fn open(dir: &std::path::Path) -> SqliteStore {
     SqliteStore::open(dir.join("xyn.db"), SqliteConfig::default()).unwrap()

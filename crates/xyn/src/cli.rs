@@ -39,7 +39,8 @@ pub struct Remote {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run a node: API, engine and workers in one process, on embedded SQLite.
+    /// Run a node: API, engine and workers in one process on embedded SQLite, or one role of
+    /// a cluster on PostgreSQL (--database-url, --role).
     Serve(ServeArgs),
     /// Emit and list events.
     #[command(subcommand)]
@@ -56,13 +57,36 @@ pub enum Command {
     /// Install, list and run sandboxed action packages (wasm, Lua, JavaScript).
     #[command(subcommand)]
     Action(ActionCmd),
-    /// Report what this machine offers Xyn (sandbox protections, …).
+    /// Check the store, migrations, leases, outbox lag, NATS and the sandbox protections.
     Doctor(crate::doctor::DoctorArgs),
+    /// Remove events and footprints older than a window (keeping a signed checkpoint).
+    #[command(subcommand)]
+    Retention(RetentionCmd),
     /// The sandbox worker process (started by the node, not by hand).
     #[command(hide = true, disable_help_flag = true)]
     SandboxWorker {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RetentionCmd {
+    /// One retention pass now.
+    Run {
+        /// Keep what is younger than this (e.g. 7d).
+        #[arg(long)]
+        older_than: String,
+        /// Also remove events the outbox has not published yet.
+        #[arg(long)]
+        include_unpublished: bool,
+        /// The node's data directory (its store, and the checkpoint key).
+        #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -123,6 +147,41 @@ pub struct ServeArgs {
     /// Allow listening on a non-loopback address with no auth configured (not recommended).
     #[arg(long)]
     pub insecure_open: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// What this process does: `all` (API and workers), `api` (API, intake, cron; no run
+    /// execution) or `worker` (executes runs claimed from the shared store; no API).
+    /// `api` and `worker` need --database-url.
+    #[arg(long, env = "XYN_ROLE", default_value = "all", value_parser = ["all", "api", "worker"])]
+    pub role: String,
+    /// How long a worker's lease on a run lives without a heartbeat (e.g. 30s).
+    #[arg(long, env = "XYN_LEASE", default_value = "30s")]
+    pub lease: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// Which store to open.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// A shared PostgreSQL store (`postgres://user:password@host:port/db`) instead of the
+    /// embedded SQLite database in --data-dir.
+    #[arg(long, env = "XYN_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// Publishing events to NATS JetStream, and NATS subjects as triggers.
+#[derive(Args, Debug, Clone)]
+pub struct NatsArgs {
+    /// NATS server (`nats://127.0.0.1:4222`): events are published to JetStream from the outbox.
+    #[arg(long, env = "XYN_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// The JetStream stream events are published to (created when missing).
+    #[arg(long, env = "XYN_NATS_STREAM", default_value = "XYN_EVENTS")]
+    pub nats_stream: String,
+    /// Subject prefix: an event goes to `<prefix>.<event_name>`.
+    #[arg(long, env = "XYN_NATS_SUBJECT_PREFIX", default_value = "xyn.events")]
+    pub nats_subject_prefix: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -259,6 +318,12 @@ pub enum AuditCmd {
         /// The node's data directory (opened read-only; the node may keep running).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Public key (hex) that retention checkpoints must be signed with (default: the
+        /// key in the data directory, when there is one).
+        #[arg(long, env = "XYN_CHECKPOINT_PUBLIC_KEY")]
+        checkpoint_key: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -288,14 +353,35 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Blueprint(BlueprintCmd::Validate { files, json }) => {
             output::validate_files(&files, json)
         }
-        Command::Audit(AuditCmd::Verify { data_dir, json }) => {
-            rt()?.block_on(crate::serve::audit_verify(&data_dir, json))
-        }
+        Command::Audit(AuditCmd::Verify {
+            data_dir,
+            store,
+            checkpoint_key,
+            json,
+        }) => rt()?.block_on(crate::serve::audit_verify(
+            &data_dir,
+            &store,
+            checkpoint_key.as_deref(),
+            json,
+        )),
+        Command::Doctor(args) => rt()?.block_on(crate::doctor::run(args)),
+        Command::Retention(RetentionCmd::Run {
+            older_than,
+            include_unpublished,
+            data_dir,
+            store,
+            json,
+        }) => rt()?.block_on(retention_run(
+            &older_than,
+            !include_unpublished,
+            &data_dir,
+            &store,
+            json,
+        )),
         Command::Event(cmd) => rt()?.block_on(event(cmd)),
         Command::Blueprint(cmd) => rt()?.block_on(blueprint(cmd)),
         Command::Run(cmd) => rt()?.block_on(run_cmd(cmd)),
         Command::Action(cmd) => crate::action_cmd::run(cmd),
-        Command::Doctor(args) => crate::doctor::run(args),
         Command::SandboxWorker { args } => {
             let args = xyn_sandbox::worker::WorkerArgs::parse(&args)
                 .map_err(|e| anyhow::anyhow!("sandbox-worker: {e}"))?;
@@ -303,6 +389,38 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
     }
+}
+
+#[allow(clippy::print_stdout)]
+async fn retention_run(
+    older_than: &str,
+    keep_unpublished: bool,
+    data_dir: &std::path::Path,
+    store: &StoreArgs,
+    json: bool,
+) -> Result<ExitCode> {
+    let window = xyn_core::duration::parse_duration_ms(older_than)
+        .with_context(|| format!("--older-than {older_than:?} is not a duration like 7d"))?;
+    let opened = crate::serve::open_store(data_dir, store, true).await?;
+    let r =
+        crate::retention::run_once(opened.store.as_ref(), data_dir, window, keep_unpublished).await;
+    opened.close();
+    let r = r?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&json!(r))?);
+    } else {
+        println!(
+            "retention: {} events removed{}, {} footprints rolled up into {} daily rows",
+            r.events_removed,
+            r.checkpoint
+                .as_ref()
+                .map(|c| format!(" (signed checkpoint at seq {})", c.seq))
+                .unwrap_or_default(),
+            r.footprints_rolled_up,
+            r.rollup_rows_written
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn event(cmd: EventCmd) -> Result<ExitCode> {

@@ -23,6 +23,8 @@ pub struct FileConfig {
     /// Webhook sources: `POST /hooks/<name>`.
     #[serde(default)]
     pub hooks: std::collections::BTreeMap<String, HookSection>,
+    #[serde(default)]
+    pub retention: RetentionSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +62,13 @@ pub struct HookSection {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Remove events and footprints older than this (e.g. "7d"); unset keeps everything.
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EngineSection {
     pub workers: Option<usize>,
     /// Run wall-clock limit, e.g. "60m".
@@ -90,6 +99,8 @@ pub struct Settings {
     pub sqlite_full: bool,
     pub source: Option<PathBuf>,
     pub web: xyn_web::WebConfig,
+    /// Retention window in milliseconds, when set.
+    pub retention_ms: Option<u64>,
 }
 
 fn duration(what: &str, s: &str) -> Result<u64> {
@@ -262,6 +273,10 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
             },
         );
     }
+    let retention_ms = env("XYN_RETENTION_WINDOW")
+        .or(file.retention.window)
+        .map(|w| duration("retention window", &w))
+        .transpose()?;
     Ok(Settings {
         node,
         sandbox_limits,
@@ -270,5 +285,6 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         sqlite_full,
         source,
         web,
+        retention_ms,
     })
 }

@@ -1,19 +1,135 @@
-//! `xyn doctor`: what this machine offers Xyn. Each section checks for real rather than
-//! reading version numbers. Section "sandbox": starts the sandbox worker with its seal
-//! self-test, which seals itself exactly as for untrusted code and then tries to escape.
+//! `xyn doctor`: checks what a node depends on and says what it found, one section per
+//! concern (each a function returning a [`Section`], so sections can be added side by side).
+//! Each section checks for real rather than reading version numbers; the sandbox section starts
+//! the sandbox worker with its seal self-test, which seals itself exactly as for untrusted code
+//! and then tries to escape.
 #![allow(clippy::print_stdout)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{Value, json};
+use xyn_store::Store;
 
-#[derive(Args, Debug)]
+use crate::cli::{NatsArgs, StoreArgs};
+
+#[derive(Args, Debug, Clone)]
 pub struct DoctorArgs {
+    /// The node's data directory (for the embedded store).
+    #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// One checked concern.
+pub struct Section {
+    pub name: &'static str,
+    pub ok: bool,
+    /// One line for people.
+    pub line: String,
+    pub detail: Value,
+}
+
+impl Section {
+    fn new(name: &'static str, ok: bool, line: impl Into<String>, detail: Value) -> Self {
+        Self {
+            name,
+            ok,
+            line: line.into(),
+            detail,
+        }
+    }
+}
+
+pub async fn run(args: DoctorArgs) -> Result<ExitCode> {
+    let mut sections = Vec::new();
+    match crate::serve::open_store(&args.data_dir, &args.store, true).await {
+        Ok(opened) => {
+            let store = opened.store.clone();
+            sections.push(store_section(store.as_ref()).await);
+            sections.push(migrations_section(store.as_ref()).await);
+            sections.push(leases_section(store.as_ref()).await);
+            sections.push(outbox_section(store.as_ref(), args.nats.nats_url.is_some()).await);
+            opened.close();
+        }
+        Err(e) => sections.push(Section::new(
+            "store",
+            false,
+            format!("{e:#}"),
+            json!({"error": format!("{e:#}")}),
+        )),
+    }
+    sections.push(nats_section(&args.nats).await);
+    sections.push(sandbox_summary());
+    let ok = sections.iter().all(|s| s.ok);
+    if args.json {
+        let v: serde_json::Map<String, Value> = sections
+            .iter()
+            .map(|s| {
+                (
+                    s.name.to_string(),
+                    json!({"ok": s.ok, "summary": s.line, "detail": s.detail}),
+                )
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"ok": ok, "sections": v}))?
+        );
+    } else {
+        for s in &sections {
+            println!(
+                "{:<10} {:<4} {}",
+                s.name,
+                if s.ok { "ok" } else { "FAIL" },
+                s.line
+            );
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Which store, and whether it answers.
+/// The sandbox: can its worker seal itself here (Landlock, seccomp), and does the seal hold?
+pub fn sandbox_summary() -> Section {
+    match sandbox_section() {
+        Ok(checks) => {
+            let ok = checks.iter().all(|c| c.ok);
+            let failed: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+            let line = if ok {
+                format!("worker sealed; {} escape attempts refused", checks.len())
+            } else {
+                format!(
+                    "not fully sealed ({}): untrusted actions are refused unless the node runs with --allow-weak-sandbox",
+                    failed.join(", ")
+                )
+            };
+            let detail: Vec<Value> = checks
+                .iter()
+                .map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail}))
+                .collect();
+            Section::new("sandbox", ok, line, Value::Array(detail))
+        }
+        Err(e) => Section::new(
+            "sandbox",
+            false,
+            format!("the worker self-test did not run: {e:#}"),
+            json!({"error": format!("{e:#}")}),
+        ),
+    }
 }
 
 /// One check: a name, whether it holds, and what was seen.
@@ -23,39 +139,169 @@ struct Check {
     detail: String,
 }
 
-pub fn run(args: DoctorArgs) -> Result<ExitCode> {
-    let sandbox = sandbox_section()?;
-    let ok = sandbox.iter().all(|c| c.ok);
-    if args.json {
-        let checks: Vec<Value> = sandbox
-            .iter()
-            .map(|c| json!({"check": c.name, "ok": c.ok, "detail": c.detail}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({"ok": ok, "sandbox": checks}))?
-        );
-    } else {
-        println!("sandbox (worker seal self-test):");
-        for c in &sandbox {
-            println!(
-                "  {} {:<34} {}",
-                if c.ok { "ok  " } else { "FAIL" },
-                c.name,
-                c.detail
-            );
-        }
-        if !ok {
-            println!(
-                "  → untrusted actions are refused on this machine unless the node runs with --allow-weak-sandbox"
-            );
-        }
+pub async fn store_section(store: &dyn Store) -> Section {
+    match store.chain_head().await {
+        Ok(head) => Section::new(
+            "store",
+            true,
+            format!(
+                "{} (log head seq {})",
+                store.describe(),
+                head.as_ref().map_or(0, |h| h.0)
+            ),
+            json!({"store": store.describe(), "head_seq": head.map(|h| h.0)}),
+        ),
+        Err(e) => Section::new(
+            "store",
+            false,
+            format!("{}: {e}", store.describe()),
+            json!({"store": store.describe(), "error": e.to_string()}),
+        ),
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+}
+
+/// The schema version applied, against the newest this build knows.
+pub async fn migrations_section(store: &dyn Store) -> Section {
+    match store.schema_version().await {
+        Ok((applied, known)) => Section::new(
+            "migrations",
+            applied == known,
+            format!("{applied} of {known} applied"),
+            json!({"applied": applied, "known": known}),
+        ),
+        Err(e) => Section::new(
+            "migrations",
+            false,
+            e.to_string(),
+            json!({"error": e.to_string()}),
+        ),
+    }
+}
+
+/// The shared run queue: queued, due, held and expired leases.
+pub async fn leases_section(store: &dyn Store) -> Section {
+    match store.queue_stats().await {
+        Ok(q) => Section::new(
+            "leases",
+            true,
+            format!(
+                "{} runs queued, {} due, {} held by {} workers, {} expired leases",
+                q.queued, q.due, q.held, q.owners, q.expired
+            ),
+            json!(q),
+        ),
+        Err(e) => Section::new(
+            "leases",
+            false,
+            e.to_string(),
+            json!({"error": e.to_string()}),
+        ),
+    }
+}
+
+/// How far the outbox dispatcher is behind.
+pub async fn outbox_section(store: &dyn Store, publishing: bool) -> Section {
+    match store.outbox_lag().await {
+        Ok(l) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            let lag_ms = l
+                .oldest_pending_at
+                .map(|t| (now - t.as_micros()).max(0) / 1000);
+            let line = match (publishing, lag_ms) {
+                (_, None) => format!(
+                    "nothing pending (published up to seq {})",
+                    l.published_seq.unwrap_or(0)
+                ),
+                (true, Some(ms)) => format!(
+                    "{} events in {} rows pending, oldest {ms} ms ago",
+                    l.pending_events, l.pending_rows
+                ),
+                (false, Some(_)) => format!(
+                    "{} events pending (no --nats-url: nothing publishes them)",
+                    l.pending_events
+                ),
+            };
+            Section::new(
+                "outbox",
+                true,
+                line,
+                json!({"lag_ms": lag_ms, "pending_rows": l.pending_rows,
+                    "pending_events": l.pending_events, "published_seq": l.published_seq}),
+            )
+        }
+        Err(e) => Section::new(
+            "outbox",
+            false,
+            e.to_string(),
+            json!({"error": e.to_string()}),
+        ),
+    }
+}
+
+/// Which NATS, whether it answers, and the event stream.
+pub async fn nats_section(args: &NatsArgs) -> Section {
+    let Some(url) = &args.nats_url else {
+        return Section::new(
+            "nats",
+            true,
+            "not configured (events are not published)",
+            json!({"url": null}),
+        );
+    };
+    let connect = async_nats::ConnectOptions::new()
+        .name("xyn-doctor")
+        .connection_timeout(Duration::from_secs(3))
+        .connect(url.as_str());
+    let client = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            return Section::new(
+                "nats",
+                false,
+                format!("{url}: {e}"),
+                json!({"url": url, "error": e.to_string()}),
+            );
+        }
+        Err(_) => {
+            return Section::new(
+                "nats",
+                false,
+                format!("{url}: no answer within 5 s"),
+                json!({"url": url, "error": "timeout"}),
+            );
+        }
+    };
+    let js = async_nats::jetstream::new(client);
+    match js.get_stream(&args.nats_stream).await {
+        Ok(mut s) => match s.info().await {
+            Ok(info) => Section::new(
+                "nats",
+                true,
+                format!(
+                    "{url}, stream {} holds {} messages (last seq {})",
+                    args.nats_stream, info.state.messages, info.state.last_sequence
+                ),
+                json!({"url": url, "stream": args.nats_stream, "messages": info.state.messages}),
+            ),
+            Err(e) => Section::new(
+                "nats",
+                false,
+                format!("{url}: {e}"),
+                json!({"url": url, "error": e.to_string()}),
+            ),
+        },
+        Err(e) => Section::new(
+            "nats",
+            true,
+            format!(
+                "{url} reachable; stream {} not created yet ({e})",
+                args.nats_stream
+            ),
+            json!({"url": url, "stream": args.nats_stream, "created": false}),
+        ),
+    }
 }
 
 /// Seals a worker over two temporary roots and reports what it could and could not do.

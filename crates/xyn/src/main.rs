@@ -7,7 +7,9 @@ mod cli;
 mod client;
 mod config;
 mod doctor;
+mod nats;
 mod output;
+mod retention;
 mod serve;
 
 use std::process::ExitCode;

@@ -8,13 +8,76 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use xyn_engine::{EnvSecrets, Node, NodeParts, SystemClock, UuidV7Ids};
+use xyn_engine::{ClusterConfig, EnvSecrets, Node, NodeParts, SystemClock, UuidV7Ids};
 use xyn_store::Store;
 use xyn_store::blob::BlobStore;
+use xyn_store::postgres::{PgConfig, PgStore};
 use xyn_store::sqlite::{SqliteConfig, SqliteStore};
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, StoreArgs};
 use crate::config;
+
+/// An open store, and the SQLite handle to close on the way out.
+pub struct OpenStore {
+    pub store: Arc<dyn Store>,
+    sqlite: Option<Arc<SqliteStore>>,
+}
+
+impl OpenStore {
+    pub fn close(&self) {
+        if let Some(s) = &self.sqlite {
+            s.close();
+        }
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.sqlite.is_none()
+    }
+}
+
+/// Opens PostgreSQL when a database URL is given (applying migrations), else the SQLite
+/// database in `data_dir`.
+pub async fn open_store(data_dir: &Path, args: &StoreArgs, sqlite_full: bool) -> Result<OpenStore> {
+    match &args.database_url {
+        Some(url) => {
+            let pg = PgStore::open(PgConfig::new(url.clone()))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("cannot open the store")?;
+            Ok(OpenStore {
+                store: Arc::new(pg),
+                sqlite: None,
+            })
+        }
+        None => {
+            let db = data_dir.join("xyn.db");
+            let s = SqliteStore::open(
+                &db,
+                SqliteConfig {
+                    synchronous_full: sqlite_full,
+                    ..Default::default()
+                },
+            )
+            .with_context(|| format!("cannot open the store at {}", db.display()))?;
+            let s = Arc::new(s);
+            Ok(OpenStore {
+                store: s.clone(),
+                sqlite: Some(s),
+            })
+        }
+    }
+}
+
+/// A name for this process in lease rows: host, pid and a random suffix.
+fn owner_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "xyn".into());
+    let rand = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &rand[..8])
+}
 
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("XYN_LOG")
@@ -48,18 +111,24 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     rt.block_on(run_node(args, settings))
 }
 
-async fn run_node(args: ServeArgs, settings: config::Settings) -> Result<ExitCode> {
+async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<ExitCode> {
     xyn_actions::install_crypto_provider();
-    let db = args.data_dir.join("xyn.db");
-    let store = SqliteStore::open(
-        &db,
-        SqliteConfig {
-            synchronous_full: settings.sqlite_full,
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("cannot open the store at {}", db.display()))?;
-    let store: Arc<SqliteStore> = Arc::new(store);
+    let role = args.role.as_str();
+    anyhow::ensure!(
+        role == "all" || args.store.database_url.is_some(),
+        "--role {role} needs a shared store: pass --database-url postgres://…"
+    );
+    let lease_ms = xyn_core::duration::parse_duration_ms(&args.lease)
+        .with_context(|| format!("--lease {:?} is not a duration like 30s", args.lease))?;
+    let opened = open_store(&args.data_dir, &args.store, settings.sqlite_full).await?;
+    let store = opened.store.clone();
+    if opened.is_shared() {
+        settings.node.cluster = Some(ClusterConfig {
+            owner: owner_name(),
+            lease_ms: lease_ms.max(100),
+            execute: role != "api",
+        });
+    }
     // Every commit's events are announced to live views (SSE, the UI's event console).
     let (notifying, feed) = xyn_store::notify::NotifyingStore::new(store.clone(), 1024);
     let blobs = BlobStore::open(args.data_dir.join("artifacts"))
@@ -135,6 +204,36 @@ async fn run_node(args: ServeArgs, settings: config::Settings) -> Result<ExitCod
     if let Some(c) = &settings.fallback_cassette {
         tracing::info!(cassette = %c.display(), "agent tasks whose provider has no API key are answered from this cassette");
     }
+    let dispatcher = match &args.nats.nats_url {
+        Some(url) => Some(
+            crate::nats::start(&node, url, &args.nats)
+                .await
+                .with_context(|| format!("cannot start the NATS publisher ({url})"))?,
+        ),
+        None => None,
+    };
+    let retention = match settings.retention_ms {
+        Some(window) if role != "worker" => Some(crate::retention::spawn(
+            store.clone(),
+            args.data_dir.clone(),
+            window,
+            args.nats.nats_url.is_some(),
+            Duration::from_secs(3600),
+        )),
+        _ => None,
+    };
+    if role == "worker" {
+        let owner = node.cluster().map(|c| c.owner.clone()).unwrap_or_default();
+        tracing::info!(owner = %owner, store = %store.describe(), lease_ms, "xyn worker ready");
+        eprintln!("xyn worker {owner} ready (store {})", store.describe());
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        node.shutdown();
+        drop(dispatcher);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        opened.close();
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.blueprints.is_dir() {
         for (file, res) in node.apply_dir(&args.blueprints, "system:startup").await {
             match res {
@@ -178,8 +277,12 @@ async fn run_node(args: ServeArgs, settings: config::Settings) -> Result<ExitCod
     xyn_web::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down");
     node.shutdown();
+    drop(dispatcher);
+    if let Some(r) = retention {
+        r.abort();
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    store.close();
+    opened.close();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -205,30 +308,64 @@ async fn shutdown_signal() {
 }
 
 /// `xyn audit verify`: opens the store (migrations are a no-op on a current database) and
-/// walks the log.
-pub async fn audit_verify(data_dir: &Path, as_json: bool) -> Result<ExitCode> {
-    let db = data_dir.join("xyn.db");
-    anyhow::ensure!(
-        db.exists(),
-        "no Xyn database at {} (set --data-dir)",
-        db.display()
-    );
-    let store = SqliteStore::open(&db, SqliteConfig::default())
-        .with_context(|| format!("cannot open {}", db.display()))?;
-    let report = store
+/// walks the log; after retention, from the latest checkpoint, whose signature must verify.
+pub async fn audit_verify(
+    data_dir: &Path,
+    store_args: &StoreArgs,
+    checkpoint_key: Option<&str>,
+    as_json: bool,
+) -> Result<ExitCode> {
+    if store_args.database_url.is_none() {
+        let db = data_dir.join("xyn.db");
+        anyhow::ensure!(
+            db.exists(),
+            "no Xyn database at {} (set --data-dir, or --database-url)",
+            db.display()
+        );
+    }
+    let opened = open_store(data_dir, store_args, true).await?;
+    let store = opened.store.clone();
+    let mut report = store
         .verify_chain()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    store.close();
+    let checkpoint = store
+        .checkpoint()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    opened.close();
+    let mut cp_line = None;
+    if let Some(cp) = &checkpoint {
+        let key = match checkpoint_key {
+            Some(k) => Some(k.to_string()),
+            None => crate::retention::public_key_in(data_dir)?,
+        };
+        match crate::retention::verify_checkpoint(cp, key.as_deref()) {
+            Ok(()) => {
+                cp_line = Some(format!(
+                    "from the signed checkpoint at seq {} ({})",
+                    cp.seq, cp.created_at
+                ))
+            }
+            Err(why) => {
+                report.ok = false;
+                report.broken_seq.get_or_insert(cp.seq);
+                report.reason = Some(format!("the retention checkpoint at seq {}: {why}", cp.seq));
+            }
+        }
+    }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&json!(report))?);
+        let mut v = json!(report);
+        v["checkpoint"] = json!(checkpoint);
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else if report.ok {
         println!(
-            "audit: OK — {} events, seq {}..{}, head {}",
+            "audit: OK — {} events, seq {}..{}, head {}{}",
             report.events_checked,
             report.first_seq.unwrap_or(0),
             report.last_seq.unwrap_or(0),
-            report.head_hash.as_deref().unwrap_or("-")
+            report.head_hash.as_deref().unwrap_or("-"),
+            cp_line.map(|l| format!(", {l}")).unwrap_or_default()
         );
     } else {
         println!(

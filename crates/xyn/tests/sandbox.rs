@@ -168,11 +168,18 @@ fn the_sealed_worker_cannot_open_files_outside_its_roots_or_spawn_processes() {
 
 #[test]
 fn doctor_reports_the_sandbox_protections() {
-    let out = xyn().args(["doctor", "--json"]).output().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let out = xyn()
+        .args(["doctor", "--json", "--data-dir"])
+        .arg(d.path())
+        .output()
+        .unwrap();
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(out.status.success(), "{r}");
     assert_eq!(r["ok"], true);
-    let checks = r["sandbox"].as_array().unwrap();
+    let sandbox = &r["sections"]["sandbox"];
+    assert_eq!(sandbox["ok"], true, "{r}");
+    let checks = sandbox["detail"].as_array().unwrap();
     assert!(checks.len() >= 8);
     assert!(checks.iter().all(|c| c["ok"] == true), "{r}");
     let landlock = checks.iter().find(|c| c["check"] == "landlock").unwrap();

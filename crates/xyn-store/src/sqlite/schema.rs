@@ -160,4 +160,41 @@ CREATE TABLE cron_fires (
     PRIMARY KEY (blueprint_id, slot)
 );
 "#,
+    // 2: scale-out — the run queue with leases, retention checkpoints and footprint rollups.
+    r#"
+-- One row per unfinished run shared by workers (the embedded node drives runs from memory
+-- and writes no rows here; the table exists so that every adapter offers the same port).
+CREATE TABLE run_queue (
+    run_id      TEXT    PRIMARY KEY,
+    due_at      INTEGER,
+    owner       TEXT,
+    lease_until INTEGER,
+    claims      INTEGER NOT NULL DEFAULT 0,
+    enqueued_at INTEGER NOT NULL
+);
+CREATE INDEX run_queue_due ON run_queue (due_at) WHERE owner IS NULL;
+CREATE INDEX run_queue_leases ON run_queue (lease_until) WHERE owner IS NOT NULL;
+
+-- Signed checkpoints written by retention: the last removed event's seq and hash.
+CREATE TABLE chain_checkpoints (
+    seq        INTEGER PRIMARY KEY,
+    hash       TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    public_key TEXT    NOT NULL,
+    signature  TEXT    NOT NULL
+);
+
+-- Daily sums of footprints older than the retention window.
+CREATE TABLE footprint_rollups (
+    day         INTEGER NOT NULL,
+    metric      TEXT    NOT NULL,
+    source_kind TEXT    NOT NULL,
+    source_ref  TEXT    NOT NULL,
+    unit        TEXT    NOT NULL,
+    class       TEXT    NOT NULL,
+    quantity    REAL    NOT NULL,
+    samples     INTEGER NOT NULL,
+    PRIMARY KEY (day, metric, source_kind, source_ref, unit, class)
+);
+"#,
 ];

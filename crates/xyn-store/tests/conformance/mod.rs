@@ -14,8 +14,9 @@ use xyn_core::records::{Artifact, BlueprintVersion, Draft, DraftStatus};
 use xyn_core::run::{Run, RunStatus, Step, StepStatus};
 use xyn_core::{ArtifactId, DraftId, EventId, RunId, StepId, Timestamp};
 use xyn_store::{
-    ArtifactQuery, CronFire, DraftWrite, EventQuery, FootprintQuery, FootprintRollupQuery,
-    RunQuery, RunWrite, StepWrite, Store, StoreError, WriteBatch,
+    ArtifactQuery, CheckpointSigner, CronFire, DraftWrite, EventQuery, FootprintQuery,
+    FootprintRollupQuery, QueueWrite, RunQuery, RunWrite, Signal, StepWrite, Store, StoreError,
+    WriteBatch,
 };
 
 pub fn id() -> Uuid {
@@ -578,6 +579,47 @@ pub async fn footprints_artifacts_and_unfinished_runs(s: Arc<dyn Store>) {
     assert_eq!(s.unfinished_runs().await.unwrap(), vec![r.run_id]);
 }
 
+pub async fn runs_load_in_batches_with_steps_and_trigger(s: Arc<dyn Store>) {
+    let ev = s.commit(events(1, "t.trigger")).await.unwrap().remove(0);
+    let mut a = run("bp.l", RunStatus::Running);
+    a.trigger_event_id = Some(ev.event.event_id);
+    let b = run("bp.l", RunStatus::Running);
+    let steps_a = vec![step(&a, 0, "x"), step(&a, 1, "y")];
+    let steps_b = vec![step(&b, 0, "z")];
+    s.commit(WriteBatch {
+        runs: vec![RunWrite::Insert(a.clone()), RunWrite::Insert(b.clone())],
+        steps: steps_a
+            .iter()
+            .chain(steps_b.iter())
+            .cloned()
+            .map(StepWrite::Insert)
+            .collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut got = s
+        .load_runs(&[b.run_id, RunId(id()), a.run_id])
+        .await
+        .unwrap();
+    got.sort_by_key(|l| l.run.run_id.0);
+    let mut want = vec![
+        xyn_store::LoadedRun {
+            run: a,
+            steps: steps_a,
+            trigger: Some(ev),
+        },
+        xyn_store::LoadedRun {
+            run: b,
+            steps: steps_b,
+            trigger: None,
+        },
+    ];
+    want.sort_by_key(|l| l.run.run_id.0);
+    assert_eq!(got, want);
+    assert!(s.load_runs(&[]).await.unwrap().is_empty());
+}
+
 pub async fn stats_count_work_and_empty_batches_are_free(s: Arc<dyn Store>) {
     let before = s.stats();
     assert_eq!(s.commit(WriteBatch::default()).await.unwrap().len(), 0);
@@ -592,6 +634,357 @@ pub async fn stats_count_work_and_empty_batches_are_free(s: Arc<dyn Store>) {
     assert_eq!(after.commits, before.commits + 1);
     assert_eq!(after.events, before.events + 3);
     assert!(after.reads > before.reads);
+}
+
+fn enqueue(run_id: RunId, due_at: Option<Timestamp>) -> QueueWrite {
+    QueueWrite::Enqueue {
+        run_id,
+        due_at,
+        owner: None,
+        lease_ms: 0,
+    }
+}
+
+async fn queue(s: &Arc<dyn Store>, w: QueueWrite) -> Result<(), StoreError> {
+    s.commit(WriteBatch {
+        queue: vec![w],
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+}
+
+pub async fn claims_are_exclusive_and_skip_what_is_not_due(s: Arc<dyn Store>) {
+    let due: Vec<RunId> = (0..12).map(|_| RunId(id())).collect();
+    let later = RunId(id());
+    let waiting = RunId(id());
+    let mut b = WriteBatch::default();
+    for r in &due {
+        b.queue.push(enqueue(*r, Some(ts(0))));
+    }
+    let far = Timestamp::from_micros(4_000_000_000_000_000);
+    b.queue.push(enqueue(later, Some(far)));
+    b.queue.push(enqueue(waiting, None));
+    s.commit(b).await.unwrap();
+    // Four workers claim at once, three runs at a time, until nothing is due.
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let c = s.claim(&format!("w{w}"), 3, 60_000).await.unwrap();
+                if c.runs.is_empty() {
+                    return (got, c.next_due);
+                }
+                assert!(c.runs.iter().all(|c| c.claims == 1 && !c.expired));
+                got.extend(c.runs.into_iter().map(|c| c.run_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let (got, _) = t.await.unwrap();
+        all.extend(got);
+    }
+    all.sort_by_key(|r| r.0);
+    let mut want = due.clone();
+    want.sort_by_key(|r| r.0);
+    assert_eq!(
+        all, want,
+        "every due run claimed exactly once, nothing else"
+    );
+    let stats = s.queue_stats().await.unwrap();
+    assert_eq!((stats.queued, stats.due, stats.held), (14, 0, 12));
+    assert!((1..=4).contains(&stats.owners), "{stats:?}");
+    // The waiting run falls due only when woken; the later one stays put.
+    let c = s.claim("w9", 10, 60_000).await.unwrap();
+    assert!(c.runs.is_empty());
+    queue(
+        &s,
+        QueueWrite::Wake {
+            run_id: waiting,
+            at: ts(0),
+        },
+    )
+    .await
+    .unwrap();
+    let c = s.claim("w9", 10, 60_000).await.unwrap();
+    assert_eq!(
+        c.runs.iter().map(|c| c.run_id).collect::<Vec<_>>(),
+        vec![waiting]
+    );
+    // A finished run leaves the queue.
+    queue(&s, QueueWrite::Finish { run_id: waiting })
+        .await
+        .unwrap();
+    assert_eq!(s.queue_stats().await.unwrap().queued, 13);
+}
+
+pub async fn leases_fence_writers_and_expire(s: Arc<dyn Store>) {
+    let r = run("bp.lease", RunStatus::Running);
+    s.commit(WriteBatch {
+        runs: vec![RunWrite::Insert(r.clone())],
+        queue: vec![enqueue(r.run_id, Some(ts(0)))],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let c = s.claim("a", 5, 300).await.unwrap();
+    assert_eq!(c.runs.len(), 1);
+    assert!(
+        c.next_due.is_some(),
+        "the held lease's expiry is the next due time"
+    );
+    // The holder writes under its lease; someone else cannot.
+    let hold = |owner: &str| QueueWrite::Hold {
+        run_id: r.run_id,
+        owner: owner.into(),
+        lease_ms: 300,
+    };
+    queue(&s, hold("a")).await.unwrap();
+    let stolen = queue(&s, hold("b")).await;
+    assert!(
+        matches!(stolen, Err(StoreError::LeaseLost(_))),
+        "{stolen:?}"
+    );
+    assert!(
+        s.claim("b", 5, 300).await.unwrap().runs.is_empty(),
+        "a live lease is not claimed"
+    );
+    assert_eq!(s.renew_leases("a", 300).await.unwrap(), vec![r.run_id]);
+    assert!(s.renew_leases("b", 300).await.unwrap().is_empty());
+    // `a` stops renewing: after expiry `b` takes the run over, and `a` is fenced off, even in
+    // a batch that would otherwise commit (its run update is refused with it).
+    tokio::time::sleep(std::time::Duration::from_millis(450)).await;
+    assert_eq!(s.queue_stats().await.unwrap().expired, 1);
+    let c = s.claim("b", 5, 60_000).await.unwrap();
+    assert_eq!(c.runs.len(), 1);
+    assert!(c.runs[0].expired);
+    assert_eq!(c.runs[0].claims, 2);
+    let mut r1 = r.clone();
+    r1.revision = 1;
+    let late = s
+        .commit(WriteBatch {
+            runs: vec![RunWrite::Update {
+                run: r1.clone(),
+                expect: None,
+            }],
+            events: vec![event("late.write", Some(r.run_id))],
+            queue: vec![hold("a")],
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(late, Err(StoreError::LeaseLost(_))), "{late:?}");
+    assert_eq!(s.get_run(r.run_id).await.unwrap().unwrap().revision, 0);
+    assert!(s.renew_leases("a", 300).await.unwrap().is_empty());
+    // `b` parks the run until later (a retry's time); nobody claims it before.
+    s.commit(WriteBatch {
+        runs: vec![RunWrite::Update {
+            run: r1,
+            expect: None,
+        }],
+        queue: vec![QueueWrite::Park {
+            run_id: r.run_id,
+            owner: "b".into(),
+            due_at: Some(Timestamp::from_micros(4_000_000_000_000_000)),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let c = s.claim("c", 5, 300).await.unwrap();
+    assert!(c.runs.is_empty());
+    assert_eq!(
+        c.next_due,
+        Some(Timestamp::from_micros(4_000_000_000_000_000))
+    );
+    let park_again = queue(
+        &s,
+        QueueWrite::Park {
+            run_id: r.run_id,
+            owner: "b".into(),
+            due_at: None,
+        },
+    )
+    .await;
+    assert!(
+        matches!(park_again, Err(StoreError::LeaseLost(_))),
+        "{park_again:?}"
+    );
+}
+
+pub async fn outbox_rows_cover_every_event_and_are_marked(s: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.commit(events(1 + i % 3, "o.x")).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // A commit on its own is a transaction of its own: at least two rows exist.
+    s.commit(events(2, "o.x")).await.unwrap();
+    // Batches without events write no outbox row.
+    s.commit(WriteBatch {
+        runs: vec![RunWrite::Insert(run("bp.o", RunStatus::Running))],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let rows = s.outbox_pending(1000).await.unwrap();
+    let mut next = 1;
+    for r in &rows {
+        assert_eq!(r.first_seq, next, "contiguous, in seq order: {rows:?}");
+        assert!(r.last_seq >= r.first_seq);
+        next = r.last_seq + 1;
+    }
+    let total: usize = (0..30).map(|i| 1 + i % 3).sum::<usize>() + 2;
+    assert_eq!(next - 1, total as i64);
+    assert!(
+        (2..=31).contains(&rows.len()),
+        "one row per transaction, not per event"
+    );
+    let lag = s.outbox_lag().await.unwrap();
+    assert_eq!(lag.pending_events, total as i64);
+    assert_eq!(lag.published_seq, None);
+    let half: Vec<i64> = rows
+        .iter()
+        .take((rows.len() / 2).max(1))
+        .map(|r| r.id)
+        .collect();
+    s.mark_published(&half, ts(5)).await.unwrap();
+    let rest = s.outbox_pending(1000).await.unwrap();
+    assert_eq!(rest.len(), rows.len() - half.len());
+    assert_eq!(rest[0].first_seq, rows[half.len()].first_seq);
+    let lag = s.outbox_lag().await.unwrap();
+    assert_eq!(lag.published_seq, Some(rows[half.len() - 1].last_seq));
+    assert_eq!(lag.pending_rows, rest.len() as i64);
+    assert_eq!(s.outbox_pending(2).await.unwrap().len(), 2.min(rest.len()));
+}
+
+pub async fn signals_wake_subscribers(s: Arc<dyn Store>) {
+    let mut rx = s.subscribe();
+    let expect = |want: Signal| {
+        let mut rx = rx.resubscribe();
+        async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Ok(s)) if s == want => return,
+                    Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                    other => panic!("no {want:?}: {other:?}"),
+                }
+            }
+        }
+    };
+    let w = expect(Signal::Outbox);
+    s.commit(events(1, "sig.x")).await.unwrap();
+    w.await;
+    let w = expect(Signal::Work);
+    queue(&s, enqueue(RunId(id()), Some(ts(0)))).await.unwrap();
+    w.await;
+    let r = RunId(id());
+    let w = expect(Signal::Cancel(r));
+    queue(&s, QueueWrite::Cancel { run_id: r }).await.unwrap();
+    w.await;
+    let _ = rx.try_recv();
+}
+
+pub async fn a_singleton_has_one_holder_at_a_time(s: Arc<dyn Store>) {
+    let name = format!("conformance-{}", id());
+    let g = s.lock_singleton(&name).await.unwrap();
+    assert!(!g.is_lost());
+    let s2 = s.clone();
+    let n2 = name.clone();
+    let waiter = tokio::spawn(async move { s2.lock_singleton(&n2).await.map(|_| ()) });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "a second holder waits");
+    drop(g);
+    tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+        .await
+        .expect("the lock passes on when the holder lets go")
+        .unwrap()
+        .unwrap();
+}
+
+/// Signs with a fixed key (the store only stores what it is given; `xyn audit verify` checks).
+pub struct TestSigner;
+
+impl CheckpointSigner for TestSigner {
+    fn public_key(&self) -> String {
+        "test-key".into()
+    }
+    fn sign(&self, bytes: &[u8]) -> String {
+        format!("sig:{}", String::from_utf8_lossy(bytes))
+    }
+}
+
+pub async fn retention_prunes_a_prefix_and_the_chain_verifies_from_its_checkpoint(
+    s: Arc<dyn Store>,
+) {
+    let old = |n: usize| {
+        let mut b = events(n, "r.old");
+        for e in &mut b.events {
+            e.occurred_at = ts(-100_000);
+        }
+        b
+    };
+    s.commit(old(5)).await.unwrap();
+    s.commit(old(3)).await.unwrap();
+    s.commit(events(4, "r.new")).await.unwrap();
+    let fp = |at| Footprint::new(at, None, None, "step", "a", "wall_ms", 2.0, "ms", json!({}));
+    s.commit(WriteBatch {
+        footprints: vec![fp(ts(-100_000)), fp(ts(-100_000)), fp(ts(1))],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // The first outbox row is published, the second is not: with keep_unpublished, only the
+    // first five go.
+    let rows = s.outbox_pending(10).await.unwrap();
+    s.mark_published(&[rows[0].id], ts(0)).await.unwrap();
+    let r = s.prune(ts(0), true, &TestSigner, ts(2)).await.unwrap();
+    assert_eq!(r.events_removed, 5);
+    assert_eq!(r.footprints_rolled_up, 2);
+    assert_eq!(r.rollup_rows_written, 1);
+    let cp = r.checkpoint.unwrap();
+    assert_eq!(cp.seq, 5);
+    assert_eq!(
+        cp.signature,
+        format!("sig:xyn-checkpoint:v1:5:{}:{}", cp.hash, ts(2).as_micros())
+    );
+    assert_eq!(s.checkpoint().await.unwrap(), Some(cp));
+    let report = s.verify_chain().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!((report.events_checked, report.first_seq), (7, Some(6)));
+    // Without keep_unpublished the other old events go too; new ones stay.
+    let r = s.prune(ts(0), false, &TestSigner, ts(3)).await.unwrap();
+    assert_eq!(r.events_removed, 3);
+    let report = s.verify_chain().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!((report.events_checked, report.first_seq), (4, Some(9)));
+    assert_eq!(
+        s.list_footprints(FootprintQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .len(),
+        1
+    );
+    // Nothing more to prune; appending goes on from the head.
+    let r = s.prune(ts(0), false, &TestSigner, ts(4)).await.unwrap();
+    assert_eq!((r.events_removed, r.checkpoint), (0, None));
+    let e = s.commit(events(1, "r.after")).await.unwrap();
+    assert_eq!(e[0].seq, 13);
+    assert!(s.verify_chain().await.unwrap().ok);
+    let (v, newest) = s.schema_version().await.unwrap();
+    assert_eq!(v, newest);
 }
 
 pub async fn footprints_roll_up_by_day_and_metric(s: Arc<dyn Store>) {
@@ -692,7 +1085,14 @@ macro_rules! conformance_suite {
             check!(drafts_revise_with_a_precondition);
             check!(a_cron_slot_fires_once);
             check!(footprints_artifacts_and_unfinished_runs);
+            check!(runs_load_in_batches_with_steps_and_trigger);
             check!(stats_count_work_and_empty_batches_are_free);
+            check!(claims_are_exclusive_and_skip_what_is_not_due);
+            check!(leases_fence_writers_and_expire);
+            check!(outbox_rows_cover_every_event_and_are_marked);
+            check!(signals_wake_subscribers);
+            check!(a_singleton_has_one_holder_at_a_time);
+            check!(retention_prunes_a_prefix_and_the_chain_verifies_from_its_checkpoint);
             check!(footprints_roll_up_by_day_and_metric);
         }
     };

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fixture;
+pub mod services;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ pub struct Node {
     child: Option<Child>,
     stderr: Arc<Mutex<String>>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 pub struct NodeBuilder {
@@ -36,6 +38,7 @@ pub struct NodeBuilder {
     env: Vec<(String, String)>,
     engine_toml: String,
     extra_toml: String,
+    args: Vec<String>,
 }
 
 impl NodeBuilder {
@@ -57,6 +60,12 @@ impl NodeBuilder {
     pub fn toml(mut self, text: &str) -> Self {
         self.extra_toml.push_str(text);
         self.extra_toml.push('\n');
+        self
+    }
+
+    /// More arguments for `xyn serve` (`--database-url`, `--role`, …).
+    pub fn args(mut self, a: &[&str]) -> Self {
+        self.args.extend(a.iter().map(|s| s.to_string()));
         self
     }
     pub fn start(self) -> Node {
@@ -82,6 +91,7 @@ impl NodeBuilder {
             child: None,
             stderr: Arc::new(Mutex::new(String::new())),
             env: self.env,
+            args: self.args,
         };
         n.launch();
         n
@@ -95,6 +105,7 @@ impl Node {
             env: vec![],
             engine_toml: String::new(),
             extra_toml: String::new(),
+            args: vec![],
         }
     }
 
@@ -119,6 +130,7 @@ impl Node {
                 "--blueprints",
                 "blueprints",
             ])
+            .args(&self.args)
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_API_KEY")
             .env_remove("XYN_AGENT_CASSETTE")
@@ -140,6 +152,12 @@ impl Node {
                     && let Some(t) = tx.take()
                 {
                     let _ = t.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+                // A worker serves no API: it says it is ready instead.
+                if line.starts_with("xyn worker ")
+                    && let Some(t) = tx.take()
+                {
+                    let _ = t.send(String::new());
                 }
                 buf.lock().unwrap().push_str(&(line + "\n"));
             }
@@ -165,6 +183,23 @@ impl Node {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits for the process to exit by itself; returns its exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGKILL, no chance to clean up.

@@ -1,0 +1,207 @@
+//! The PostgreSQL schema, as ordered migrations recorded in `xyn_migrations`.
+//!
+//! The same tables as the SQLite adapter: timestamps are BIGINT microseconds since the Unix
+//! epoch (UTC), JSON is TEXT (kept byte for byte: the chain hashes the canonical text), ids are
+//! hyphenated UUID TEXT. Names that are compared by prefix use the "C" collation, so `a.b` <
+//! `a/` holds whatever the database's locale. Append a migration to change the schema; never
+//! edit a shipped one.
+
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: the kernel and the scale-out tables.
+    r#"
+CREATE TABLE events (
+    seq            BIGINT  PRIMARY KEY,
+    event_id       TEXT    NOT NULL UNIQUE,
+    event_name     TEXT    COLLATE "C" NOT NULL,
+    occurred_at    BIGINT  NOT NULL,
+    env_id         TEXT    NOT NULL,
+    actor          TEXT    NOT NULL,
+    correlation_id TEXT    NOT NULL,
+    run_id         TEXT,
+    step_id        TEXT,
+    resource_type  TEXT,
+    resource_id    TEXT,
+    data           TEXT    NOT NULL,
+    hash           TEXT    NOT NULL
+);
+CREATE INDEX events_by_name ON events (event_name, seq);
+CREATE INDEX events_by_run ON events (run_id, seq) WHERE run_id IS NOT NULL;
+
+-- The head of the hash chain. Every transaction that appends events locks this row last
+-- (after its other writes), so appends from every process form one linear chain.
+CREATE TABLE chain_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  BIGINT  NOT NULL,
+    hash TEXT    NOT NULL
+);
+INSERT INTO chain_head (id, seq, hash)
+    VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+
+CREATE TABLE outbox (
+    id           BIGSERIAL PRIMARY KEY,
+    first_seq    BIGINT NOT NULL,
+    last_seq     BIGINT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    published_at BIGINT
+);
+CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+
+CREATE TABLE runs (
+    id                BIGSERIAL PRIMARY KEY,
+    run_id            TEXT    NOT NULL UNIQUE,
+    name              TEXT    NOT NULL,
+    blueprint_id      TEXT    COLLATE "C" NOT NULL,
+    blueprint_version BIGINT  NOT NULL,
+    status            TEXT    NOT NULL,
+    created_at        BIGINT  NOT NULL,
+    started_at        BIGINT,
+    completed_at      BIGINT,
+    actor             TEXT    NOT NULL,
+    correlation_id    TEXT    NOT NULL,
+    env_id            TEXT    NOT NULL,
+    trigger_event_id  TEXT,
+    inputs            TEXT    NOT NULL,
+    outputs           TEXT,
+    error             TEXT,
+    deadline_at       BIGINT,
+    priority          BIGINT  NOT NULL DEFAULT 0,
+    step_executions   BIGINT  NOT NULL DEFAULT 0,
+    revision          BIGINT  NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_by_status ON runs (status, id);
+CREATE INDEX runs_by_blueprint ON runs (blueprint_id, id);
+CREATE INDEX runs_by_correlation ON runs (correlation_id);
+
+CREATE TABLE steps (
+    step_id          TEXT    PRIMARY KEY,
+    run_id           TEXT    NOT NULL,
+    name             TEXT    NOT NULL,
+    idx              BIGINT  NOT NULL,
+    kind             TEXT    NOT NULL,
+    status           TEXT    NOT NULL,
+    attempt          BIGINT  NOT NULL,
+    started_at       BIGINT,
+    completed_at     BIGINT,
+    inputs           TEXT,
+    outputs          TEXT,
+    error            TEXT,
+    next_attempt_at  BIGINT,
+    decided_by       TEXT,
+    decision_comment TEXT,
+    logs_artifact_id TEXT
+);
+CREATE INDEX steps_by_run ON steps (run_id, idx);
+
+CREATE TABLE artifacts (
+    id            BIGSERIAL PRIMARY KEY,
+    artifact_id   TEXT    NOT NULL UNIQUE,
+    name          TEXT    NOT NULL,
+    kind          TEXT    NOT NULL,
+    content_type  TEXT    NOT NULL,
+    byte_length   BIGINT  NOT NULL,
+    sha256        TEXT    NOT NULL,
+    created_at    BIGINT  NOT NULL,
+    created_by    TEXT    NOT NULL,
+    run_id        TEXT,
+    step_id       TEXT,
+    metadata      TEXT    NOT NULL
+);
+CREATE INDEX artifacts_by_run ON artifacts (run_id, id);
+
+CREATE TABLE footprints (
+    id          BIGSERIAL PRIMARY KEY,
+    occurred_at BIGINT  NOT NULL,
+    run_id      TEXT,
+    step_id     TEXT,
+    source_kind TEXT    NOT NULL,
+    source_ref  TEXT    NOT NULL,
+    metric      TEXT    NOT NULL,
+    quantity    DOUBLE PRECISION NOT NULL,
+    unit        TEXT    NOT NULL,
+    class       TEXT    NOT NULL,
+    dims        TEXT    NOT NULL
+);
+CREATE INDEX footprints_by_run ON footprints (run_id);
+CREATE INDEX footprints_by_metric ON footprints (metric, occurred_at);
+
+CREATE TABLE blueprint_versions (
+    blueprint_id TEXT    COLLATE "C" NOT NULL,
+    version      BIGINT  NOT NULL,
+    name         TEXT    NOT NULL,
+    definition   TEXT    NOT NULL,
+    source       TEXT    NOT NULL,
+    digest       TEXT    NOT NULL,
+    created_at   BIGINT  NOT NULL,
+    created_by   TEXT    NOT NULL,
+    origin       TEXT    NOT NULL,
+    PRIMARY KEY (blueprint_id, version)
+);
+
+CREATE TABLE drafts (
+    id                     BIGSERIAL PRIMARY KEY,
+    draft_id               TEXT    NOT NULL UNIQUE,
+    name                   TEXT    NOT NULL,
+    kind                   TEXT    NOT NULL,
+    status                 TEXT    NOT NULL,
+    revision               BIGINT  NOT NULL,
+    trigger_event_type     TEXT,
+    definition             TEXT    NOT NULL,
+    definition_artifact_id TEXT,
+    notes                  TEXT,
+    source_run_id          TEXT,
+    validation             TEXT,
+    promoted_version       BIGINT,
+    created_at             BIGINT  NOT NULL,
+    updated_at             BIGINT  NOT NULL
+);
+
+-- A cron slot fires at most once cluster-wide: the primary key refuses a second claim.
+CREATE TABLE cron_fires (
+    blueprint_id TEXT    NOT NULL,
+    slot         BIGINT  NOT NULL,
+    fired_at     BIGINT  NOT NULL,
+    PRIMARY KEY (blueprint_id, slot)
+);
+
+-- The run queue: one row per unfinished run. Due rows (owner NULL, due_at <= now) are
+-- claimed with FOR UPDATE SKIP LOCKED through the partial index on due_at, which holds only
+-- unowned rows, so a claim reads the head of the queue whatever is queued behind it.
+CREATE TABLE run_queue (
+    run_id      TEXT    PRIMARY KEY,
+    due_at      BIGINT,
+    owner       TEXT,
+    lease_until BIGINT,
+    claims      BIGINT  NOT NULL DEFAULT 0,
+    enqueued_at BIGINT  NOT NULL
+);
+CREATE INDEX run_queue_due ON run_queue (due_at) WHERE owner IS NULL;
+-- Held rows only (few, whatever is queued): lease expiry, and a worker's own rows for its
+-- heartbeat. No index on owner: a claim maintains as few index entries as it can.
+CREATE INDEX run_queue_leases ON run_queue (lease_until) WHERE owner IS NOT NULL;
+
+CREATE TABLE chain_checkpoints (
+    seq        BIGINT  PRIMARY KEY,
+    hash       TEXT    NOT NULL,
+    created_at BIGINT  NOT NULL,
+    public_key TEXT    NOT NULL,
+    signature  TEXT    NOT NULL
+);
+
+CREATE TABLE footprint_rollups (
+    day         BIGINT  NOT NULL,
+    metric      TEXT    NOT NULL,
+    source_kind TEXT    NOT NULL,
+    source_ref  TEXT    NOT NULL,
+    unit        TEXT    NOT NULL,
+    class       TEXT    NOT NULL,
+    quantity    DOUBLE PRECISION NOT NULL,
+    samples     BIGINT  NOT NULL,
+    PRIMARY KEY (day, metric, source_kind, source_ref, unit, class)
+);
+
+-- The store's clock, in microseconds: leases are judged by the database's clock, which every
+-- process shares.
+CREATE FUNCTION xyn_now_us() RETURNS BIGINT LANGUAGE sql VOLATILE AS
+    $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT $$;
+"#,
+];
