@@ -237,6 +237,17 @@ fn is_ui(path: &str) -> bool {
     path == "/" || path == "/ui" || path.starts_with("/ui/")
 }
 
+/// Whether a health probe may be answered without the full check: an open node, or a valid
+/// bearer token and no cookies (cookies mean a browser, whose session and CSRF handling the
+/// full check does). Any role may read health.
+pub fn allows_probe(s: &AppState, headers: &HeaderMap) -> bool {
+    if !s.config.auth.enabled() {
+        return true;
+    }
+    !headers.contains_key(header::COOKIE)
+        && bearer(headers).is_some_and(|t| s.config.auth.lookup(t).is_some())
+}
+
 fn is_public(path: &str) -> bool {
     path == "/ui/login" || path.starts_with("/ui/static/") || path.starts_with("/hooks/")
 }

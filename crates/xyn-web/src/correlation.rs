@@ -66,7 +66,19 @@ fn new_uuid() -> uuid::Uuid {
 }
 
 fn xyn_engine_valid(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 200 && s.bytes().all(|b| b.is_ascii_graphic())
+    valid(s.as_bytes())
+}
+
+/// Whether a client's correlation id is acceptable: 1 to 200 visible ASCII characters.
+pub fn valid(s: &[u8]) -> bool {
+    !s.is_empty() && s.len() <= 200 && s.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// A new id as a header value, formatted without an intermediate `String`.
+pub fn new_header_value() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let s = new_uuid().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 fn set_header(resp: &mut Response, id: &str) {

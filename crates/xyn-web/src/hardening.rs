@@ -12,7 +12,7 @@ use crate::AppState;
 use crate::error::status_error;
 
 /// 431 when the request headers are too many or too large in total.
-pub fn header_limit(s: &AppState, req: &Request) -> Result<(), Box<Response>> {
+pub fn header_limit<B>(s: &AppState, req: &axum::http::Request<B>) -> Result<(), Box<Response>> {
     let h = req.headers();
     let total: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if h.len() > s.config.max_headers || total > s.config.max_header_bytes {

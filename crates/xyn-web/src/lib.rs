@@ -167,8 +167,8 @@ pub async fn serve(
                     let router = router.clone();
                     let state = state.clone();
                     async move {
-                        if edge::is_health_probe(&req) {
-                            return Ok(edge::health_probe(&state, req.map(Body::new)).await);
+                        if let Some(resp) = edge::health_fast(&state, &req) {
+                            return Ok(resp);
                         }
                         router.oneshot(req.map(Body::new)).await
                     }

@@ -1643,6 +1643,20 @@ async fn auth_tokens_roles_sessions_and_csrf() {
         (probe.status, probe.body["status"].as_str()),
         (200, Some("ok"))
     );
+    assert!(probe.headers.contains_key("x-correlation-id"));
+    // The probe's quick answer takes the same decisions as the full edge.
+    err(
+        &call(
+            &node,
+            Method::GET,
+            "/api/v1/health",
+            None,
+            &[("authorization", "Bearer nope-nope-nope-nope")],
+        )
+        .await,
+        401,
+        "auth.invalid_token",
+    );
 
     // Roles: owners cannot reach /api/internal; the actor is the token's principal.
     err(
