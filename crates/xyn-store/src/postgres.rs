@@ -2345,25 +2345,33 @@ impl Store for PgStore {
     async fn claim(&self, owner: &str, limit_n: usize, lease_ms: u64) -> StoreResult<Claimed> {
         // The rows are locked by the CTEs and updated by their ctid (a TID scan: no second
         // walk down the primary key), so the cost does not grow with what is queued behind.
-        const CLAIM: &str = "WITH now AS (SELECT xyn_now_us() AS t), \
-             ready AS (SELECT ctid AS tid FROM run_queue \
-                WHERE owner IS NULL AND due_at <= (SELECT t FROM now) ORDER BY due_at LIMIT $2::bigint FOR UPDATE SKIP LOCKED), \
-             stale AS (SELECT ctid AS tid FROM run_queue \
-                WHERE owner IS NOT NULL AND lease_until < (SELECT t FROM now) ORDER BY lease_until LIMIT $2::bigint FOR UPDATE SKIP LOCKED), \
-             picked AS (SELECT tid, false AS expired FROM ready UNION ALL SELECT tid, true FROM stale LIMIT $2) \
-             UPDATE run_queue q SET owner = $1, lease_until = (SELECT t FROM now) + $3::bigint * 1000, claims = q.claims + 1 \
-             FROM picked WHERE q.ctid = picked.tid RETURNING q.run_id, q.claims, picked.expired";
+        // The limit is written into the statement (an integer we clamp, one prepared statement
+        // per limit): with `LIMIT $n` PostgreSQL keeps choosing a custom plan once the queue is
+        // large, and planning each claim (which probes the index ends through the dead entries
+        // of claimed rows) cost more than executing it — 0.12–0.21 ms against 0.004 ms.
+        fn claim_sql(lim: i64) -> String {
+            format!(
+                "WITH now AS (SELECT xyn_now_us() AS t), \
+                 ready AS (SELECT ctid AS tid FROM run_queue \
+                    WHERE owner IS NULL AND due_at <= (SELECT t FROM now) ORDER BY due_at LIMIT {lim} FOR UPDATE SKIP LOCKED), \
+                 stale AS (SELECT ctid AS tid FROM run_queue \
+                    WHERE owner IS NOT NULL AND lease_until < (SELECT t FROM now) ORDER BY lease_until LIMIT {lim} FOR UPDATE SKIP LOCKED), \
+                 picked AS (SELECT tid, false AS expired FROM ready UNION ALL SELECT tid, true FROM stale LIMIT {lim}) \
+                 UPDATE run_queue q SET owner = $1, lease_until = (SELECT t FROM now) + $2::bigint * 1000, claims = q.claims + 1 \
+                 FROM picked WHERE q.ctid = picked.tid RETURNING q.run_id, q.claims, picked.expired"
+            )
+        }
         const NEXT: &str = "SELECT LEAST((SELECT MIN(due_at) FROM run_queue WHERE owner IS NULL), \
              (SELECT MIN(lease_until) FROM run_queue WHERE owner IS NOT NULL))";
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let lim = limit_n.clamp(1, 1000) as i64;
         let lease = lease_ms as i64;
         let mut pc = self.pool.get().await?;
-        let (claim_st, _) = pc.stmt(CLAIM).await?;
+        let (claim_st, _) = pc.stmt(&claim_sql(lim)).await?;
         let (next_st, client) = pc.stmt(NEXT).await?;
         // Both in one round trip.
         let (claimed, next) = futures_util::future::join(
-            client.query(&claim_st, &[&owner, &lim, &lease]),
+            client.query(&claim_st, &[&owner, &lease]),
             client.query_opt(&next_st, &[]),
         )
         .await;
