@@ -178,6 +178,7 @@ impl Sandbox {
             w.forget();
         }
         js::forget();
+        lua::forget();
     }
 
     /// The limits an invocation of `pkg` runs under (refused when its manifest asks for
@@ -241,7 +242,9 @@ impl Sandbox {
                     },
                 }
             }
-            (Code::Script(src), RuntimeKind::Lua) => lua::run(src, &pkg.manifest.entry, run),
+            (Code::Script(src), RuntimeKind::Lua) => {
+                lua::run(src, &pkg.manifest.entry, &pkg.digest, run)
+            }
             (Code::Script(src), RuntimeKind::Js) => {
                 js::run(src, &pkg.manifest.entry, &pkg.digest, run)
             }

@@ -869,3 +869,49 @@ fn a_warm_js_action_keeps_its_module_state_until_it_fails() {
         "forget is a cold start"
     );
 }
+
+#[test]
+fn a_warm_lua_action_keeps_its_state_until_it_fails_and_each_call_gets_its_own_budget() {
+    let env = Env::new();
+    let pkg = env.package(
+        Rt::Lua,
+        "warm",
+        "local n = 0\nfunction handle(input)\n  n = n + 1\n  if input.fail then error('asked to') end\n  if input.spin then while true do end end\n  return {n = n}\nend\n",
+        "[limits]\ntimeout_ms = 2000\nfuel = 5000000\n",
+    );
+    assert_eq!(ok(&env.invoke(&pkg, json!({}))), json!({"n": 1}));
+    assert_eq!(
+        ok(&env.invoke(&pkg, json!({}))),
+        json!({"n": 2}),
+        "the loaded state is reused"
+    );
+    assert_eq!(
+        code_of(&env.invoke(&pkg, json!({"fail": true}))),
+        "action.failed"
+    );
+    assert_eq!(
+        ok(&env.invoke(&pkg, json!({}))),
+        json!({"n": 1}),
+        "a failure discards the state"
+    );
+    // Many warm calls do not add up to one budget: the fuel is counted per invocation.
+    for i in 2..=50 {
+        assert_eq!(ok(&env.invoke(&pkg, json!({}))), json!({"n": i}));
+    }
+    assert_eq!(
+        code_of(&env.invoke(&pkg, json!({"spin": true}))),
+        "budget.fuel_exceeded",
+        "a warm state still runs under the budget"
+    );
+    assert_eq!(
+        ok(&env.invoke(&pkg, json!({}))),
+        json!({"n": 1}),
+        "a spent budget discards the state"
+    );
+    env.sandbox.forget();
+    assert_eq!(
+        ok(&env.invoke(&pkg, json!({}))),
+        json!({"n": 1}),
+        "forget is a cold start"
+    );
+}

@@ -5,13 +5,17 @@
 //! (`xyn.fs`, `xyn.http`, `xyn.env`, `xyn.db`, `xyn.time`, `xyn.crypto`, `xyn.log`) and
 //! `json` (`json.encode`, `json.decode`).
 //!
+//! Warm starts: an action's state (entry chunk run, `handle` found) is kept per thread and
+//! reused by its next invocation of the same code and limits; any failure throws it away.
+//!
 //! Budgets: a memory limit on the allocator; an instruction-count hook that also checks the
 //! wall clock; when either budget is spent the hook *yields* the coroutine the action runs
 //! in (a yield passes through `pcall`, an error would not). A C function (a pathological
 //! `string.find`) does not run hooks: the node's watchdog ends the worker process at the
 //! deadline (see `pool`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -40,15 +44,50 @@ enum Tripped {
     Time,
 }
 
-/// Runs one invocation of a Lua action in a fresh state.
-pub fn run(source: &str, chunk_name: &str, run: GuestRun<'_>) -> GuestOutcome {
+/// A loaded Lua action: its state (libraries, prelude, entry chunk run, `handle` found) and
+/// the cells its instruction hook shares with the invocation in progress. Kept per action (by
+/// code digest and limits) for warm invocations, like a warm serverless function: globals the
+/// action sets may persist between invocations of the *same* action, never between actions.
+/// Dropped after any failure.
+struct Warm {
+    handle: Function,
+    lua: Lua,
+    tripped: Rc<Cell<Tripped>>,
+    fuel_used: Rc<Cell<u64>>,
+    fuel: Rc<Cell<u64>>,
+    deadline: Rc<Cell<Instant>>,
+}
+
+thread_local! {
+    static WARM: RefCell<HashMap<String, Warm>> = RefCell::new(HashMap::new());
+}
+
+/// Most loaded Lua actions kept per thread.
+const MAX_WARM: usize = 64;
+
+/// Drops every loaded Lua action of this thread (the next invocation is a cold start).
+pub fn forget() {
+    WARM.with(|w| w.borrow_mut().clear());
+}
+
+/// Runs one invocation of a Lua action, in its loaded state when a previous invocation of the
+/// same code (`digest`) with the same limits succeeded, else in a fresh one.
+pub fn run(source: &str, chunk_name: &str, digest: &str, run: GuestRun<'_>) -> GuestOutcome {
     let started = Instant::now();
     let limits = run.limits;
+    let every = HOOK_EVERY.min(limits.fuel.max(1)) as u32;
+    let key = format!("{digest}:{}:{every}", limits.memory_bytes);
+    let warm = WARM.with(|w| w.borrow_mut().remove(&key));
     let deadline = started + Duration::from_millis(limits.timeout_ms);
-    let tripped = Rc::new(Cell::new(Tripped::No));
-    let fuel_used = Rc::new(Cell::new(0u64));
-    let lua = match new_state() {
-        Ok(l) => l,
+    let (warm, loaded) = match warm {
+        Some(w) => (Ok(w), true),
+        None => (
+            load(limits.memory_bytes, every, deadline, limits.fuel),
+            false,
+        ),
+    };
+    let warm = match warm {
+        Ok(w) => w,
         Err(e) => {
             return GuestOutcome {
                 result: Err(SandboxError::failed(format!("cannot start Lua: {e}"))),
@@ -57,46 +96,17 @@ pub fn run(source: &str, chunk_name: &str, run: GuestRun<'_>) -> GuestOutcome {
             };
         }
     };
-    lua.set_app_data(run.caps);
-    let every = HOOK_EVERY.min(limits.fuel.max(1)) as u32;
-    {
-        let (tripped, fuel_used, fuel) = (tripped.clone(), fuel_used.clone(), limits.fuel);
-        let hook = move |_: &Lua, _: &LuaDebug| -> mlua::Result<VmState> {
-            if tripped.get() != Tripped::No {
-                return Ok(VmState::Yield);
-            }
-            let used = fuel_used.get() + u64::from(every);
-            fuel_used.set(used);
-            if used > fuel {
-                tripped.set(Tripped::Fuel);
-                return Ok(VmState::Yield);
-            }
-            if Instant::now() >= deadline {
-                tripped.set(Tripped::Time);
-                return Ok(VmState::Yield);
-            }
-            Ok(VmState::Continue)
-        };
-        if let Err(e) = lua.set_global_hook(HookTriggers::new().every_nth_instruction(every), hook)
-        {
-            return finish(
-                &lua,
-                Err(SandboxError::failed(format!(
-                    "cannot set the Lua hook: {e}"
-                ))),
-                started,
-                0,
-            );
-        }
-    }
-    let _ = lua.set_memory_limit(usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX));
+    warm.tripped.set(Tripped::No);
+    warm.fuel_used.set(0);
+    warm.fuel.set(limits.fuel);
+    warm.deadline.set(deadline);
+    warm.lua.set_app_data(run.caps);
 
+    let mut warm = warm;
     let result = invoke(
-        &lua,
-        source,
-        chunk_name,
+        &mut warm,
+        (!loaded).then_some((source, chunk_name)),
         run.input,
-        &tripped,
         limits.timeout_ms,
         started,
     )
@@ -114,8 +124,64 @@ pub fn run(source: &str, chunk_name: &str, run: GuestRun<'_>) -> GuestOutcome {
             Ok(out)
         }
     });
-    let fuel = fuel_used.get().min(limits.fuel);
-    finish(&lua, result, started, fuel)
+    let fuel = warm.fuel_used.get().min(limits.fuel);
+    let outcome = finish(&warm.lua, result, started, fuel);
+    if outcome.result.is_ok() {
+        WARM.with(|w| {
+            let mut w = w.borrow_mut();
+            if w.len() >= MAX_WARM {
+                w.clear();
+            }
+            w.insert(key, warm);
+        });
+    }
+    outcome
+}
+
+/// A fresh state with the memory limit and the instruction hook; `handle` is filled in by the
+/// first invocation, which runs the entry chunk under its own budget.
+fn load(memory_bytes: u64, every: u32, deadline: Instant, fuel: u64) -> mlua::Result<Warm> {
+    let lua = new_state()?;
+    let tripped = Rc::new(Cell::new(Tripped::No));
+    let fuel_used = Rc::new(Cell::new(0u64));
+    let fuel = Rc::new(Cell::new(fuel));
+    let deadline = Rc::new(Cell::new(deadline));
+    {
+        let (tripped, fuel_used, fuel, deadline) = (
+            tripped.clone(),
+            fuel_used.clone(),
+            fuel.clone(),
+            deadline.clone(),
+        );
+        let hook = move |_: &Lua, _: &LuaDebug| -> mlua::Result<VmState> {
+            if tripped.get() != Tripped::No {
+                return Ok(VmState::Yield);
+            }
+            let used = fuel_used.get() + u64::from(every);
+            fuel_used.set(used);
+            if used > fuel.get() {
+                tripped.set(Tripped::Fuel);
+                return Ok(VmState::Yield);
+            }
+            if Instant::now() >= deadline.get() {
+                tripped.set(Tripped::Time);
+                return Ok(VmState::Yield);
+            }
+            Ok(VmState::Continue)
+        };
+        lua.set_global_hook(HookTriggers::new().every_nth_instruction(every), hook)?;
+    }
+    let _ = lua.set_memory_limit(usize::try_from(memory_bytes).unwrap_or(usize::MAX));
+    // A placeholder until the entry chunk defines the real one.
+    let handle = lua.create_function(|_, ()| Ok(()))?;
+    Ok(Warm {
+        handle,
+        lua,
+        tripped,
+        fuel_used,
+        fuel,
+        deadline,
+    })
 }
 
 fn finish(
@@ -130,7 +196,6 @@ fn finish(
         memory_bytes: lua.used_memory() as u64,
         output_bytes: result.as_ref().map_or(0, |o| o.len() as u64),
     };
-    lua.remove_global_hook();
     let caps = lua.remove_app_data::<Caps>().unwrap_or_else(|| {
         Caps::new(crate::caps::CapsConfig {
             action: String::new(),
@@ -288,30 +353,36 @@ fn root_error(e: &mlua::Error) -> &mlua::Error {
 }
 
 fn invoke(
-    lua: &Lua,
-    source: &str,
-    chunk_name: &str,
+    warm: &mut Warm,
+    first: Option<(&str, &str)>,
     input: &[u8],
-    tripped: &Rc<Cell<Tripped>>,
     timeout_ms: u64,
     started: Instant,
 ) -> Result<Vec<u8>, SandboxError> {
-    if source.as_bytes().first() == Some(&0x1b) {
-        return Err(SandboxError::failed("binary Lua chunks are refused"));
+    if let Some((source, chunk_name)) = first {
+        let (lua, tripped) = (&warm.lua, &warm.tripped);
+        if source.as_bytes().first() == Some(&0x1b) {
+            return Err(SandboxError::failed("binary Lua chunks are refused"));
+        }
+        let chunk = lua
+            .load(source)
+            .set_name(format!("={chunk_name}"))
+            .set_mode(ChunkMode::Text)
+            .into_function()
+            .map_err(|e| SandboxError::failed(format!("the Lua entry does not load: {e}")))?;
+        resume(lua, chunk, LuaValue::Nil, tripped, timeout_ms, started)?;
+        warm.handle = lua
+            .globals()
+            .get::<Option<Function>>("handle")
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                SandboxError::failed("the Lua entry defines no function handle(input)")
+            })?;
     }
-    let chunk = lua
-        .load(source)
-        .set_name(format!("={chunk_name}"))
-        .set_mode(ChunkMode::Text)
-        .into_function()
-        .map_err(|e| SandboxError::failed(format!("the Lua entry does not load: {e}")))?;
-    resume(lua, chunk, LuaValue::Nil, tripped, timeout_ms, started)?;
-    let handle: Function = lua
-        .globals()
-        .get::<Option<Function>>("handle")
-        .ok()
-        .flatten()
-        .ok_or_else(|| SandboxError::failed("the Lua entry defines no function handle(input)"))?;
+    let lua = &warm.lua;
+    let tripped = &warm.tripped;
+    let handle = warm.handle.clone();
     let input: Value = serde_json::from_slice(input)
         .map_err(|e| SandboxError::failed(format!("input is not JSON: {e}")))?;
     let arg = lua
