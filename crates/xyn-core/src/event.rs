@@ -305,6 +305,13 @@ impl ChainVerifier {
         true
     }
 
+    /// Records that the stored row at `seq` cannot be read (`why`): the chain is broken there.
+    pub fn unreadable(&mut self, seq: i64, why: impl std::fmt::Display) {
+        if self.broken.is_none() {
+            self.broken = Some((seq, format!("event seq {seq} cannot be read: {why}")));
+        }
+    }
+
     /// Ends the walk, comparing with the head the store recorded (`seq`, `hash`), if any.
     pub fn finish(mut self, recorded_head: Option<(i64, String)>) -> ChainReport {
         let last_seq = self.expected_seq.map(|s| s - 1).filter(|s| *s > 0);

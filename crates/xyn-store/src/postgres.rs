@@ -2041,7 +2041,6 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?;
         futures_util::pin_mut!(stream);
-        let mut unreadable: Option<(i64, String)> = None;
         while let Some(r) = stream.try_next().await.map_err(pg_err)? {
             match rows::event(&r) {
                 Ok(e) => {
@@ -2051,18 +2050,12 @@ impl Store for PgStore {
                 }
                 Err(e) => {
                     let seq: i64 = r.try_get(0).unwrap_or(-1);
-                    unreadable = Some((seq, e.to_string()));
+                    v.unreadable(seq, e);
                     break;
                 }
             }
         }
-        let mut report = v.finish(head);
-        if let Some((seq, why)) = unreadable {
-            report.ok = false;
-            report.broken_seq = Some(seq);
-            report.reason = Some(format!("event seq {seq} cannot be read: {why}"));
-        }
-        Ok(report)
+        Ok(v.finish(head))
     }
 
     async fn get_run(&self, id: RunId) -> StoreResult<Option<Run>> {

@@ -1063,7 +1063,6 @@ impl Store for SqliteStore {
                 ))
                 .map_err(unavailable)?;
             let mut rows = stmt.query([from]).map_err(unavailable)?;
-            let mut unreadable: Option<(i64, String)> = None;
             while let Some(r) = rows.next().map_err(unavailable)? {
                 match event_from_row(r) {
                     Ok(e) => {
@@ -1073,18 +1072,12 @@ impl Store for SqliteStore {
                     }
                     Err(e) => {
                         let seq: i64 = r.get(0).unwrap_or(-1);
-                        unreadable = Some((seq, e.to_string()));
+                        v.unreadable(seq, e);
                         break;
                     }
                 }
             }
-            let mut report = v.finish(head);
-            if let Some((seq, why)) = unreadable {
-                report.ok = false;
-                report.broken_seq = Some(seq);
-                report.reason = Some(format!("event seq {seq} cannot be read: {why}"));
-            }
-            Ok(report)
+            Ok(v.finish(head))
         })
         .await
     }
