@@ -7,6 +7,9 @@ pub mod js;
 pub mod lua;
 pub mod wasm;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use crate::caps::Caps;
 use crate::error::SandboxError;
 use crate::limits::{Limits, Usage};
@@ -59,3 +62,33 @@ pub const CAPABILITIES: &[(&str, &str)] = &[
     ("log_warn", "log.warn"),
     ("log_error", "log.error"),
 ];
+
+/// Loaded guests (JS runtimes, Lua states) kept per thread for warm invocations, keyed by code
+/// digest and limits. An invocation takes its guest out and puts it back only when it
+/// succeeded, so a failure always leaves the next invocation a cold start.
+pub(crate) struct WarmCache<T>(RefCell<HashMap<String, T>>);
+
+impl<T> WarmCache<T> {
+    /// Most loaded guests kept per thread; beyond it the cache starts over.
+    const MAX: usize = 64;
+
+    pub(crate) fn new() -> Self {
+        Self(RefCell::new(HashMap::new()))
+    }
+
+    pub(crate) fn take(&self, key: &str) -> Option<T> {
+        self.0.borrow_mut().remove(key)
+    }
+
+    pub(crate) fn keep(&self, key: String, guest: T) {
+        let mut m = self.0.borrow_mut();
+        if m.len() >= Self::MAX {
+            m.clear();
+        }
+        m.insert(key, guest);
+    }
+
+    pub(crate) fn clear(&self) {
+        self.0.borrow_mut().clear();
+    }
+}

@@ -12,7 +12,6 @@
 //! and reused by its next invocation; any failure throws it away.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use rquickjs::{
     Value,
 };
 
-use super::{GuestOutcome, GuestRun, guest_error};
+use super::{GuestOutcome, GuestRun, WarmCache, guest_error};
 use crate::caps::Caps;
 use crate::error::{SandboxError, codes};
 use crate::limits::Usage;
@@ -53,15 +52,12 @@ struct Warm {
 }
 
 thread_local! {
-    static WARM: RefCell<HashMap<String, Warm>> = RefCell::new(HashMap::new());
+    static WARM: WarmCache<Warm> = WarmCache::new();
 }
-
-/// Most loaded JS actions kept per thread.
-const MAX_WARM: usize = 64;
 
 /// Drops every loaded JS action of this thread (the next invocation is a cold start).
 pub fn forget() {
-    WARM.with(|w| w.borrow_mut().clear());
+    WARM.with(WarmCache::clear);
 }
 
 /// Runs one invocation of a JS action. The module is loaded once per action and kept
@@ -72,7 +68,7 @@ pub fn run(source: &str, module_name: &str, digest: &str, run: GuestRun<'_>) -> 
     let started = Instant::now();
     let limits = run.limits;
     let key = format!("{digest}:{}:{}", limits.memory_bytes, limits.stack_bytes);
-    let warm = WARM.with(|w| w.borrow_mut().remove(&key));
+    let warm = WARM.with(|w| w.take(&key));
     let warm = match warm {
         Some(w) => w,
         None => match load(source, module_name, limits) {
@@ -128,13 +124,7 @@ pub fn run(source: &str, module_name: &str, digest: &str, run: GuestRun<'_>) -> 
         0
     };
     if result.is_ok() {
-        WARM.with(|w| {
-            let mut w = w.borrow_mut();
-            if w.len() >= MAX_WARM {
-                w.clear();
-            }
-            w.insert(key, warm);
-        });
+        WARM.with(|w| w.keep(key, warm));
     }
     outcome(caps, result, started, fuel, mem)
 }

@@ -14,8 +14,7 @@
 //! `string.find`) does not run hooks: the node's watchdog ends the worker process at the
 //! deadline (see `pool`).
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use mlua::{
 };
 use serde_json::Value;
 
-use super::{GuestOutcome, GuestRun, guest_error};
+use super::{GuestOutcome, GuestRun, WarmCache, guest_error};
 use crate::caps::Caps;
 use crate::error::{SandboxError, codes};
 use crate::limits::Usage;
@@ -59,15 +58,12 @@ struct Warm {
 }
 
 thread_local! {
-    static WARM: RefCell<HashMap<String, Warm>> = RefCell::new(HashMap::new());
+    static WARM: WarmCache<Warm> = WarmCache::new();
 }
-
-/// Most loaded Lua actions kept per thread.
-const MAX_WARM: usize = 64;
 
 /// Drops every loaded Lua action of this thread (the next invocation is a cold start).
 pub fn forget() {
-    WARM.with(|w| w.borrow_mut().clear());
+    WARM.with(WarmCache::clear);
 }
 
 /// Runs one invocation of a Lua action, in its loaded state when a previous invocation of the
@@ -77,7 +73,7 @@ pub fn run(source: &str, chunk_name: &str, digest: &str, run: GuestRun<'_>) -> G
     let limits = run.limits;
     let every = HOOK_EVERY.min(limits.fuel.max(1)) as u32;
     let key = format!("{digest}:{}:{every}", limits.memory_bytes);
-    let warm = WARM.with(|w| w.borrow_mut().remove(&key));
+    let warm = WARM.with(|w| w.take(&key));
     let deadline = started + Duration::from_millis(limits.timeout_ms);
     let (warm, loaded) = match warm {
         Some(w) => (Ok(w), true),
@@ -127,13 +123,7 @@ pub fn run(source: &str, chunk_name: &str, digest: &str, run: GuestRun<'_>) -> G
     let fuel = warm.fuel_used.get().min(limits.fuel);
     let outcome = finish(&warm.lua, result, started, fuel);
     if outcome.result.is_ok() {
-        WARM.with(|w| {
-            let mut w = w.borrow_mut();
-            if w.len() >= MAX_WARM {
-                w.clear();
-            }
-            w.insert(key, warm);
-        });
+        WARM.with(|w| w.keep(key, warm));
     }
     outcome
 }
