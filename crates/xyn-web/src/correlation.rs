@@ -22,7 +22,7 @@ pub fn begin(req: &mut Request) -> Result<String, Box<Response>> {
     let id = match req.headers().get(&HEADER) {
         None => new_id(),
         Some(v) => match v.to_str() {
-            Ok(s) if xyn_engine_valid(s) => s.to_string(),
+            Ok(s) if valid(s.as_bytes()) => s.to_string(),
             _ => {
                 let id = new_id();
                 let mut resp = ApiError {
@@ -63,10 +63,6 @@ fn new_uuid() -> uuid::Uuid {
         .unwrap_or_default();
     let ts = uuid::Timestamp::from_unix(uuid::NoContext, now.as_secs(), now.subsec_nanos());
     uuid::Uuid::new_v7(ts)
-}
-
-fn xyn_engine_valid(s: &str) -> bool {
-    valid(s.as_bytes())
 }
 
 /// Whether a client's correlation id is acceptable: 1 to 200 visible ASCII characters.

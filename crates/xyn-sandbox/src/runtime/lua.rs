@@ -49,7 +49,8 @@ enum Tripped {
 /// action sets may persist between invocations of the *same* action, never between actions.
 /// Dropped after any failure.
 struct Warm {
-    handle: Function,
+    /// `None` until the first invocation has run the entry chunk.
+    handle: Option<Function>,
     lua: Lua,
     tripped: Rc<Cell<Tripped>>,
     fuel_used: Rc<Cell<u64>>,
@@ -75,14 +76,10 @@ pub fn run(source: &str, chunk_name: &str, digest: &str, run: GuestRun<'_>) -> G
     let key = format!("{digest}:{}:{every}", limits.memory_bytes);
     let warm = WARM.with(|w| w.take(&key));
     let deadline = started + Duration::from_millis(limits.timeout_ms);
-    let (warm, loaded) = match warm {
-        Some(w) => (Ok(w), true),
-        None => (
-            load(limits.memory_bytes, every, deadline, limits.fuel),
-            false,
-        ),
-    };
-    let warm = match warm {
+    let warm = match warm.map_or_else(
+        || load(limits.memory_bytes, every, deadline, limits.fuel),
+        Ok,
+    ) {
         Ok(w) => w,
         Err(e) => {
             return GuestOutcome {
@@ -101,7 +98,8 @@ pub fn run(source: &str, chunk_name: &str, digest: &str, run: GuestRun<'_>) -> G
     let mut warm = warm;
     let result = invoke(
         &mut warm,
-        (!loaded).then_some((source, chunk_name)),
+        source,
+        chunk_name,
         run.input,
         limits.timeout_ms,
         started,
@@ -162,10 +160,8 @@ fn load(memory_bytes: u64, every: u32, deadline: Instant, fuel: u64) -> mlua::Re
         lua.set_global_hook(HookTriggers::new().every_nth_instruction(every), hook)?;
     }
     let _ = lua.set_memory_limit(usize::try_from(memory_bytes).unwrap_or(usize::MAX));
-    // A placeholder until the entry chunk defines the real one.
-    let handle = lua.create_function(|_, ()| Ok(()))?;
     Ok(Warm {
-        handle,
+        handle: None,
         lua,
         tripped,
         fuel_used,
@@ -344,12 +340,14 @@ fn root_error(e: &mlua::Error) -> &mlua::Error {
 
 fn invoke(
     warm: &mut Warm,
-    first: Option<(&str, &str)>,
+    source: &str,
+    chunk_name: &str,
     input: &[u8],
     timeout_ms: u64,
     started: Instant,
 ) -> Result<Vec<u8>, SandboxError> {
-    if let Some((source, chunk_name)) = first {
+    // A fresh state runs the entry chunk first, under this invocation's budget.
+    if warm.handle.is_none() {
         let (lua, tripped) = (&warm.lua, &warm.tripped);
         if source.as_bytes().first() == Some(&0x1b) {
             return Err(SandboxError::failed("binary Lua chunks are refused"));
@@ -361,7 +359,7 @@ fn invoke(
             .into_function()
             .map_err(|e| SandboxError::failed(format!("the Lua entry does not load: {e}")))?;
         resume(lua, chunk, LuaValue::Nil, tripped, timeout_ms, started)?;
-        warm.handle = lua
+        let handle = lua
             .globals()
             .get::<Option<Function>>("handle")
             .ok()
@@ -369,10 +367,14 @@ fn invoke(
             .ok_or_else(|| {
                 SandboxError::failed("the Lua entry defines no function handle(input)")
             })?;
+        warm.handle = Some(handle);
     }
     let lua = &warm.lua;
     let tripped = &warm.tripped;
-    let handle = warm.handle.clone();
+    let handle = warm
+        .handle
+        .clone()
+        .ok_or_else(|| SandboxError::failed("the Lua entry defines no function handle(input)"))?;
     let input: Value = serde_json::from_slice(input)
         .map_err(|e| SandboxError::failed(format!("input is not JSON: {e}")))?;
     let arg = lua
