@@ -75,6 +75,8 @@ pub mod codes {
     pub const TRIGGER_NATS_SUBJECT_INVALID: &str = "trigger.nats_subject_invalid";
     pub const CRON_INVALID: &str = "cron.invalid";
     pub const JQ_INVALID: &str = "jq.invalid";
+    /// A jq program too long or nested too deeply to be parsed safely.
+    pub const JQ_TOO_COMPLEX: &str = "jq.too_complex";
     pub const INPUT_NAME_MISSING: &str = "input.name_missing";
     pub const INPUT_NAME_DUPLICATE: &str = "input.name_duplicate";
     pub const INPUT_FROM_INVALID: &str = "input.from_invalid";
@@ -650,9 +652,14 @@ impl Checker<'_, '_> {
         match JqProgram::compile(src) {
             Ok(p) => Some(p),
             Err(e) => {
+                let code = if e.code == crate::jq::codes::TOO_COMPLEX {
+                    codes::JQ_TOO_COMPLEX
+                } else {
+                    codes::JQ_INVALID
+                };
                 self.issue(
                     path,
-                    codes::JQ_INVALID,
+                    code,
                     format!("not a valid jq expression: {}", e.message),
                 );
                 None
@@ -964,6 +971,8 @@ impl Checker<'_, '_> {
                     items.len()
                 ),
             );
+            // Nothing more is checked: validating thousands of steps costs seconds.
+            return vec![];
         }
         // First pass: every step id and its position, so references can be classified
         // (earlier, itself, later, unknown) whatever order problems appear in.
