@@ -39,6 +39,12 @@ pub struct WebSection {
     pub max_upload_bytes: Option<usize>,
     /// Largest total request header size in bytes (431 above it).
     pub max_header_bytes: Option<usize>,
+    /// A new connection that sends nothing for this long is closed, e.g. "10s".
+    pub first_byte_timeout: Option<String>,
+    /// A kept-alive connection without traffic for this long is closed, e.g. "60s".
+    pub idle_timeout: Option<String>,
+    /// Most open connections (default: three quarters of the open-file limit).
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,6 +223,17 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
     if let Some(t) = env("XYN_HEADER_READ_TIMEOUT").or(file.web.header_read_timeout) {
         web.header_read_timeout =
             std::time::Duration::from_millis(duration("header_read_timeout", &t)?);
+    }
+    if let Some(t) = file.web.first_byte_timeout {
+        web.first_byte_timeout =
+            std::time::Duration::from_millis(duration("first_byte_timeout", &t)?.max(100));
+    }
+    if let Some(t) = file.web.idle_timeout {
+        web.idle_timeout = std::time::Duration::from_millis(duration("idle_timeout", &t)?.max(100));
+    }
+    if let Some(n) = file.web.max_connections {
+        anyhow::ensure!(n > 0, "[web] max_connections must be at least 1");
+        web.max_connections = Some(n);
     }
     if let Some(n) = file.web.max_upload_bytes {
         web.max_upload_bytes = n;
