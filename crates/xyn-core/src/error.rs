@@ -135,6 +135,8 @@ pub mod codes {
     pub const HOOK_NO_EVENT_NAME: &str = "hook.no_event_name";
     /// A delivery (its id or its signature) was already accepted within the replay window.
     pub const HOOK_REPLAYED: &str = "hook.replayed";
+    /// The event name a delivery selects is not among the source's `events`.
+    pub const HOOK_EVENT_NOT_ALLOWED: &str = "hook.event_not_allowed";
 
     pub const WORKCELL_UNSUPPORTED: &str = "workcell.unsupported";
 

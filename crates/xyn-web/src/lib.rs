@@ -42,7 +42,7 @@ use xyn_engine::Node;
 use xyn_store::notify::EventFeed;
 
 pub use auth::{AuthConfig, Principal, Role};
-pub use hooks::HookConfig;
+pub use hooks::{HookConfig, HookScheme};
 
 /// Settings of the HTTP edge.
 #[derive(Clone, Debug)]
@@ -103,6 +103,8 @@ pub struct AppInner {
     /// Committed events, pushed (for SSE and the live UI).
     pub feed: EventFeed,
     pub sessions: auth::Sessions,
+    /// Webhook deliveries seen within their source's replay window.
+    pub replays: hooks::Replays,
     /// Cancelled on shutdown: ends open event streams so shutdown does not wait for them.
     pub shutdown: CancellationToken,
     /// The OpenAPI document, rendered once.
@@ -124,6 +126,7 @@ impl AppState {
             config,
             feed,
             sessions: auth::Sessions::default(),
+            replays: hooks::Replays::default(),
             shutdown: CancellationToken::new(),
             openapi: openapi::document_json(),
             store_description: node.store().describe(),

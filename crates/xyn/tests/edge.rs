@@ -287,3 +287,264 @@ async fn idle_sockets_are_closed_and_the_limit_keeps_the_node_answering() {
     assert_eq!(r.status(), 200);
     let _ = json!(null);
 }
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn hook(node: &Node, source: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut r = client()
+        .post(format!("{}/hooks/{source}", node.url))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+const API_TOKEN: &str = "api-token-0123456789abcdef";
+
+fn hooked_node() -> Node {
+    Node::builder()
+        .env("XYN_API_TOKEN", API_TOKEN)
+        .env("XYN_HOOK_GH", "gh-secret-0123")
+        .env("XYN_HOOK_SW", "sw-secret-0123")
+        .env("XYN_HOOK_ST", "st-secret-0123")
+        .env("XYN_HOOK_PLAIN", "plain-secret-0123")
+        .toml(
+            "[hooks.gh]\nscheme = \"github\"\nname_from_header = \"X-GitHub-Event\"\nevents = [\"push\"]\nprefix = \"github.\"\nsecret_env = \"XYN_HOOK_GH\"\n\n\
+             [hooks.sw]\nscheme = \"standard\"\nname_from = \"/type\"\nprefix = \"sw.\"\nsecret_env = \"XYN_HOOK_SW\"\nmax_skew = \"5m\"\n\n\
+             [hooks.st]\nscheme = \"stripe\"\nevent_name = \"stripe.evt\"\nsecret_env = \"XYN_HOOK_ST\"\n\n\
+             [hooks.plain]\nevent_name = \"plain.evt\"\nsecret_env = \"XYN_HOOK_PLAIN\"\n",
+        )
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_and_reselected_webhooks_are_refused() {
+    let node = hooked_node();
+    // GitHub: a captured signed delivery is accepted once.
+    let body = br#"{"ref":"main"}"#;
+    let sig = format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(b"gh-secret-0123", body))
+    );
+    let push = [
+        ("x-github-event", "push"),
+        ("x-hub-signature-256", sig.as_str()),
+        ("x-github-delivery", "d-1"),
+    ];
+    let (st, ev) = hook(&node, "gh", body, &push).await;
+    assert_eq!(
+        (st, ev["event_name"].as_str()),
+        (201, Some("github.push")),
+        "{ev}"
+    );
+    // Replayed as is, with a new delivery id, and with another (unsigned) event name.
+    let (st, e) = hook(&node, "gh", body, &push).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (409, Some("hook.replayed")),
+        "{e}"
+    );
+    let again = [
+        ("x-github-event", "push"),
+        ("x-hub-signature-256", sig.as_str()),
+        ("x-github-delivery", "d-2"),
+    ];
+    let (st, e) = hook(&node, "gh", body, &again).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (409, Some("hook.replayed")),
+        "{e}"
+    );
+    let deploy = [
+        ("x-github-event", "deploy"),
+        ("x-hub-signature-256", sig.as_str()),
+        ("x-github-delivery", "d-3"),
+    ];
+    let (st, e) = hook(&node, "gh", body, &deploy).await;
+    assert!(st == 409 || st == 422, "{st} {e}");
+    // Even a fresh signed body cannot select an event the mapping does not pin.
+    let body2 = br#"{"ref":"other"}"#;
+    let sig2 = format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(b"gh-secret-0123", body2))
+    );
+    let (st, e) = hook(
+        &node,
+        "gh",
+        body2,
+        &[("x-github-event", "deploy"), ("x-hub-signature-256", &sig2)],
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (422, Some("hook.event_not_allowed")),
+        "{e}"
+    );
+
+    // Standard Webhooks: signed id and timestamp; replays and stale timestamps are refused.
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let sw_body = br#"{"type":"invoice.paid"}"#;
+    let sw = |id: &str, ts: i64| {
+        let msg = [
+            id.as_bytes(),
+            b".",
+            ts.to_string().as_bytes(),
+            b".",
+            sw_body,
+        ]
+        .concat();
+        format!("v1,{}", b64(&hmac_sha256(b"sw-secret-0123", &msg)))
+    };
+    let now = unix_now();
+    let ts = now.to_string();
+    let sig = sw("msg-1", now);
+    let h = [
+        ("webhook-id", "msg-1"),
+        ("webhook-timestamp", ts.as_str()),
+        ("webhook-signature", sig.as_str()),
+    ];
+    let (st, ev) = hook(&node, "sw", sw_body, &h).await;
+    assert_eq!(
+        (st, ev["event_name"].as_str()),
+        (201, Some("sw.invoice.paid")),
+        "{ev}"
+    );
+    let (st, e) = hook(&node, "sw", sw_body, &h).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (409, Some("hook.replayed")),
+        "{e}"
+    );
+    let old = now - 3600;
+    let (ots, osig) = (old.to_string(), sw("msg-2", old));
+    let (st, e) = hook(
+        &node,
+        "sw",
+        sw_body,
+        &[
+            ("webhook-id", "msg-2"),
+            ("webhook-timestamp", &ots),
+            ("webhook-signature", &osig),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (401, Some("hook.bad_signature")),
+        "{e}"
+    );
+    // A forged id under the signature of another is refused.
+    let (st, _) = hook(
+        &node,
+        "sw",
+        sw_body,
+        &[
+            ("webhook-id", "msg-3"),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", &sig),
+        ],
+    )
+    .await;
+    assert_eq!(st, 401);
+
+    // Stripe-style `t=…,v1=…`.
+    let st_body = br#"{"id":"evt_1"}"#;
+    let stripe = |t: i64| {
+        let msg = [t.to_string().as_bytes(), b".", st_body].concat();
+        format!(
+            "t={t},v1={}",
+            hex::encode(hmac_sha256(b"st-secret-0123", &msg))
+        )
+    };
+    let s1 = stripe(now);
+    let (st, ev) = hook(&node, "st", st_body, &[("stripe-signature", &s1)]).await;
+    assert_eq!(
+        (st, ev["event_name"].as_str()),
+        (201, Some("stripe.evt")),
+        "{ev}"
+    );
+    let (st, e) = hook(&node, "st", st_body, &[("stripe-signature", &s1)]).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (409, Some("hook.replayed")),
+        "{e}"
+    );
+    let s_old = stripe(now - 3600);
+    let (st, _) = hook(&node, "st", st_body, &[("stripe-signature", &s_old)]).await;
+    assert_eq!(st, 401);
+
+    // Exactly one event per accepted delivery.
+    let r = client()
+        .get(format!("{}/api/v1/events?limit=100", node.url))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let hooks = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"].as_str().is_some_and(|a| a.starts_with("hook:")))
+        .count();
+    assert_eq!(hooks, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_authenticate_by_their_own_scheme_and_cannot_be_enumerated() {
+    let node = hooked_node();
+    // The hook secret as a bearer works on a node with API tokens…
+    let (st, ev) = hook(
+        &node,
+        "plain",
+        b"{}",
+        &[("authorization", "Bearer plain-secret-0123")],
+    )
+    .await;
+    assert_eq!(
+        (st, ev["event_name"].as_str()),
+        (201, Some("plain.evt")),
+        "{ev}"
+    );
+    // …and an API token is not a hook credential.
+    let bearer = format!("Bearer {API_TOKEN}");
+    let (st, e) = hook(&node, "plain", b"{}", &[("authorization", bearer.as_str())]).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (401, Some("hook.bad_signature")),
+        "{e}"
+    );
+    // Without credentials a configured source and a missing one answer the same.
+    let (a, ea) = hook(&node, "gh", b"{}", &[]).await;
+    let (b, eb) = hook(&node, "nosuch", b"{}", &[]).await;
+    assert_eq!(
+        (a, &ea["error"]["code"], &ea["error"]["message"]),
+        (b, &eb["error"]["code"], &eb["error"]["message"])
+    );
+    assert_eq!(a, 401);
+    let (c, ec) = hook(
+        &node,
+        "nosuch",
+        b"{}",
+        &[("authorization", "Bearer plain-secret-0123")],
+    )
+    .await;
+    assert_eq!((c, &ec["error"]["message"]), (a, &ea["error"]["message"]));
+}
