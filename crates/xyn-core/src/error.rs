@@ -86,6 +86,12 @@ pub mod codes {
     pub const REQUEST_INVALID_ID: &str = "request.invalid_id";
     pub const REQUEST_TIMEOUT: &str = "request.timeout";
     pub const REQUEST_HEADERS_TOO_LARGE: &str = "request.headers_too_large";
+    /// Not valid HTTP/1.1 (request line, header syntax, Content-Length).
+    pub const REQUEST_MALFORMED: &str = "request.malformed";
+    /// The node is at its connection limit.
+    pub const SERVER_BUSY: &str = "server.busy";
+    /// The readiness probe: the store does not accept writes.
+    pub const NODE_NOT_READY: &str = "node.not_ready";
     pub const ROUTE_NOT_FOUND: &str = "route.not_found";
     pub const METHOD_NOT_ALLOWED: &str = "route.method_not_allowed";
 
@@ -121,10 +127,16 @@ pub mod codes {
     pub const AUTH_FORBIDDEN: &str = "auth.forbidden";
     pub const AUTH_INVALID_TOKEN: &str = "auth.invalid_token";
     pub const AUTH_CSRF: &str = "auth.csrf";
+    /// Too many failed logins or bearer tokens (429 with `Retry-After`).
+    pub const AUTH_RATE_LIMITED: &str = "auth.rate_limited";
 
     pub const HOOK_UNKNOWN_SOURCE: &str = "hook.unknown_source";
     pub const HOOK_BAD_SIGNATURE: &str = "hook.bad_signature";
     pub const HOOK_NO_EVENT_NAME: &str = "hook.no_event_name";
+    /// A delivery (its id or its signature) was already accepted within the replay window.
+    pub const HOOK_REPLAYED: &str = "hook.replayed";
+    /// The event name a delivery selects is not among the source's `events`.
+    pub const HOOK_EVENT_NOT_ALLOWED: &str = "hook.event_not_allowed";
 
     pub const WORKCELL_UNSUPPORTED: &str = "workcell.unsupported";
 

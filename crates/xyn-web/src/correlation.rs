@@ -86,9 +86,16 @@ fn set_header(resp: &mut Response, id: &str) {
 /// Fills in `correlation_id` of an error body produced without it.
 async fn patch_error_body(resp: Response, id: &str) -> Response {
     let (parts, body) = resp.into_parts();
-    let bytes = match axum::body::to_bytes(body, 1024 * 1024).await {
+    // Error bodies are at most about 1 MiB (details are truncated past that).
+    let bytes = match axum::body::to_bytes(body, 2 * 1024 * 1024).await {
         Ok(b) => b,
-        Err(_) => return Response::from_parts(parts, Body::empty()),
+        Err(_) => {
+            let mut parts = parts;
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            let e = XynError::internal("the error body could not be read");
+            let v = crate::error::error_body(&e, Some(id));
+            return Response::from_parts(parts, Body::from(v.to_string()));
+        }
     };
     let mut v: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,

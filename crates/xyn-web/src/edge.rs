@@ -10,7 +10,10 @@ use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
+use xyn_core::codes;
+
 use crate::AppState;
+use crate::error::{ErrorMarker, status_error};
 use crate::{auth, correlation, hardening};
 
 pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
@@ -78,6 +81,7 @@ where
         Ok(r) => r,
         Err(r) => *r,
     };
+    let resp = if ui { resp } else { standard_shape(resp).await };
     let mut resp = correlation::finish(resp, &id).await;
     hardening::security_headers(ui, &mut resp);
     if ui {
@@ -92,6 +96,37 @@ where
             ms = started.elapsed().as_secs_f64() * 1000.0, "request");
     }
     resp
+}
+
+/// An API refusal made by an extractor of axum (a path that is not valid percent-encoded
+/// UTF-8, a body past its limit, a form that does not parse) comes as plain text: it gets the
+/// standard error body with the code of its status. Only refusals pay for the look.
+async fn standard_shape(resp: Response) -> Response {
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/plain"));
+    if !status.is_client_error() || !plain || resp.extensions().get::<ErrorMarker>().is_some() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&text).trim().to_string();
+    let code = match status.as_u16() {
+        404 => codes::ROUTE_NOT_FOUND,
+        405 => codes::METHOD_NOT_ALLOWED,
+        413 => codes::REQUEST_TOO_LARGE,
+        _ => codes::REQUEST_INVALID,
+    };
+    let mut out = status_error(status, code, message);
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 async fn run<F, Fut>(s: &AppState, req: Request, handler: F) -> Result<Response, Box<Response>>

@@ -52,19 +52,84 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// The largest `details` of an error body, in bytes of JSON: larger ones are truncated (the
+/// shape stays; the message says so), so an error body never exceeds about 1 MiB.
+pub const MAX_DETAILS_BYTES: usize = 1024 * 1024 - 8 * 1024;
+
 /// The standard error body.
 pub fn error_body(e: &XynError, correlation_id: Option<&str>) -> Value {
-    let (message, details) = match e.kind {
+    let (mut message, mut details) = match e.kind {
         ErrorKind::Internal => (
             "internal error; see the node's log for this correlation id".to_string(),
             Value::Null,
         ),
         _ => (e.message.clone(), e.details.clone().unwrap_or(Value::Null)),
     };
+    let size = json_len(&details);
+    if size > MAX_DETAILS_BYTES {
+        details = truncate_json(details, MAX_DETAILS_BYTES);
+        message = format!(
+            "{message} (details truncated from {size} bytes to at most {MAX_DETAILS_BYTES})"
+        );
+    }
     json!({
         "error": {"code": e.code, "message": message, "details": details},
         "correlation_id": correlation_id,
     })
+}
+
+fn json_len(v: &Value) -> usize {
+    serde_json::to_vec(v).map_or(0, |b| b.len())
+}
+
+/// `v` cut down to about `budget` bytes of JSON, keeping its shape: arrays keep a prefix,
+/// strings a prefix, objects have their largest members cut.
+fn truncate_json(v: Value, budget: usize) -> Value {
+    match v {
+        Value::Array(items) => {
+            let mut used = 2;
+            let mut kept = Vec::new();
+            for item in items {
+                let n = json_len(&item) + 1;
+                if used + n > budget {
+                    break;
+                }
+                used += n;
+                kept.push(item);
+            }
+            Value::Array(kept)
+        }
+        Value::String(s) => {
+            let mut end = budget.saturating_sub(16).min(s.len());
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            Value::String(s[..end].to_string())
+        }
+        Value::Object(map) => {
+            let sizes: Vec<(String, usize)> = map
+                .iter()
+                .map(|(k, v)| (k.clone(), json_len(v) + k.len() + 4))
+                .collect();
+            let mut total: usize = sizes.iter().map(|(_, n)| n).sum::<usize>() + 2;
+            let mut order = sizes;
+            order.sort_by_key(|o| std::cmp::Reverse(o.1));
+            let mut map = map;
+            for (k, n) in order {
+                if total <= budget {
+                    break;
+                }
+                let room = budget.saturating_sub(total - n).saturating_sub(k.len() + 4);
+                if let Some(v) = map.remove(&k) {
+                    let cut = truncate_json(v, room);
+                    total = total - n + json_len(&cut) + k.len() + 4;
+                    map.insert(k, cut);
+                }
+            }
+            Value::Object(map)
+        }
+        other => other,
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -170,4 +235,34 @@ pub fn status_error(
     let mut resp = (status, Json(error_body(&e, None))).into_response();
     resp.extensions_mut().insert(ErrorMarker);
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_details_are_truncated_keeping_the_shape() {
+        let issues: Vec<Value> = (0..20_000)
+            .map(|i| json!({"path": format!("/steps/{i}"), "message": "x".repeat(80)}))
+            .collect();
+        let e = XynError::invalid(codes::BLUEPRINT_INVALID, "the blueprint is not valid")
+            .with_details(json!({"issues": issues}));
+        let body = error_body(&e, Some("c1"));
+        let bytes = serde_json::to_vec(&body).unwrap();
+        assert!(bytes.len() <= 1024 * 1024, "{}", bytes.len());
+        let kept = body["error"]["details"]["issues"].as_array().unwrap().len();
+        assert!(kept > 1000 && kept < 20_000, "{kept}");
+        assert_eq!(body["error"]["code"], "blueprint.invalid");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("truncated")
+        );
+        assert_eq!(body["correlation_id"], "c1");
+        let long =
+            XynError::invalid(codes::REQUEST_INVALID, "m").with_details(json!("y".repeat(3 << 20)));
+        assert!(serde_json::to_vec(&error_body(&long, None)).unwrap().len() <= 1024 * 1024);
+    }
 }

@@ -42,7 +42,7 @@ use xyn_engine::Node;
 use xyn_store::notify::EventFeed;
 
 pub use auth::{AuthConfig, Principal, Role};
-pub use hooks::HookConfig;
+pub use hooks::{HookConfig, HookScheme};
 
 /// Settings of the HTTP edge.
 #[derive(Clone, Debug)]
@@ -60,6 +60,13 @@ pub struct WebConfig {
     /// Allowance for sending the request head, on top of `request_timeout`: a connection whose
     /// request has not been answered within both is closed (slow-client protection).
     pub header_read_timeout: Duration,
+    /// A new connection that sends nothing for this long is closed.
+    pub first_byte_timeout: Duration,
+    /// A kept-alive connection with no traffic in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most open connections; past it a new connection gets a 503 `server.busy` and is
+    /// closed. `None`: three quarters of the open-file limit, leaving at least 128 files.
+    pub max_connections: Option<usize>,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
     pub auth: AuthConfig,
@@ -76,6 +83,9 @@ impl Default for WebConfig {
             max_headers: 100,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: None,
             shutdown_grace: Duration::from_secs(10),
             auth: AuthConfig::default(),
             hooks: BTreeMap::new(),
@@ -93,6 +103,8 @@ pub struct AppInner {
     /// Committed events, pushed (for SSE and the live UI).
     pub feed: EventFeed,
     pub sessions: auth::Sessions,
+    /// Webhook deliveries seen within their source's replay window.
+    pub replays: hooks::Replays,
     /// Cancelled on shutdown: ends open event streams so shutdown does not wait for them.
     pub shutdown: CancellationToken,
     /// The OpenAPI document, rendered once.
@@ -114,6 +126,7 @@ impl AppState {
             config,
             feed,
             sessions: auth::Sessions::default(),
+            replays: hooks::Replays::default(),
             shutdown: CancellationToken::new(),
             openapi: openapi::document_json(),
             store_description: node.store().describe(),
@@ -143,7 +156,24 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.shutdown_grace;
-    let slow_limit = state.config.request_timeout + state.config.header_read_timeout;
+    let limits = conn::Limits {
+        slow: state.config.request_timeout + state.config.header_read_timeout,
+        first_byte: state.config.first_byte_timeout,
+        idle: state.config.idle_timeout,
+    };
+    let max_connections = state
+        .config
+        .max_connections
+        .unwrap_or_else(|| conn::default_max_connections(conn::open_files_limit()));
+    tracing::info!(
+        max_connections,
+        first_byte_ms = limits.first_byte.as_millis() as u64,
+        idle_ms = limits.idle.as_millis() as u64,
+        "connection limits"
+    );
+    let gate = conn::Gate::new(max_connections);
+    let mut backoff = conn::AcceptBackoff::default();
+    let mut refused_at: Option<std::time::Instant> = None;
     let stop_streams = state.shutdown.clone();
     let router = app(state.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -152,13 +182,25 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _peer) = match accepted {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        backoff.succeeded();
+                        c
+                    }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        tokio::time::sleep(backoff.failed(&e)).await;
                         continue;
                     }
+                };
+                let Some(admitted) = gate.admit() else {
+                    // At the limit: a clear refusal instead of a stalled connection. The
+                    // answer fits the socket buffer, so it is written without waiting.
+                    let _ = stream.try_write(&conn::refusal_bytes(503));
+                    if refused_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(max_connections, "connection refused: at the connection limit (logged at most every 10 s)");
+                        refused_at = Some(std::time::Instant::now());
+                    }
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let router = router.clone();
@@ -184,14 +226,18 @@ pub async fn serve(
                     }
                 });
                 // The watchdog runs beside the connection (not polled with it on every wake-up)
-                // and ends with it.
+                // and ends with it; the connection's place is freed when both are done.
                 let abort = conn_task.abort_handle();
                 tokio::spawn(async move {
+                    let _admitted = admitted;
                     tokio::select! {
                         _ = conn_task => {}
-                        () = conn::watchdog(pending, slow_limit) => {
+                        why = conn::watchdog(pending, limits) => {
                             abort.abort();
-                            tracing::info!("closed a connection whose request was not complete in time");
+                            match why {
+                                conn::Closed::Slow => tracing::info!("closed a connection whose request was not complete in time"),
+                                conn::Closed::Silent | conn::Closed::Idle => tracing::debug!(reason = ?why, "closed an idle connection"),
+                            }
                         }
                     }
                 });

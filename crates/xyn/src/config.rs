@@ -39,6 +39,12 @@ pub struct WebSection {
     pub max_upload_bytes: Option<usize>,
     /// Largest total request header size in bytes (431 above it).
     pub max_header_bytes: Option<usize>,
+    /// A new connection that sends nothing for this long is closed, e.g. "10s".
+    pub first_byte_timeout: Option<String>,
+    /// A kept-alive connection without traffic for this long is closed, e.g. "60s".
+    pub idle_timeout: Option<String>,
+    /// Most open connections (default: three quarters of the open-file limit).
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +64,14 @@ pub struct HookSection {
     pub prefix: String,
     /// The environment variable holding the source's shared secret.
     pub secret_env: Option<String>,
+    /// How the secret is checked: shared (default), github, standard, stripe.
+    pub scheme: Option<String>,
+    /// The event names (before the prefix) a delivery may select.
+    pub events: Option<Vec<String>>,
+    /// How long delivery ids and signatures are remembered, e.g. "24h".
+    pub replay_window: Option<String>,
+    /// How far a signed timestamp may be from the node's clock, e.g. "5m".
+    pub max_skew: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +232,17 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         web.header_read_timeout =
             std::time::Duration::from_millis(duration("header_read_timeout", &t)?);
     }
+    if let Some(t) = file.web.first_byte_timeout {
+        web.first_byte_timeout =
+            std::time::Duration::from_millis(duration("first_byte_timeout", &t)?.max(100));
+    }
+    if let Some(t) = file.web.idle_timeout {
+        web.idle_timeout = std::time::Duration::from_millis(duration("idle_timeout", &t)?.max(100));
+    }
+    if let Some(n) = file.web.max_connections {
+        anyhow::ensure!(n > 0, "[web] max_connections must be at least 1");
+        web.max_connections = Some(n);
+    }
     if let Some(n) = file.web.max_upload_bytes {
         web.max_upload_bytes = n;
     }
@@ -262,16 +287,38 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
             })?),
             None => None,
         };
-        web.hooks.insert(
-            name,
-            xyn_web::HookConfig {
-                event_name: h.event_name,
-                name_from: h.name_from,
-                name_from_header: h.name_from_header,
-                prefix: h.prefix,
-                secret,
-            },
-        );
+        let mut hook = xyn_web::HookConfig {
+            event_name: h.event_name,
+            name_from: h.name_from,
+            name_from_header: h.name_from_header,
+            events: h
+                .events
+                .map(|v| v.iter().map(|e| e.trim().to_ascii_lowercase()).collect()),
+            prefix: h.prefix,
+            secret,
+            ..Default::default()
+        };
+        if let Some(sc) = &h.scheme {
+            hook.scheme = xyn_web::HookScheme::parse(sc).with_context(|| {
+                format!(
+                    "[hooks.{name}] scheme must be shared, github, standard or stripe, not {sc:?}"
+                )
+            })?;
+        }
+        if let Some(w) = &h.replay_window {
+            hook.replay_window = std::time::Duration::from_millis(duration("replay_window", w)?);
+        }
+        if let Some(w) = &h.max_skew {
+            hook.max_skew = std::time::Duration::from_millis(duration("max_skew", w)?);
+        }
+        hook.check()
+            .map_err(|e| anyhow::anyhow!("[hooks.{name}]: {e}"))?;
+        if hook.secret.is_none() && web.auth.enabled() {
+            anyhow::bail!(
+                "[hooks.{name}]: this node has API tokens, so the source needs its own secret (secret_env); webhooks never authenticate with API tokens"
+            );
+        }
+        web.hooks.insert(name, hook);
     }
     let retention_ms = env("XYN_RETENTION_WINDOW")
         .or(file.retention.window)

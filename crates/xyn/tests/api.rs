@@ -1370,7 +1370,7 @@ async fn the_event_stream_pushes_and_resumes_with_last_event_id() {
 async fn webhooks_map_bodies_to_events() {
     let node = Node::builder()
         .env("XYN_HOOK_GH_SECRET", "gh-secret-value")
-        .toml("[hooks.checkmk]\nevent_name = \"checkmk.alert\"\n\n[hooks.gh]\nname_from_header = \"X-GitHub-Event\"\nprefix = \"github.\"\nsecret_env = \"XYN_HOOK_GH_SECRET\"\n\n[hooks.typed]\nname_from = \"/type\"\nprefix = \"ext.\"\n")
+        .toml("[hooks.checkmk]\nevent_name = \"checkmk.alert\"\n\n[hooks.gh]\nname_from_header = \"X-GitHub-Event\"\nevents = [\"push\", \"pull_request\"]\nprefix = \"github.\"\nsecret_env = \"XYN_HOOK_GH_SECRET\"\n\n[hooks.typed]\nname_from = \"/type\"\nprefix = \"ext.\"\n")
         .start();
     let r = call(
         &node,
@@ -1419,10 +1419,11 @@ async fn webhooks_map_bodies_to_events() {
         .await
         .unwrap();
     assert_eq!(raw.status(), 400);
+    // An unknown source answers like a wrong signature (sources cannot be probed).
     err(
         &post(&node, "/hooks/unknown", json!({})).await,
-        404,
-        "hook.unknown_source",
+        401,
+        "hook.bad_signature",
     );
 
     // A source with a secret: Bearer or an HMAC signature of the body.
