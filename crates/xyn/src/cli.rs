@@ -57,6 +57,15 @@ pub enum Command {
     /// Install, list and run sandboxed action packages (wasm, Lua, JavaScript).
     #[command(subcommand)]
     Action(ActionCmd),
+    /// Ed25519 signing keys for packs.
+    #[command(subcommand)]
+    Key(crate::pack_cmd::KeyCmd),
+    /// The node's trusted pack publishers.
+    #[command(subcommand)]
+    Trust(crate::pack_cmd::TrustCmd),
+    /// Build, sign, verify, inspect, install, list and remove packs.
+    #[command(subcommand)]
+    Pack(crate::pack_cmd::PackCmd),
     /// Check the store, migrations, leases, outbox lag, NATS and the sandbox protections.
     Doctor(crate::doctor::DoctorArgs),
     /// Remove events and footprints older than a window (keeping a signed checkpoint).
@@ -382,6 +391,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Blueprint(cmd) => rt()?.block_on(blueprint(cmd)),
         Command::Run(cmd) => rt()?.block_on(run_cmd(cmd)),
         Command::Action(cmd) => crate::action_cmd::run(cmd),
+        Command::Key(cmd) => crate::pack_cmd::key(cmd),
+        Command::Trust(cmd) => crate::pack_cmd::trust(cmd),
+        Command::Pack(cmd) => crate::pack_cmd::pack(cmd),
         Command::SandboxWorker { args } => {
             let args = xyn_sandbox::worker::WorkerArgs::parse(&args)
                 .map_err(|e| anyhow::anyhow!("sandbox-worker: {e}"))?;

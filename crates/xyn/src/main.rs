@@ -9,6 +9,8 @@ mod config;
 mod doctor;
 mod nats;
 mod output;
+mod pack_cmd;
+mod pack_install;
 mod retention;
 mod serve;
 

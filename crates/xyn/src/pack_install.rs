@@ -1,0 +1,483 @@
+//! Installing and removing packs in a data directory, and the one place pack and trust
+//! commands touch the node's store (`record_event`, `commit`).
+//!
+//! ```text
+//! <data-dir>/packs/<id>/pack.xynpack            the archive as installed
+//! <data-dir>/packs/<id>/pack.xynpack.sig.json   its envelope (when signed)
+//! <data-dir>/packs/<id>/record.json             id, version, digests, signers, contents
+//! ```
+//!
+//! Install order: verify (digests, signature by a trusted key unless `--allow-unsigned`),
+//! the Xyn range, dependencies, then every blueprint is compiled and every action package
+//! checked *before* anything changes; then the actions are installed, the blueprint versions
+//! and the `xyn.pack.installed` event are committed in one store batch, and the record is
+//! written (through a temporary directory and a rename).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use xyn_core::event::Event;
+use xyn_core::records::BlueprintVersion;
+use xyn_core::{EventId, Resource, Timestamp};
+use xyn_pack::keys::TrustStore;
+use xyn_pack::verify::{KeyPolicy, verify_pack};
+use xyn_pack::{PackError, XYN_VERSION, codes};
+use xyn_store::WriteBatch;
+
+use crate::cli::StoreArgs;
+
+pub const TRUST_ADDED: &str = "xyn.trust.added";
+pub const TRUST_REMOVED: &str = "xyn.trust.removed";
+pub const PACK_INSTALLED: &str = "xyn.pack.installed";
+pub const PACK_REMOVED: &str = "xyn.pack.removed";
+
+fn now() -> Timestamp {
+    Timestamp::from_micros(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64),
+    )
+}
+
+fn actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+fn event(env_id: &str, name: &str, resource: (&str, &str), data: Value) -> Event {
+    Event {
+        event_id: EventId(uuid::Uuid::now_v7()),
+        event_name: name.to_string(),
+        occurred_at: now(),
+        env_id: env_id.to_string(),
+        actor: actor(),
+        correlation_id: uuid::Uuid::now_v7().to_string(),
+        run_id: None,
+        step_id: None,
+        resource: Some(Resource {
+            kind: resource.0.to_string(),
+            id: resource.1.to_string(),
+        }),
+        data,
+    }
+}
+
+/// Commits one batch to the node's store (SQLite in the data dir, or --database-url).
+/// The only store access of the pack and trust commands.
+fn commit(
+    data_dir: &Path,
+    store: &StoreArgs,
+    build: impl FnOnce(&str, Vec<BlueprintVersion>) -> WriteBatch,
+    blueprints: Vec<(std::sync::Arc<xyn_core::blueprint::Plan>, String, String)>,
+) -> Result<Vec<BlueprintVersion>> {
+    let env_id = crate::config::load(None)?.node.env_id;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let opened = crate::serve::open_store(data_dir, store, true).await?;
+        let r = async {
+            let mut versions = Vec::new();
+            for (plan, text, origin) in blueprints {
+                let latest = opened
+                    .store
+                    .get_blueprint(&plan.id, None)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                if latest.as_ref().is_some_and(|l| l.digest == plan.digest) {
+                    continue;
+                }
+                versions.push(BlueprintVersion {
+                    blueprint_id: plan.id.clone(),
+                    version: latest.as_ref().map_or(1, |l| l.version + 1),
+                    name: plan.name.clone(),
+                    definition: plan.definition.clone(),
+                    source: text,
+                    digest: plan.digest.clone(),
+                    created_at: now(),
+                    created_by: actor(),
+                    origin,
+                });
+            }
+            let batch = build(&env_id, versions.clone());
+            opened
+                .store
+                .commit(batch)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("cannot write to the store")?;
+            Ok::<_, anyhow::Error>(versions)
+        }
+        .await;
+        opened.close();
+        r
+    })
+}
+
+/// Records one audit event in the node's log.
+pub fn record_event(
+    data_dir: &Path,
+    store: &StoreArgs,
+    name: &str,
+    resource: (&str, &str),
+    data: Value,
+) -> Result<()> {
+    commit(
+        data_dir,
+        store,
+        |env, _| WriteBatch {
+            events: vec![event(env, name, resource, data)],
+            ..Default::default()
+        },
+        Vec::new(),
+    )?;
+    Ok(())
+}
+
+fn packs_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("packs")
+}
+
+/// The installed packs' records, sorted by id.
+pub fn installed(data_dir: &Path) -> Result<Vec<Value>, PackError> {
+    let dir = packs_dir(data_dir);
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(PackError::io(dir.display(), e)),
+    };
+    let mut out = Vec::new();
+    for ent in rd.filter_map(Result::ok) {
+        let name = ent.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let p = ent.path().join("record.json");
+        if let Ok(b) = std::fs::read(&p)
+            && let Ok(v) = serde_json::from_slice::<Value>(&b)
+        {
+            out.push(v);
+        }
+    }
+    out.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Ok(out)
+}
+
+fn installed_versions(data_dir: &Path) -> Result<BTreeMap<String, semver::Version>, PackError> {
+    Ok(installed(data_dir)?
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r["id"].as_str()?.to_string(),
+                semver::Version::parse(r["version"].as_str()?).ok()?,
+            ))
+        })
+        .collect())
+}
+
+/// The action packages of a pack: `actions/<name>/...` grouped by name.
+fn action_dirs(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<(String, &[u8])>> {
+    let mut out: BTreeMap<String, Vec<(String, &[u8])>> = BTreeMap::new();
+    for (p, b) in files {
+        if let Some(rest) = p.strip_prefix("actions/")
+            && let Some((name, rel)) = rest.split_once('/')
+        {
+            out.entry(name.to_string())
+                .or_default()
+                .push((rel.to_string(), b.as_slice()));
+        }
+    }
+    out
+}
+
+/// Installs a pack. The outer `Result` is an operational failure (store unreachable); the
+/// inner one a refusal with a stable code, before anything changed.
+pub fn install(
+    file: &Path,
+    envelope: Option<&[u8]>,
+    data_dir: &Path,
+    store: &StoreArgs,
+    allow_unsigned: bool,
+) -> Result<Result<Value, PackError>> {
+    let trust = match TrustStore::load(data_dir) {
+        Ok(t) => t,
+        Err(e) => return Ok(Err(e)),
+    };
+    // An envelope that is there must be intact even with --allow-unsigned; that flag only
+    // waives the need for a trusted signer.
+    let verified = match (envelope, allow_unsigned) {
+        (Some(env), true) => verify_pack(file, Some(env), &KeyPolicy::Report(trust), true),
+        (None, true) => xyn_pack::Pack::read(file, true).map(|pack| xyn_pack::Verified {
+            pack,
+            signers: Vec::new(),
+            statement: Value::Null,
+            builder_id: String::new(),
+        }),
+        (env, false) => verify_pack(file, env, &KeyPolicy::Trusted(trust), true),
+    };
+    let v = match verified {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let m = &v.pack.manifest;
+    if let Err(e) = m.check_compatible(XYN_VERSION) {
+        return Ok(Err(e));
+    }
+    let versions = match installed_versions(data_dir) {
+        Ok(x) => x,
+        Err(e) => return Ok(Err(e)),
+    };
+    if let Err(e) = m.check_dependencies(&versions) {
+        return Ok(Err(e));
+    }
+    let files = &v.pack.files;
+    if files.keys().any(|p| p.starts_with("migrations/")) {
+        return Ok(Err(PackError::invalid(
+            "this Xyn does not run pack migrations yet; the pack has files in migrations/",
+        )));
+    }
+
+    // Stage and check every action package.
+    let layout = xyn_sandbox::install::Layout::new(data_dir);
+    if let Err(e) = layout.ensure() {
+        return Ok(Err(PackError::new(codes::IO, e.message)));
+    }
+    let staging = packs_dir(data_dir).join(format!(".staging-{}", uuid::Uuid::now_v7()));
+    let result = (|| -> Result<Result<Value, PackError>> {
+        let mut actions = Vec::new();
+        for (name, entries) in action_dirs(files) {
+            let dir = staging.join("actions").join(&name);
+            for (rel, bytes) in entries {
+                let p = dir.join(&rel);
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                }
+                std::fs::write(&p, bytes)
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
+            match xyn_sandbox::Manifest::load(&dir) {
+                Ok(am) if am.name == name => actions.push((name, dir)),
+                Ok(am) => {
+                    return Ok(Err(PackError::invalid(format!(
+                        "actions/{name}/ holds an action named {:?}; the folder must be its name",
+                        am.name
+                    ))
+                    .with_file(format!("actions/{name}/xyn-action.toml"))));
+                }
+                Err(e) => {
+                    return Ok(Err(PackError::invalid(format!(
+                        "actions/{name}: {}: {}",
+                        e.code, e.message
+                    ))
+                    .with_file(format!("actions/{name}/xyn-action.toml"))));
+                }
+            }
+        }
+        // Compile every blueprint against the built-ins, the installed actions and the
+        // pack's own.
+        let registry = xyn_actions::Registry::with_builtins();
+        let mut known: std::collections::BTreeSet<String> = layout
+            .installed()
+            .into_iter()
+            .filter_map(|r| r.ok().map(|(m, _)| m.name))
+            .collect();
+        known.extend(actions.iter().map(|(n, _)| n.clone()));
+        let is_known = |a: &str| registry.contains(a) || known.contains(a);
+        let venv = xyn_core::blueprint::ValidationEnv {
+            is_known_action: &is_known,
+            known_providers: xyn_core::blueprint::PROVIDERS,
+        };
+        let mut plans = Vec::new();
+        for (p, bytes) in files {
+            let Some(rel) = p.strip_prefix("blueprints/") else {
+                continue;
+            };
+            if !(rel.ends_with(".yaml") || rel.ends_with(".yml") || rel.ends_with(".json")) {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                return Ok(Err(
+                    PackError::invalid(format!("{p} is not UTF-8")).with_file(p)
+                ));
+            };
+            match xyn_core::blueprint::compile_text(text, &venv) {
+                Ok(plan) => plans.push((
+                    plan,
+                    text.to_string(),
+                    format!("pack:{}@{}:{p}", m.id, m.version),
+                )),
+                Err(issues) => {
+                    let first = issues
+                        .first()
+                        .map(|i| format!("{} {}", i.path, i.message))
+                        .unwrap_or_default();
+                    return Ok(Err(PackError::invalid(format!(
+                        "{p} is not a valid blueprint: {first}"
+                    ))
+                    .with_file(p)));
+                }
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (plan, _, origin) in &plans {
+            if !ids.insert(plan.id.clone()) {
+                return Ok(Err(PackError::invalid(format!(
+                    "two blueprints of the pack have the id {} ({origin})",
+                    plan.id
+                ))));
+            }
+        }
+
+        // Everything checked: apply. Actions first (each replaced atomically by the
+        // installer), then the blueprints and the event in one store batch, then the record.
+        let mut installed_actions = Vec::new();
+        for (name, dir) in &actions {
+            match xyn_sandbox::install::install(dir, &layout) {
+                Ok(am) => installed_actions.push(json!({
+                    "name": am.name, "runtime": am.runtime.as_str(),
+                    "capabilities": am.capabilities,
+                })),
+                Err(e) => {
+                    return Ok(Err(PackError::invalid(format!(
+                        "action {name} does not install: {}: {}",
+                        e.code, e.message
+                    ))
+                    .with_file(format!("actions/{name}"))));
+                }
+            }
+        }
+        let signers = serde_json::to_value(&v.signers)?;
+        let unsigned = v.signers.iter().all(|s| s.trusted_as.is_none());
+        let record_base = json!({
+            "id": m.id,
+            "version": m.version.to_string(),
+            "description": m.description,
+            "xyn": m.xyn.to_string(),
+            "depends": m.to_json()["depends"],
+            "sha256": v.pack.archive_sha256,
+            "tree": v.pack.digests.tree,
+            "signers": signers,
+            "builder": v.builder_id,
+            "allow_unsigned": allow_unsigned && unsigned,
+            "actions": installed_actions,
+        });
+        let (id, version) = (m.id.clone(), m.version.to_string());
+        let data = record_base.clone();
+        let applied = commit(
+            data_dir,
+            store,
+            |env, versions| {
+                let mut events: Vec<Event> = versions
+                    .iter()
+                    .map(|bv| {
+                        event(
+                            env,
+                            xyn_core::names::BLUEPRINT_APPLIED,
+                            ("blueprint", &bv.blueprint_id),
+                            json!({
+                                "blueprint_id": bv.blueprint_id, "version": bv.version,
+                                "digest": bv.digest, "origin": bv.origin,
+                                "previous_version": (bv.version > 1).then_some(bv.version - 1),
+                            }),
+                        )
+                    })
+                    .collect();
+                let mut d = data;
+                d["blueprints"] = versions
+                    .iter()
+                    .map(|bv| json!({"id": bv.blueprint_id, "version": bv.version}))
+                    .collect();
+                events.push(event(env, PACK_INSTALLED, ("pack", &id), d));
+                WriteBatch {
+                    events,
+                    blueprint_versions: versions,
+                    ..Default::default()
+                }
+            },
+            plans.clone(),
+        )?;
+        let mut record = record_base;
+        record["blueprints"] = plans
+            .iter()
+            .map(|(p, _, _)| {
+                let ver = applied
+                    .iter()
+                    .find(|bv| bv.blueprint_id == p.id)
+                    .map(|bv| bv.version);
+                json!({"id": p.id, "digest": p.digest, "version": ver})
+            })
+            .collect();
+        record["installed_at"] = json!(now());
+        record["provenance"] = v.statement.clone();
+        // The record directory, swapped in whole.
+        let rec_tmp = staging.join("record");
+        std::fs::create_dir_all(&rec_tmp)?;
+        std::fs::copy(file, rec_tmp.join("pack.xynpack"))?;
+        if let Some(env) = envelope {
+            std::fs::write(rec_tmp.join("pack.xynpack.sig.json"), env)?;
+        }
+        std::fs::write(
+            rec_tmp.join("record.json"),
+            serde_json::to_vec_pretty(&record)?,
+        )?;
+        let dest = packs_dir(data_dir).join(&m.id);
+        let old = staging.join("old");
+        if dest.exists() {
+            std::fs::rename(&dest, &old)?;
+        }
+        std::fs::rename(&rec_tmp, &dest)
+            .with_context(|| format!("cannot write {}", dest.display()))?;
+        let _ = version;
+        Ok(Ok(record))
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+/// Removes an installed pack: its record goes, and the actions it installed unless another
+/// installed pack provides them too. Blueprint versions stay (versions are immutable, and
+/// runs started on them keep running).
+pub fn remove(id: &str, data_dir: &Path, store: &StoreArgs) -> Result<Result<(), PackError>> {
+    let all = match installed(data_dir) {
+        Ok(a) => a,
+        Err(e) => return Ok(Err(e)),
+    };
+    let Some(rec) = all.iter().find(|r| r["id"] == id) else {
+        return Ok(Err(PackError::new(
+            "pack.not_found",
+            format!("no pack {id:?} is installed"),
+        )));
+    };
+    let others: std::collections::BTreeSet<&str> = all
+        .iter()
+        .filter(|r| r["id"] != id)
+        .flat_map(|r| r["actions"].as_array().into_iter().flatten())
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    let layout = xyn_sandbox::install::Layout::new(data_dir);
+    let mut removed = Vec::new();
+    for a in rec["actions"].as_array().into_iter().flatten() {
+        if let Some(n) = a["name"].as_str()
+            && !others.contains(n)
+        {
+            let _ = std::fs::remove_dir_all(layout.package(n));
+            removed.push(n.to_string());
+        }
+    }
+    let dir = packs_dir(data_dir).join(id);
+    std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    record_event(
+        data_dir,
+        store,
+        PACK_REMOVED,
+        ("pack", id),
+        json!({"id": id, "version": rec["version"], "actions_removed": removed}),
+    )?;
+    Ok(Ok(()))
+}
