@@ -8,6 +8,7 @@
 
 pub mod builtin;
 pub mod http;
+pub mod net;
 pub mod ssh;
 
 use std::collections::BTreeMap;
