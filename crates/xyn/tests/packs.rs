@@ -500,3 +500,27 @@ fn the_committed_sample_pack_is_reproducible_and_signed_by_the_test_key() {
         ],
     );
 }
+
+#[test]
+fn a_trust_change_that_cannot_be_audited_is_undone() {
+    let k = Kit::new();
+    let d = k.dir();
+    // A store that refuses connections: the audit event cannot be written.
+    let (code, out, err) = xyn(
+        d,
+        &[
+            "trust",
+            "add",
+            "release",
+            &k.pubkey,
+            "--data-dir",
+            "node",
+            "--database-url",
+            "postgres://xyn@127.0.0.1:1/none",
+        ],
+    );
+    assert_ne!(code, 0, "{out}\n{err}");
+    let trusted: Value =
+        serde_json::from_str(&ok(d, &["trust", "list", "--json", "--data-dir", "node"])).unwrap();
+    assert_eq!(trusted, json!([]), "{err}");
+}
