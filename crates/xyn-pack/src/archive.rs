@@ -386,9 +386,15 @@ impl Pack {
     /// Reads and checks an archive; `contents` keeps the files' bytes (for installing),
     /// otherwise they are only hashed.
     pub fn read(path: &Path, contents: bool) -> Result<Pack> {
-        let (archive_sha256, archive_size) = file_sha256(path)?;
+        // One pass over the file: the archive's own sha256 is taken from the bytes as the
+        // decompressor reads them (and whatever follows the tar end is drained into it).
         let f = std::fs::File::open(path).map_err(|e| PackError::io(path.display(), e))?;
-        let gz = flate2::read::GzDecoder::new(std::io::BufReader::with_capacity(1 << 20, f));
+        let raw = Hashing {
+            inner: std::io::BufReader::with_capacity(1 << 20, f),
+            hash: Sha256::new(),
+            n: 0,
+        };
+        let gz = flate2::read::GzDecoder::new(raw);
         let mut ar = tar::Archive::new(gz);
         let entries = ar
             .entries()
@@ -460,6 +466,13 @@ impl Pack {
                 files.insert(p, buf);
             }
         }
+        let mut gz = ar.into_inner();
+        std::io::copy(&mut gz, &mut std::io::sink())
+            .map_err(|e| PackError::invalid(format!("not a pack archive: {e}")))?;
+        let mut raw = gz.into_inner();
+        std::io::copy(&mut raw, &mut std::io::sink())
+            .map_err(|e| PackError::io(path.display(), e))?;
+        let (archive_sha256, archive_size) = (hex::encode(raw.hash.finalize()), raw.n);
         let Some(digest_bytes) = digest_bytes else {
             return Err(PackError::new(
                 codes::DIGEST_MISMATCH,

@@ -154,6 +154,11 @@ fn two_builds_of_the_same_tree_are_byte_identical() {
     let p = Pack::read(&a, true).unwrap();
     assert_eq!(p.manifest.id, "acme.hello");
     assert_eq!(p.files.len(), 4);
+    let (sha, size) = xyn_pack::archive::file_sha256(&a).unwrap();
+    assert_eq!(
+        (p.archive_sha256.as_str(), p.archive_size),
+        (sha.as_str(), size)
+    );
     assert_eq!(p.digests.files.len(), 4);
 }
 

@@ -220,13 +220,17 @@ pub fn trust(cmd: TrustCmd) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Ok((_, key)) => {
-                pack_install::record_event(
+                // A change that cannot be audited is undone.
+                if let Err(e) = pack_install::record_event(
                     &data_dir,
                     &store,
                     pack_install::TRUST_ADDED,
                     ("trust", &name),
                     json!({"name": name, "public_key": key}),
-                )?;
+                ) {
+                    let _ = TrustStore::remove(&data_dir, &name);
+                    return Err(e.context("the trust change was undone"));
+                }
                 println!("trusted {name} = {key}");
                 Ok(ExitCode::SUCCESS)
             }
@@ -262,13 +266,16 @@ pub fn trust(cmd: TrustCmd) -> Result<ExitCode> {
             store,
         } => match TrustStore::remove(&data_dir, &name) {
             Ok(key) => {
-                pack_install::record_event(
+                if let Err(e) = pack_install::record_event(
                     &data_dir,
                     &store,
                     pack_install::TRUST_REMOVED,
                     ("trust", &name),
                     json!({"name": name, "public_key": key}),
-                )?;
+                ) {
+                    let _ = TrustStore::add(&data_dir, &name, &key);
+                    return Err(e.context("the trust change was undone"));
+                }
                 println!("no longer trusted: {name} ({key})");
                 Ok(ExitCode::SUCCESS)
             }

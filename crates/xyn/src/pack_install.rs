@@ -9,9 +9,10 @@
 //!
 //! Install order: verify (digests, signature by a trusted key unless `--allow-unsigned`),
 //! the Xyn range, dependencies, then every blueprint is compiled and every action package
-//! checked *before* anything changes; then the actions are installed, the blueprint versions
-//! and the `xyn.pack.installed` event are committed in one store batch, and the record is
-//! written (through a temporary directory and a rename).
+//! checked *before* anything changes; then the actions are installed (packages they replace
+//! are moved aside first), the blueprint versions and the `xyn.pack.installed` event are
+//! committed in one store batch, and the record is written (through a temporary directory
+//! and a rename). A failure at any of these steps puts the previous action packages back.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -248,6 +249,12 @@ pub fn install(
         return Ok(Err(PackError::new(codes::IO, e.message)));
     }
     let staging = packs_dir(data_dir).join(format!(".staging-{}", uuid::Uuid::now_v7()));
+    // Action packages this install put in place, and the ones it moved aside: on any failure
+    // after the first action is installed, they are put back as they were.
+    let mut placed: Vec<PathBuf> = Vec::new();
+    let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
+    // Once the store has the new versions, the actions stay whatever happens next.
+    let mut committed = false;
     let result = (|| -> Result<Result<Value, PackError>> {
         let mut actions = Vec::new();
         for (name, entries) in action_dirs(files) {
@@ -334,10 +341,21 @@ pub fn install(
             }
         }
 
-        // Everything checked: apply. Actions first (each replaced atomically by the
-        // installer), then the blueprints and the event in one store batch, then the record.
+        // Everything checked: apply. Actions first (an existing package is moved aside
+        // first, so it can be put back), then the blueprints and the event in one store
+        // batch, then the record.
         let mut installed_actions = Vec::new();
+        let aside = staging.join("actions-before");
         for (name, dir) in &actions {
+            let dest = layout.package(name);
+            if dest.exists() {
+                std::fs::create_dir_all(&aside)?;
+                let backup = aside.join(name);
+                std::fs::rename(&dest, &backup)
+                    .with_context(|| format!("cannot move {} aside", dest.display()))?;
+                moved.push((dest.clone(), backup));
+            }
+            placed.push(dest);
             match xyn_sandbox::install::install(dir, &layout) {
                 Ok(am) => installed_actions.push(json!({
                     "name": am.name, "runtime": am.runtime.as_str(),
@@ -402,6 +420,7 @@ pub fn install(
             },
             plans.clone(),
         )?;
+        committed = true;
         let mut record = record_base;
         record["blueprints"] = plans
             .iter()
@@ -436,6 +455,16 @@ pub fn install(
         let _ = version;
         Ok(Ok(record))
     })();
+    if !committed && !matches!(result, Ok(Ok(_))) {
+        for p in &placed {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        for (dest, backup) in &moved {
+            if let Err(e) = std::fs::rename(backup, dest) {
+                tracing::error!(action = %dest.display(), error = %e, "cannot put an action package back");
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&staging);
     result
 }

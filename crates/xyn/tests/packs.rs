@@ -500,3 +500,75 @@ fn the_committed_sample_pack_is_reproducible_and_signed_by_the_test_key() {
         ],
     );
 }
+
+#[test]
+fn a_trust_change_that_cannot_be_audited_is_undone() {
+    let k = Kit::new();
+    let d = k.dir();
+    // A store that refuses connections: the audit event cannot be written.
+    let (code, out, err) = xyn(
+        d,
+        &[
+            "trust",
+            "add",
+            "release",
+            &k.pubkey,
+            "--data-dir",
+            "node",
+            "--database-url",
+            "postgres://xyn@127.0.0.1:1/none",
+        ],
+    );
+    assert_ne!(code, 0, "{out}\n{err}");
+    let trusted: Value =
+        serde_json::from_str(&ok(d, &["trust", "list", "--json", "--data-dir", "node"])).unwrap();
+    assert_eq!(trusted, json!([]), "{err}");
+}
+
+#[test]
+fn an_install_whose_store_write_fails_puts_the_previous_actions_back() {
+    let k = Kit::new();
+    let d = k.dir();
+    k.trust("node");
+    let v1 = k.pack("v1.xynpack", None);
+    ok(d, &["pack", "install", s(&v1), "--data-dir", "node"]);
+    let lua = d.join("node/actions/examples.greet/greet.lua");
+    let before = std::fs::read(&lua).unwrap();
+    // Version 2 changes the action; its install fails at the store (refusing connections).
+    let src = d.join("v2");
+    copy_tree(&sample_src(), &src);
+    std::fs::write(
+        src.join("actions/examples.greet/greet.lua"),
+        "function handle(i) return {greeting = \"v2\"} end\n",
+    )
+    .unwrap();
+    let m = std::fs::read_to_string(src.join("xyn-pack.toml")).unwrap();
+    std::fs::write(src.join("xyn-pack.toml"), m.replace("1.0.0", "2.0.0")).unwrap();
+    let v2 = k.pack("v2.xynpack", Some(&src));
+    let (code, out, err) = xyn(
+        d,
+        &[
+            "pack",
+            "install",
+            s(&v2),
+            "--data-dir",
+            "node",
+            "--database-url",
+            "postgres://xyn@127.0.0.1:1/none",
+        ],
+    );
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        std::fs::read(&lua).unwrap(),
+        before,
+        "the v1 action is back"
+    );
+    let packs = k.installed("node");
+    assert_eq!(packs.len(), 1);
+    assert_eq!(packs[0]["version"], "1.0.0");
+    let left: Vec<_> = std::fs::read_dir(d.join("node/packs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["examples.hello"], "no staging left behind");
+}
