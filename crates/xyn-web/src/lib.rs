@@ -22,6 +22,7 @@ pub mod extract;
 pub mod hardening;
 pub mod hooks;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod sse;
 pub mod ui;
@@ -105,6 +106,8 @@ pub struct AppInner {
     pub sessions: auth::Sessions,
     /// Webhook deliveries seen within their source's replay window.
     pub replays: hooks::Replays,
+    /// Failed logins and bearer tokens.
+    pub limiter: ratelimit::Limiter,
     /// Cancelled on shutdown: ends open event streams so shutdown does not wait for them.
     pub shutdown: CancellationToken,
     /// The OpenAPI document, rendered once.
@@ -127,6 +130,7 @@ impl AppState {
             feed,
             sessions: auth::Sessions::default(),
             replays: hooks::Replays::default(),
+            limiter: ratelimit::Limiter::default(),
             shutdown: CancellationToken::new(),
             openapi: openapi::document_json(),
             store_description: node.store().describe(),
@@ -181,7 +185,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(c) => {
                         backoff.succeeded();
                         c
@@ -212,6 +216,8 @@ pub async fn serve(
                         if let Some(resp) = edge::health_fast(&state, &req) {
                             return Ok(resp);
                         }
+                        let mut req = req;
+                        req.extensions_mut().insert(ratelimit::ClientAddr(peer.ip()));
                         router.oneshot(req.map(Body::new)).await
                     }
                 });

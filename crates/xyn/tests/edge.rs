@@ -548,3 +548,75 @@ async fn hooks_authenticate_by_their_own_scheme_and_cannot_be_enumerated() {
     .await;
     assert_eq!((c, &ec["error"]["message"]), (a, &ea["error"]["message"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_are_rate_limited_and_aggregated_into_few_events() {
+    let node = Node::builder().env("XYN_API_TOKEN", API_TOKEN).start();
+    // The attacker comes from 127.0.0.2; the operator reads from 127.0.0.1.
+    let _ = client(); // installs the TLS crypto provider reqwest needs
+    let attacker = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let mut limited = None;
+    for i in 0..200 {
+        let r = attacker
+            .get(format!("{}/api/v1/events", node.url))
+            .bearer_auth(format!("wrong-token-{i:08}-xxxxxxxx"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some((i, r));
+            break;
+        }
+        assert_eq!(r.status(), 401);
+    }
+    let (i, r) = limited.expect("never rate limited");
+    assert!(i <= 25, "limited only after {i} failures");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "auth.rate_limited");
+    // While limited even the right token is not looked at, and the login page refuses too.
+    let r = attacker
+        .get(format!("{}/api/v1/events", node.url))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let r = attacker
+        .post(format!("{}/ui/login", node.url))
+        .header("cookie", "xyn_csrf=c0ffee")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=wrong&csrf=c0ffee")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // Another client is not limited; the flood left one event so far (its burst's summary
+    // comes when the burst ends), not one per failure.
+    let r = client()
+        .get(format!(
+            "{}/api/v1/events?event_name=xyn.auth.**&limit=100",
+            node.url
+        ))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let failed = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_name"] == "xyn.auth.login.failed")
+        .count();
+    assert_eq!(failed, 1, "{v}");
+}
