@@ -19,6 +19,19 @@ pub struct HealthDto {
     pub uptime_seconds: u64,
     #[schema(format = DateTime)]
     pub now: String,
+    pub store: StoreHealthDto,
+    /// How far the outbox dispatcher (NATS) is behind; only on nodes that dispatch it.
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<serde_json::Value>,
+}
+
+/// Whether the store accepts writes, as the node's last commit found.
+#[derive(Serialize, ToSchema)]
+pub struct StoreHealthDto {
+    pub writable: bool,
+    /// Commits refused by the store (disk full, connection lost) since the start.
+    pub write_failures: u64,
 }
 
 #[derive(Serialize, ToSchema)]

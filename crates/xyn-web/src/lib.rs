@@ -73,6 +73,8 @@ pub struct WebConfig {
     pub auth: AuthConfig,
     /// Webhook sources: `POST /hooks/{source}`.
     pub hooks: BTreeMap<String, HookConfig>,
+    /// An outbox dispatcher (NATS) runs: health reports its lag.
+    pub outbox_dispatched: bool,
 }
 
 impl Default for WebConfig {
@@ -90,6 +92,7 @@ impl Default for WebConfig {
             shutdown_grace: Duration::from_secs(10),
             auth: AuthConfig::default(),
             hooks: BTreeMap::new(),
+            outbox_dispatched: false,
         }
     }
 }
@@ -108,6 +111,11 @@ pub struct AppInner {
     pub replays: hooks::Replays,
     /// Failed logins and bearer tokens.
     pub limiter: ratelimit::Limiter,
+    /// The outbox lag as last read, and when.
+    pub outbox: std::sync::Mutex<(Option<std::time::Instant>, Option<xyn_store::OutboxLag>)>,
+    pub outbox_refreshing: std::sync::atomic::AtomicBool,
+    /// When readiness last tried a write while the store was failing.
+    pub write_probe: std::sync::Mutex<Option<std::time::Instant>>,
     /// Cancelled on shutdown: ends open event streams so shutdown does not wait for them.
     pub shutdown: CancellationToken,
     /// The OpenAPI document, rendered once.
@@ -131,6 +139,9 @@ impl AppState {
             sessions: auth::Sessions::default(),
             replays: hooks::Replays::default(),
             limiter: ratelimit::Limiter::default(),
+            outbox: Default::default(),
+            outbox_refreshing: Default::default(),
+            write_probe: Default::default(),
             shutdown: CancellationToken::new(),
             openapi: openapi::document_json(),
             store_description: node.store().describe(),

@@ -620,3 +620,93 @@ async fn wrong_tokens_are_rate_limited_and_aggregated_into_few_events() {
         .count();
     assert_eq!(failed, 1, "{v}");
 }
+
+/// Makes files immutable (writes fail even for root) until dropped.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(files: Vec<std::path::PathBuf>) -> Self {
+        for f in &files {
+            let st = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(f)
+                .status()
+                .unwrap();
+            assert!(st.success(), "chattr +i {}", f.display());
+        }
+        Immutable(files)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(f)
+                .status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_writes_fail_and_recovers() {
+    let node = Node::builder().start();
+    let get = |path: &'static str| {
+        let url = format!("{}{path}", node.url);
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (st, h) = get("/api/v1/health/ready").await;
+    assert_eq!(
+        (st, h["store"]["writable"].as_bool()),
+        (200, Some(true)),
+        "{h}"
+    );
+    // The store's files stop accepting writes (as on a full disk).
+    let data = node.data_dir();
+    let files: Vec<_> = ["xyn.db", "xyn.db-wal"]
+        .iter()
+        .map(|f| data.join(f))
+        .filter(|p| p.exists())
+        .collect();
+    let guard = Immutable::set(files);
+    let r = client()
+        .post(format!("{}/api/v1/events", node.url))
+        .json(&json!({"event_name": "disk.test", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+    // Liveness stays up and says so; readiness refuses with the standard body.
+    let (st, h) = get("/api/v1/health").await;
+    assert_eq!(
+        (st, h["status"].as_str(), h["store"]["writable"].as_bool()),
+        (200, Some("degraded"), Some(false)),
+        "{h}"
+    );
+    let (st, e) = get("/api/v1/health/ready").await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (503, Some("node.not_ready")),
+        "{e}"
+    );
+    // Writes work again: readiness comes back by itself (its probe write succeeds).
+    drop(guard);
+    let started = Instant::now();
+    loop {
+        let (st, h) = get("/api/v1/health/ready").await;
+        if st == 200 {
+            assert_eq!(h["status"], "ok");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still not ready: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -15,11 +15,17 @@ use crate::dto::{AuditReportDto, HealthDto};
 
 /// `GET /ui/health`.
 pub async fn health(State(s): State<AppState>, ui: Ui) -> UiResult<Html<String>> {
+    let writes = s.feed.writes();
     let h = HealthDto {
-        status: "ok",
+        status: if writes.failing() { "degraded" } else { "ok" },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: s.node.uptime().as_secs(),
         now: s.node.now().to_string(),
+        store: crate::dto::StoreHealthDto {
+            writable: !writes.failing(),
+            write_failures: writes.failures(),
+        },
+        outbox: None,
     };
     ui.page(
         "health.html",
