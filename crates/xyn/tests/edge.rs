@@ -710,3 +710,50 @@ async fn readiness_fails_while_writes_fail_and_recovers() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_cursors_are_refused() {
+    let node = Node::builder().start();
+    for i in 0..3 {
+        let r = client()
+            .post(format!("{}/api/v1/events", node.url))
+            .json(&json!({"event_name": "page.test", "data": {"i": i}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let page: Value = client()
+        .get(format!("{}/api/v1/events?limit=1", node.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = page["next_cursor"].as_str().unwrap().to_string();
+    let ok = client()
+        .get(format!("{}/api/v1/events?limit=1&cursor={next}", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // A position the API did not give out: the bare form, and a tampered one.
+    let seq = next
+        .trim_start_matches('c')
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    let tampered = format!("c5.{}", next.rsplit_once('.').unwrap().1);
+    for forged in ["c5".to_string(), format!("c{seq}"), tampered] {
+        let r = client()
+            .get(format!("{}/api/v1/events?cursor={forged}", node.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{forged}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "request.invalid_cursor", "{forged}");
+    }
+}
