@@ -144,33 +144,29 @@ pub async fn note_failure(s: &AppState, client: Option<IpAddr>, method: &'static
     if s.limiter.failed(client) != Record::First {
         return;
     }
-    let _ = s
-        .node
-        .record_audit(
-            "xyn.auth.login.failed",
-            "anonymous",
-            None,
-            None,
-            json!({"method": method, "count": 1}),
-        )
-        .await;
+    record(s, json!({"method": method, "count": 1})).await;
     let s = s.clone();
     tokio::spawn(async move {
         tokio::time::sleep(WINDOW).await;
         if let Some((more, clients)) = s.limiter.end_burst() {
-            let _ = s
-                .node
-                .record_audit(
-                    "xyn.auth.login.failed",
-                    "anonymous",
-                    None,
-                    None,
-                    json!({"method": "burst", "count": more, "clients": clients,
-                        "window_seconds": WINDOW.as_secs()}),
-                )
-                .await;
+            record(
+                &s,
+                json!({"method": "burst", "count": more, "clients": clients,
+                    "window_seconds": WINDOW.as_secs()}),
+            )
+            .await;
         }
     });
+}
+
+async fn record(s: &AppState, data: serde_json::Value) {
+    if let Err(e) = s
+        .node
+        .record_audit("xyn.auth.login.failed", "anonymous", None, None, data)
+        .await
+    {
+        tracing::warn!(code = e.code, error = %e.message, "failed login not recorded");
+    }
 }
 
 #[cfg(test)]
