@@ -13,7 +13,7 @@
 //! someone is subscribed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -36,6 +36,41 @@ pub type Committed = Arc<[StoredEvent]>;
 #[derive(Clone)]
 pub struct EventFeed {
     tx: broadcast::Sender<Committed>,
+    writes: Arc<WriteHealth>,
+}
+
+/// Whether the store accepts writes, as the last commit found (no query of its own: an idle
+/// node stays idle). A commit that fails with [`crate::StoreError::Unavailable`] (disk full,
+/// connection lost) marks it failing; the next successful commit clears it.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    failing: AtomicBool,
+    failures: AtomicU64,
+}
+
+impl WriteHealth {
+    /// The last commit failed because the store could not write.
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+    /// Commits that failed so since the start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+    fn note<T>(&self, r: &StoreResult<T>) {
+        match r {
+            Ok(_) => {
+                if self.failing.load(Ordering::Relaxed) {
+                    self.failing.store(false, Ordering::Relaxed);
+                }
+            }
+            Err(crate::StoreError::Unavailable(_)) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.failing.store(true, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 impl EventFeed {
@@ -48,6 +83,11 @@ impl EventFeed {
     pub fn subscribers(&self) -> usize {
         self.tx.receiver_count()
     }
+
+    /// Whether the store accepts writes, as the last commit found.
+    pub fn writes(&self) -> &WriteHealth {
+        &self.writes
+    }
 }
 
 /// Wraps a store; every successful commit with events is announced on the feed.
@@ -56,6 +96,7 @@ pub struct NotifyingStore {
     tx: broadcast::Sender<Committed>,
     /// The highest `seq` announced so far.
     announced: Arc<AtomicI64>,
+    writes: Arc<WriteHealth>,
 }
 
 impl NotifyingStore {
@@ -65,13 +106,15 @@ impl NotifyingStore {
         let (tx, _) = broadcast::channel(capacity.max(1));
         let announced = Arc::new(AtomicI64::new(-1));
         tokio::spawn(relay(inner.clone(), tx.clone(), announced.clone()));
+        let writes = Arc::new(WriteHealth::default());
         (
             Self {
                 inner,
                 announced,
                 tx: tx.clone(),
+                writes: writes.clone(),
             },
-            EventFeed { tx },
+            EventFeed { tx, writes },
         )
     }
 }
@@ -79,7 +122,9 @@ impl NotifyingStore {
 #[async_trait]
 impl Store for NotifyingStore {
     async fn commit(&self, batch: WriteBatch) -> StoreResult<Vec<StoredEvent>> {
-        let events = self.inner.commit(batch).await?;
+        let result = self.inner.commit(batch).await;
+        self.writes.note(&result);
+        let events = result?;
         // Whoever raises `announced` first (this commit or the relay) announces; a subscriber
         // that then sees a gap reads it from the store.
         if let Some(last) = events.last()

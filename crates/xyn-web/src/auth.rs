@@ -319,9 +319,18 @@ async fn decide(s: &AppState, mut req: Request) -> Result<(Request, Option<Strin
     let (principal, method_used) = if !s.config.auth.enabled() {
         (Some(Principal::local()), AuthMethod::Open)
     } else if let Some(t) = bearer(req.headers()) {
+        let client = req
+            .extensions()
+            .get::<crate::ratelimit::ClientAddr>()
+            .map(|c| c.0);
+        // Over the limit, no token is even looked at (a right guess would not help).
+        if let Err(wait) = s.limiter.check(client) {
+            return Err(rate_limited(wait));
+        }
         match s.config.auth.lookup(t) {
             Some(p) => (Some(p), AuthMethod::Bearer),
             None => {
+                crate::ratelimit::note_failure(s, client, "bearer").await;
                 return Err(with_www_authenticate(deny(
                     ErrorKind::Unauthorized,
                     codes::AUTH_INVALID_TOKEN,
@@ -449,6 +458,22 @@ async fn decide(s: &AppState, mut req: Request) -> Result<(Request, Option<Strin
     req.extensions_mut().insert(principal);
     req.extensions_mut().insert(method_used);
     Ok((req, new_csrf))
+}
+
+/// 429 `auth.rate_limited` with `Retry-After`.
+pub fn rate_limited(wait: Duration) -> Response {
+    let mut r = crate::error::status_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        codes::AUTH_RATE_LIMITED,
+        format!(
+            "too many failed logins or tokens; retry in {} s",
+            wait.as_secs()
+        ),
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 fn with_www_authenticate(mut r: Response) -> Response {

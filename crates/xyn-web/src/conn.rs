@@ -64,6 +64,12 @@ impl Pending {
         }
     }
 
+    /// A request has arrived and nothing has been written since (hyper's own refusal can only
+    /// come then; a response body that happens to look like one is written after its head).
+    fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// `(waiting, answers so far)`.
     fn snapshot(&self) -> (bool, u64) {
         (
@@ -120,6 +126,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
 }
 
 impl<T: AsyncWrite + Unpin> Watched<T> {
+    /// Starts replacing `head` when it is hyper's own refusal of the waiting request.
+    fn catch_refusal(&mut self, head: &[u8]) {
+        if self.rewrite.is_none()
+            && self.pending.is_waiting()
+            && let Some(bytes) = replacement_for(head)
+        {
+            self.rewrite = Some(Rewrite {
+                bytes,
+                written: 0,
+                consumed: head.len(),
+            });
+        }
+    }
+
     /// Writes the pending replacement; `Ready(Ok(n))` with what hyper handed over once done.
     fn drain_rewrite(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         loop {
@@ -148,15 +168,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.rewrite.is_none()
-            && let Some(bytes) = replacement_for(buf)
-        {
-            self.rewrite = Some(Rewrite {
-                bytes,
-                written: 0,
-                consumed: buf.len(),
-            });
-        }
+        self.catch_refusal(buf);
         if self.rewrite.is_some() {
             return self.drain_rewrite(cx);
         }
@@ -173,15 +185,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         // hyper's own refusal is a head alone, in one slice.
-        if self.rewrite.is_none()
-            && let [only] = bufs
-            && let Some(bytes) = replacement_for(only)
-        {
-            self.rewrite = Some(Rewrite {
-                bytes,
-                written: 0,
-                consumed: only.len(),
-            });
+        if let [only] = bufs {
+            self.catch_refusal(only);
         }
         if self.rewrite.is_some() {
             return self.drain_rewrite(cx);

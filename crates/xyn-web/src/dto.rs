@@ -19,6 +19,19 @@ pub struct HealthDto {
     pub uptime_seconds: u64,
     #[schema(format = DateTime)]
     pub now: String,
+    pub store: StoreHealthDto,
+    /// How far the outbox dispatcher (NATS) is behind; only on nodes that dispatch it.
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<serde_json::Value>,
+}
+
+/// Whether the store accepts writes, as the node's last commit found.
+#[derive(Serialize, ToSchema)]
+pub struct StoreHealthDto {
+    pub writable: bool,
+    /// Commits refused by the store (disk full, connection lost) since the start.
+    pub write_failures: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -741,15 +754,53 @@ pub struct RollupParams {
 }
 
 /// Opaque cursors: `c<key>`.
+/// The key cursors are signed with: `XYN_CURSOR_KEY` (set the same on API nodes behind one
+/// load balancer), else random per process (a cursor then lives as long as the process).
+fn cursor_key() -> &'static [u8] {
+    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| match std::env::var("XYN_CURSOR_KEY") {
+        Ok(k) if !k.is_empty() => k.into_bytes(),
+        _ => crate::auth::random_token().into_bytes(),
+    })
+}
+
+fn cursor_mac(plain: &str) -> String {
+    use hmac::Mac;
+    let Ok(mut m) = hmac::Hmac::<sha2::Sha256>::new_from_slice(cursor_key()) else {
+        return String::new();
+    };
+    m.update(plain.as_bytes());
+    hex::encode(&m.finalize().into_bytes()[..12])
+}
+
+/// A cursor: its position and a MAC, so a cursor the API did not give out is refused.
+pub fn sign_cursor(plain: &str) -> String {
+    format!("{plain}.{}", cursor_mac(plain))
+}
+
+/// The position of a cursor this API gave out, or `None`.
+pub fn verified_cursor(c: &str) -> Option<&str> {
+    let (plain, mac) = c.rsplit_once('.')?;
+    let want = cursor_mac(plain);
+    // Constant-time comparison.
+    (mac.len() == want.len()
+        && mac
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0)
+        .then_some(plain)
+}
+
 pub fn encode_cursor(key: Option<i64>) -> Option<String> {
-    key.map(|k| format!("c{k}"))
+    key.map(|k| sign_cursor(&format!("c{k}")))
 }
 
 pub fn decode_cursor(c: Option<&str>) -> Result<Option<i64>, XynError> {
     match c {
         None | Some("") => Ok(None),
-        Some(s) => s
-            .strip_prefix('c')
+        Some(s) => verified_cursor(s)
+            .and_then(|p| p.strip_prefix('c'))
             .and_then(|n| n.parse::<i64>().ok())
             .filter(|n| *n > 0)
             .map(Some)

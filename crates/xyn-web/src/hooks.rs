@@ -219,14 +219,7 @@ fn verify(
     h: &HeaderMap,
     body: &[u8],
 ) -> Result<Vec<String>, String> {
-    let mut keys: Vec<String> = ["x-github-delivery", "x-xyn-delivery", "webhook-id"]
-        .iter()
-        .filter_map(|n| {
-            header(h, n)
-                .filter(|v| !v.is_empty())
-                .map(|v| format!("id:{v}"))
-        })
-        .collect();
+    let mut keys = delivery_ids(h);
     match hook.scheme {
         HookScheme::Shared | HookScheme::Github => {
             if let Some(sig) =
@@ -305,6 +298,15 @@ fn verify(
     }
 }
 
+/// The delivery ids a request carries (GitHub's, Xyn's generic one, Standard Webhooks').
+fn delivery_ids(h: &HeaderMap) -> Vec<String> {
+    ["x-github-delivery", "x-xyn-delivery", "webhook-id"]
+        .iter()
+        .filter_map(|n| header(h, n).filter(|v| !v.is_empty()))
+        .map(|v| format!("id:{v}"))
+        .collect()
+}
+
 /// Constant-time comparison of two MACs.
 fn hmac_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -340,14 +342,7 @@ pub async fn intake(
             tracing::info!(source = %source, "webhook refused: the source has no secret on a node with API tokens");
             return Err(refused().into());
         }
-        None => ["x-github-delivery", "x-xyn-delivery", "webhook-id"]
-            .iter()
-            .filter_map(|n| {
-                header(&headers, n)
-                    .filter(|v| !v.is_empty())
-                    .map(|v| format!("id:{v}"))
-            })
-            .collect(),
+        None => delivery_ids(&headers),
     };
     let data: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())

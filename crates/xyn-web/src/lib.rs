@@ -22,6 +22,7 @@ pub mod extract;
 pub mod hardening;
 pub mod hooks;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod sse;
 pub mod ui;
@@ -72,6 +73,8 @@ pub struct WebConfig {
     pub auth: AuthConfig,
     /// Webhook sources: `POST /hooks/{source}`.
     pub hooks: BTreeMap<String, HookConfig>,
+    /// An outbox dispatcher (NATS) runs: health reports its lag.
+    pub outbox_dispatched: bool,
 }
 
 impl Default for WebConfig {
@@ -89,6 +92,7 @@ impl Default for WebConfig {
             shutdown_grace: Duration::from_secs(10),
             auth: AuthConfig::default(),
             hooks: BTreeMap::new(),
+            outbox_dispatched: false,
         }
     }
 }
@@ -105,6 +109,13 @@ pub struct AppInner {
     pub sessions: auth::Sessions,
     /// Webhook deliveries seen within their source's replay window.
     pub replays: hooks::Replays,
+    /// Failed logins and bearer tokens.
+    pub limiter: ratelimit::Limiter,
+    /// The outbox lag as last read, and when.
+    pub outbox: std::sync::Mutex<(Option<std::time::Instant>, Option<xyn_store::OutboxLag>)>,
+    pub outbox_refreshing: std::sync::atomic::AtomicBool,
+    /// When readiness last tried a write while the store was failing.
+    pub write_probe: std::sync::Mutex<Option<std::time::Instant>>,
     /// Cancelled on shutdown: ends open event streams so shutdown does not wait for them.
     pub shutdown: CancellationToken,
     /// The OpenAPI document, rendered once.
@@ -127,6 +138,10 @@ impl AppState {
             feed,
             sessions: auth::Sessions::default(),
             replays: hooks::Replays::default(),
+            limiter: ratelimit::Limiter::default(),
+            outbox: Default::default(),
+            outbox_refreshing: Default::default(),
+            write_probe: Default::default(),
             shutdown: CancellationToken::new(),
             openapi: openapi::document_json(),
             store_description: node.store().describe(),
@@ -181,7 +196,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(c) => {
                         backoff.succeeded();
                         c
@@ -212,6 +227,8 @@ pub async fn serve(
                         if let Some(resp) = edge::health_fast(&state, &req) {
                             return Ok(resp);
                         }
+                        let mut req = req;
+                        req.extensions_mut().insert(ratelimit::ClientAddr(peer.ip()));
                         router.oneshot(req.map(Body::new)).await
                     }
                 });

@@ -25,6 +25,7 @@ use crate::error::{ApiError, status_error};
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(health::health))
+        .routes(routes!(health::ready))
         .routes(routes!(events::list, events::emit))
         .routes(routes!(events::stream))
         .routes(routes!(events::get_one))

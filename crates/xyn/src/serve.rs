@@ -273,7 +273,9 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         args.data_dir.display()
     );
 
-    let state = xyn_web::AppState::new(node.clone(), feed, settings.web);
+    let mut web = settings.web;
+    web.outbox_dispatched = dispatcher.is_some();
+    let state = xyn_web::AppState::new(node.clone(), feed, web);
     xyn_web::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down");
     node.shutdown();

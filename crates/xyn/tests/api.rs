@@ -210,6 +210,7 @@ async fn health_and_the_openapi_document_cover_every_route() {
     ops.sort();
     let mut want = vec![
         "GET /api/v1/health",
+        "GET /api/v1/health/ready",
         "GET /api/v1/events",
         "POST /api/v1/events",
         "GET /api/v1/events/stream",

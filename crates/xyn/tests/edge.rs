@@ -548,3 +548,212 @@ async fn hooks_authenticate_by_their_own_scheme_and_cannot_be_enumerated() {
     .await;
     assert_eq!((c, &ec["error"]["message"]), (a, &ea["error"]["message"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_are_rate_limited_and_aggregated_into_few_events() {
+    let node = Node::builder().env("XYN_API_TOKEN", API_TOKEN).start();
+    // The attacker comes from 127.0.0.2; the operator reads from 127.0.0.1.
+    let _ = client(); // installs the TLS crypto provider reqwest needs
+    let attacker = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let mut limited = None;
+    for i in 0..200 {
+        let r = attacker
+            .get(format!("{}/api/v1/events", node.url))
+            .bearer_auth(format!("wrong-token-{i:08}-xxxxxxxx"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some((i, r));
+            break;
+        }
+        assert_eq!(r.status(), 401);
+    }
+    let (i, r) = limited.expect("never rate limited");
+    assert!(i <= 25, "limited only after {i} failures");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "auth.rate_limited");
+    // While limited even the right token is not looked at, and the login page refuses too.
+    let r = attacker
+        .get(format!("{}/api/v1/events", node.url))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let r = attacker
+        .post(format!("{}/ui/login", node.url))
+        .header("cookie", "xyn_csrf=c0ffee")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=wrong&csrf=c0ffee")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // Another client is not limited; the flood left one event so far (its burst's summary
+    // comes when the burst ends), not one per failure.
+    let r = client()
+        .get(format!(
+            "{}/api/v1/events?event_name=xyn.auth.**&limit=100",
+            node.url
+        ))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let failed = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_name"] == "xyn.auth.login.failed")
+        .count();
+    assert_eq!(failed, 1, "{v}");
+}
+
+/// Makes files immutable (writes fail even for root) until dropped.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(files: Vec<std::path::PathBuf>) -> Self {
+        for f in &files {
+            let st = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(f)
+                .status()
+                .unwrap();
+            assert!(st.success(), "chattr +i {}", f.display());
+        }
+        Immutable(files)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(f)
+                .status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_writes_fail_and_recovers() {
+    let node = Node::builder().start();
+    let get = |path: &'static str| {
+        let url = format!("{}{path}", node.url);
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (st, h) = get("/api/v1/health/ready").await;
+    assert_eq!(
+        (st, h["store"]["writable"].as_bool()),
+        (200, Some(true)),
+        "{h}"
+    );
+    // The store's files stop accepting writes (as on a full disk).
+    let data = node.data_dir();
+    let files: Vec<_> = ["xyn.db", "xyn.db-wal"]
+        .iter()
+        .map(|f| data.join(f))
+        .filter(|p| p.exists())
+        .collect();
+    let guard = Immutable::set(files);
+    let r = client()
+        .post(format!("{}/api/v1/events", node.url))
+        .json(&json!({"event_name": "disk.test", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+    // Liveness stays up and says so; readiness refuses with the standard body.
+    let (st, h) = get("/api/v1/health").await;
+    assert_eq!(
+        (st, h["status"].as_str(), h["store"]["writable"].as_bool()),
+        (200, Some("degraded"), Some(false)),
+        "{h}"
+    );
+    let (st, e) = get("/api/v1/health/ready").await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (503, Some("node.not_ready")),
+        "{e}"
+    );
+    // Writes work again: readiness comes back by itself (its probe write succeeds).
+    drop(guard);
+    let started = Instant::now();
+    loop {
+        let (st, h) = get("/api/v1/health/ready").await;
+        if st == 200 {
+            assert_eq!(h["status"], "ok");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still not ready: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_cursors_are_refused() {
+    let node = Node::builder().start();
+    for i in 0..3 {
+        let r = client()
+            .post(format!("{}/api/v1/events", node.url))
+            .json(&json!({"event_name": "page.test", "data": {"i": i}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let page: Value = client()
+        .get(format!("{}/api/v1/events?limit=1", node.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = page["next_cursor"].as_str().unwrap().to_string();
+    let ok = client()
+        .get(format!("{}/api/v1/events?limit=1&cursor={next}", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // A position the API did not give out: the bare form, and a tampered one.
+    let seq = next
+        .trim_start_matches('c')
+        .split('.')
+        .next()
+        .unwrap()
+        .to_string();
+    let tampered = format!("c5.{}", next.rsplit_once('.').unwrap().1);
+    for forged in ["c5".to_string(), format!("c{seq}"), tampered] {
+        let r = client()
+            .get(format!("{}/api/v1/events?cursor={forged}", node.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{forged}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "request.invalid_cursor", "{forged}");
+    }
+}

@@ -13,12 +13,13 @@ use crate::extract::{Actor, ApiQuery, nz};
 
 /// Cursor of name-keyed pages: `n` + hex of the last name.
 pub fn encode_name_cursor(name: Option<&str>) -> Option<String> {
-    name.map(|n| format!("n{}", hex::encode(n)))
+    name.map(|n| crate::dto::sign_cursor(&format!("n{}", hex::encode(n))))
 }
 
 pub fn decode_name_cursor(c: Option<&str>) -> Result<Option<String>, XynError> {
     c.map(|s| {
-        s.strip_prefix('n')
+        crate::dto::verified_cursor(s)
+            .and_then(|p| p.strip_prefix('n'))
             .and_then(|h| hex::decode(h).ok())
             .and_then(|b| String::from_utf8(b).ok())
             .filter(|n| !n.is_empty())
@@ -184,7 +185,8 @@ mod tests {
             Some("bp.a/ü")
         );
         assert_eq!(decode_name_cursor(None).unwrap(), None);
-        for bad in ["c12", "nzz", "n"] {
+        let forged = format!("n{}", hex::encode("bp.a"));
+        for bad in ["c12", "nzz", "n", forged.as_str(), &format!("{forged}.00")] {
             let e = decode_name_cursor(Some(bad)).unwrap_err();
             assert_eq!(e.code, codes::REQUEST_INVALID_CURSOR);
         }

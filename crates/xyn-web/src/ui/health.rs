@@ -15,11 +15,17 @@ use crate::dto::{AuditReportDto, HealthDto};
 
 /// `GET /ui/health`.
 pub async fn health(State(s): State<AppState>, ui: Ui) -> UiResult<Html<String>> {
+    let writes = s.feed.writes();
     let h = HealthDto {
-        status: "ok",
+        status: if writes.failing() { "degraded" } else { "ok" },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: s.node.uptime().as_secs(),
         now: s.node.now().to_string(),
+        store: crate::dto::StoreHealthDto {
+            writable: !writes.failing(),
+            write_failures: writes.failures(),
+        },
+        outbox: None,
     };
     ui.page(
         "health.html",
@@ -101,11 +107,16 @@ pub struct LoginForm {
 pub async fn login(
     State(s): State<AppState>,
     ui: Ui,
+    client: Option<axum::Extension<crate::ratelimit::ClientAddr>>,
     Form(f): Form<LoginForm>,
 ) -> UiResult<Response> {
     let next = safe_next(f.next.as_deref());
     if !s.config.auth.enabled() {
         return Ok(Redirect::to(&next).into_response());
+    }
+    let client = client.map(|c| c.0.0);
+    if let Err(wait) = s.limiter.check(client) {
+        return Ok(crate::auth::rate_limited(wait));
     }
     match s.config.auth.lookup(&f.token) {
         Some(p) => {
@@ -136,15 +147,7 @@ pub async fn login(
             Ok(r)
         }
         None => {
-            s.node
-                .record_audit(
-                    "xyn.auth.login.failed",
-                    "anonymous",
-                    None,
-                    None,
-                    json!({"method": "token"}),
-                )
-                .await?;
+            crate::ratelimit::note_failure(&s, client, "token").await;
             let html = login_html(
                 &ui,
                 &s,
