@@ -52,7 +52,8 @@ impl Section {
 
 pub async fn run(args: DoctorArgs) -> Result<ExitCode> {
     let mut sections = Vec::new();
-    match crate::serve::open_store(&args.data_dir, &args.store, true).await {
+    // Read-only: doctor in a directory without a node creates nothing there.
+    match crate::serve::open_store_read_only(&args.data_dir, &args.store).await {
         Ok(opened) => {
             let store = opened.store.clone();
             sections.push(store_section(store.as_ref()).await);
