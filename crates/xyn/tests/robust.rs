@@ -14,6 +14,16 @@ use support::fixture::Fixture;
 use support::services::TestDb;
 use support::{BIN, Node, client};
 
+/// `xyn serve` in `dir`, laid out like the support builder's node directory.
+fn serve_command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"])
+        .args(["--blueprints", "blueprints"])
+        .env("XYN_LOG", "info");
+    cmd
+}
+
 /// Starts `xyn serve` in `dir` (laid out like the support builder's) with `env`; returns the
 /// child and its URL, or `None` when the process exits before it listens.
 fn launch_raw(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, Option<String>) {
@@ -22,19 +32,8 @@ fn launch_raw(dir: &std::path::Path, env: &[(&str, &str)]) -> (Child, Option<Str
         .append(true)
         .open(dir.join("stdout.log"))
         .unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            "data",
-            "--blueprints",
-            "blueprints",
-        ])
-        .env("XYN_LOG", "info")
-        .stdin(Stdio::null())
+    let mut cmd = serve_command(dir);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -381,20 +380,7 @@ async fn a_second_node_on_the_same_data_dir_is_refused() {
         (!fx.seen("/block").is_empty()).then_some(Value::Null)
     })
     .await;
-    let out = Command::new(BIN)
-        .current_dir(node.dir.path())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            "data",
-            "--blueprints",
-            "blueprints",
-        ])
-        .env("XYN_LOG", "info")
-        .output()
-        .unwrap();
+    let out = serve_command(node.dir.path()).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "the second node started");
