@@ -1,7 +1,8 @@
 //! `http.call`: one HTTP request, its response captured.
 //!
-//! The request carries `Idempotency-Key: <run_id>:<step_id>:<attempt>` and `X-Correlation-Id`
-//! unless the blueprint sets them. The response's status, headers and body are the output;
+//! The request carries `Idempotency-Key: <run_id>:<step_id>` (the same for every attempt of the
+//! step, so a receiver can deduplicate a call repeated after a crash), `Idempotency-Attempt:
+//! <attempt>` and `X-Correlation-Id`, unless the blueprint sets them. The response's status, headers and body are the output;
 //! a body over 64 KiB (or not text) is stored as an artifact and referenced by id. By default
 //! a status outside 2xx fails the step: 408, 429 and 5xx as retryable, other 4xx as not.
 
@@ -124,11 +125,13 @@ impl Action for HttpCall {
             .request(method.clone(), url.clone())
             .timeout(timeout);
         let mut has_idem = false;
+        let mut has_attempt = false;
         let mut has_corr = false;
         if let Some(h) = input.get("headers").and_then(Value::as_object) {
             for (k, v) in h {
                 let lk = k.to_ascii_lowercase();
                 has_idem |= lk == "idempotency-key";
+                has_attempt |= lk == "idempotency-attempt";
                 has_corr |= lk == "x-correlation-id";
                 if let Some(v) = v.as_str() {
                     req = req.header(k.as_str(), v);
@@ -137,6 +140,9 @@ impl Action for HttpCall {
         }
         if !has_idem {
             req = req.header("Idempotency-Key", &ctx.idempotency_key);
+        }
+        if !has_attempt && ctx.attempt > 0 {
+            req = req.header("Idempotency-Attempt", ctx.attempt.to_string());
         }
         if !has_corr {
             req = req.header("X-Correlation-Id", &ctx.correlation_id);

@@ -52,7 +52,9 @@ pub struct ActionContext {
     pub run_id: Option<RunId>,
     pub step_id: Option<StepId>,
     pub attempt: u32,
-    /// `run_id:step_id:attempt`; identical for a given attempt, different for the next.
+    /// `run_id:step_id`: the same for every attempt of a step (a call repeated after a crash
+    /// or a retry carries the key of the first), so a receiver can deduplicate; the attempt
+    /// number travels separately (`attempt`, sent by `http.call` as `Idempotency-Attempt`).
     pub idempotency_key: String,
     pub correlation_id: String,
     pub actor: String,

@@ -110,6 +110,12 @@ pub mod codes {
     pub const STEP_NOT_FOUND: &str = "step.not_found";
     pub const STEP_NOT_WAITING: &str = "step.not_waiting";
     pub const STEP_NOT_A_GATE: &str = "step.not_a_gate";
+    /// A step's output is larger than the node's output limit.
+    pub const STEP_OUTPUT_TOO_LARGE: &str = "step.output_too_large";
+    /// A run's outputs are larger than the node's output limit.
+    pub const RUN_OUTPUT_TOO_LARGE: &str = "run.output_too_large";
+    /// A text field holds a NUL character, which no store keeps.
+    pub const REQUEST_INVALID_TEXT: &str = "request.invalid_text";
 
     pub const ARTIFACT_NOT_FOUND: &str = "artifact.not_found";
 

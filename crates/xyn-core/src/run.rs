@@ -157,7 +157,8 @@ pub struct RunLimits {
     pub max_step_executions: u32,
     /// Default and maximum run wall-clock time.
     pub max_wall_ms: u64,
-    /// How many times a step interrupted by a crash is re-run beyond its retry policy.
+    /// The least number of interrupted attempts a step survives whatever its retry policy
+    /// (see [`RunMachine::interrupted_attempts_allowed`]).
     pub max_interruptions: u32,
 }
 
@@ -737,28 +738,39 @@ impl RunMachine {
         retry_at.is_some()
     }
 
-    /// A step found `running` after a restart: its attempt was interrupted. It is retried
-    /// (beyond its retry policy, up to `max_interruptions` times) with the next attempt number.
+    /// How many attempts a step may use when attempts are interrupted: its retry policy's
+    /// `max_attempts`, but never fewer than `1 + max_interruptions`, so a step without retries
+    /// still survives a bounded number of crashes.
+    pub fn interrupted_attempts_allowed(&self, idx: usize) -> u32 {
+        self.plan.steps[idx]
+            .retry
+            .max_attempts
+            .max(1 + self.limits.max_interruptions)
+    }
+
+    /// A step found `running` after a restart (or by the worker that took over an expired
+    /// lease): its attempt was interrupted. An interrupted attempt counts as an attempt of the
+    /// step's retry policy: the step is retried at once, with the next attempt number, while
+    /// the attempt number is below [`Self::interrupted_attempts_allowed`]; then it fails with
+    /// `step.interrupted`.
     pub fn interrupt_running(&mut self, ids: &dyn IdSource, now: Timestamp) -> Vec<usize> {
         let mut out = Vec::new();
         for idx in 0..self.steps.len() {
             if self.steps[idx].status != StepStatus::Running {
                 continue;
             }
+            let allowed = self.interrupted_attempts_allowed(idx);
             let step = &mut self.steps[idx];
             let attempt = step.attempt;
-            let interruptions = step
-                .error
-                .as_ref()
-                .and_then(|e| e.get("interruptions"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as u32
-                + 1;
-            let give_up = interruptions > self.limits.max_interruptions;
+            let give_up = attempt >= allowed;
             let error = json!({
                 "code": "step.interrupted",
-                "message": format!("attempt {attempt} was interrupted (the node stopped while it ran)"),
-                "interruptions": interruptions,
+                "message": if give_up {
+                    format!("attempt {attempt} was interrupted (the node stopped while it ran); the step used its {allowed} attempts")
+                } else {
+                    format!("attempt {attempt} was interrupted (the node stopped while it ran)")
+                },
+                "attempts_allowed": allowed,
             });
             step.error = Some(error.clone());
             step.completed_at = Some(now);
@@ -1037,4 +1049,83 @@ pub fn event_json(e: &Event) -> Value {
         "resource": e.resource.as_ref().map(|r| json!({"type": r.kind, "id": r.id})),
         "data": e.data,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blueprint::{ValidationEnv, compile_text};
+    use crate::ids::SequentialIds;
+
+    fn machine(retry: &str) -> RunMachine {
+        let text = format!(
+            "id: t\ntrigger: {{event_type: t.x}}\nplan:\n  - {{kind: transform, id: a, expr: '{{n: 1}}'{retry}}}\n"
+        );
+        let env = ValidationEnv {
+            is_known_action: &|_| true,
+            known_providers: crate::blueprint::PROVIDERS,
+        };
+        let plan = compile_text(&text, &env).unwrap();
+        let ids = SequentialIds::default();
+        let now = Timestamp::from_micros(1_000_000);
+        let mut m = RunMachine::create(
+            plan,
+            1,
+            &ids,
+            now,
+            "test",
+            "local",
+            "c",
+            None,
+            Map::new(),
+            RunLimits::default(),
+        );
+        m.start(&ids, now);
+        m
+    }
+
+    /// Interrupts the step's running attempt `n` times; returns how many were retried.
+    fn crash_repeatedly(m: &mut RunMachine, n: u32) -> u32 {
+        let ids = SequentialIds::default();
+        let now = Timestamp::from_micros(2_000_000);
+        let mut retried = 0;
+        for _ in 0..n {
+            if m.steps[0].status != StepStatus::Created {
+                break;
+            }
+            m.start_step(&ids, now, 0, Value::Null);
+            m.interrupt_running(&ids, now);
+            if m.steps[0].status == StepStatus::Created {
+                retried += 1;
+            }
+        }
+        retried
+    }
+
+    #[test]
+    fn interrupted_attempts_count_against_max_attempts() {
+        let mut m = machine(", retry: {max_attempts: 6}");
+        assert_eq!(m.interrupted_attempts_allowed(0), 6);
+        assert_eq!(
+            crash_repeatedly(&mut m, 10),
+            5,
+            "attempts 1 to 5 are retried"
+        );
+        assert_eq!(m.steps[0].status, StepStatus::Failed);
+        assert_eq!(m.steps[0].attempt, 6);
+        assert_eq!(
+            m.steps[0].error.as_ref().unwrap()["code"],
+            "step.interrupted"
+        );
+    }
+
+    #[test]
+    fn a_step_without_retries_survives_a_bounded_number_of_interruptions() {
+        let mut m = machine("");
+        let allowed = 1 + RunLimits::default().max_interruptions;
+        assert_eq!(m.interrupted_attempts_allowed(0), allowed);
+        assert_eq!(crash_repeatedly(&mut m, 100), allowed - 1);
+        assert_eq!(m.steps[0].status, StepStatus::Failed);
+        assert_eq!(m.steps[0].attempt, allowed);
+    }
 }

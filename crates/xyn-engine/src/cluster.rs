@@ -112,7 +112,7 @@ pub(crate) fn spawn(node: &Node) {
 impl Node {
     /// Loads a claimed batch in one go and queues the runs for the drivers; a step left
     /// running by the previous holder is interrupted (retried with the next attempt number).
-    async fn dispatch_claimed(&self, ids: Vec<RunId>) {
+    async fn dispatch_claimed(&self, ids: Vec<RunId>, expired: HashSet<RunId>) {
         if ids.is_empty() {
             return;
         }
@@ -148,7 +148,11 @@ impl Node {
                         tracing::warn!(%run_id, steps = ?interrupted,
                             "retrying steps whose attempt was interrupted (their worker's lease expired)");
                     }
-                    inner.scheduler.push(Work::Fresh(Box::new(m)));
+                    if expired.contains(&run_id) {
+                        inner.scheduler.push(Work::TakenOver(Box::new(m)));
+                    } else {
+                        inner.scheduler.push(Work::Fresh(Box::new(m)));
+                    }
                 }
                 // The driver's own load reports the problem.
                 Err(_) => inner.scheduler.push(Work::Claimed(run_id)),
@@ -219,15 +223,17 @@ async fn claim_loop(node: Node) {
                 Ok(c) => {
                     let got = c.runs.len();
                     let mut ids = Vec::with_capacity(got);
+                    let mut expired = HashSet::new();
                     for claim in c.runs {
                         if claim.expired {
                             tracing::warn!(run_id = %claim.run_id, claims = claim.claims,
                                 "took over a run whose lease expired");
+                            expired.insert(claim.run_id);
                         }
                         inner.held.insert(claim.run_id);
                         ids.push(claim.run_id);
                     }
-                    node.dispatch_claimed(ids).await;
+                    node.dispatch_claimed(ids, expired).await;
                     if got == ask {
                         continue;
                     }

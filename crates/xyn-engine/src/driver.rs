@@ -37,13 +37,11 @@ pub(crate) enum Progress {
 
 impl Node {
     pub(crate) async fn run_work(&self, work: Work) -> Result<(), XynError> {
-        let run_id = match &work {
-            Work::Fresh(m) => m.run.run_id,
-            Work::Resume(id) | Work::Recover(id) | Work::Claimed(id) => *id,
-        };
+        let run_id = work.run_id();
+        let recovering = work.recovering();
         let _guard = self.inner().run_locks.lock(run_id).await;
         let mut m = match work {
-            Work::Fresh(m) => *m,
+            Work::Fresh(m) | Work::TakenOver(m) => *m,
             Work::Resume(id) => match self.load_machine(id).await? {
                 Some(m) => m,
                 None => return Ok(()),
@@ -71,7 +69,7 @@ impl Node {
                 }
             },
         };
-        self.drive(&mut m).await
+        self.drive(&mut m, recovering).await
     }
 
     /// Loads a run with its steps, plan and triggering event.
@@ -203,7 +201,9 @@ impl Node {
     }
 
     /// Drives a run until it waits (gate, timer) or ends. The caller holds the run lock.
-    pub(crate) async fn drive(&self, m: &mut RunMachine) -> Result<(), XynError> {
+    /// `recovering`: the run was resumed after a restart or taken over from another worker;
+    /// its pure steps are started durably (they may be what crashed the process before).
+    pub(crate) async fn drive(&self, m: &mut RunMachine, recovering: bool) -> Result<(), XynError> {
         let inner = self.inner();
         let ids = inner.ids.as_ref();
         loop {
@@ -224,6 +224,20 @@ impl Node {
                     }
                 }
                 Next::Complete(outputs) => {
+                    if !crate::steps::json_fits(&outputs, inner.config.max_output_bytes) {
+                        let max = inner.config.max_output_bytes;
+                        m.fail(
+                            ids,
+                            now,
+                            json!({"code": codes::RUN_OUTPUT_TOO_LARGE, "message": format!(
+                                "the run's outputs are larger than the limit of {max} bytes (engine.max_output_bytes)"
+                            ), "limit_bytes": max}),
+                        );
+                        if self.sync_with(m, End::Finish).await? {
+                            return Ok(());
+                        }
+                        continue;
+                    }
                     m.complete(ids, now, outputs);
                     if self.sync_with(m, End::Finish).await? {
                         tracing::info!(run_id = %m.run.run_id, blueprint_id = %m.run.blueprint_id,
@@ -266,7 +280,7 @@ impl Node {
                     tracing::info!(run_id = %m.run.run_id, step = %m.steps[i].name, "gate waits for a decision");
                 }
                 Next::GateTimedOut(i) => m.time_out_gate(ids, now, i),
-                Next::Execute(i) => match self.execute_step(m, i).await? {
+                Next::Execute(i) => match self.execute_step(m, i, recovering).await? {
                     Progress::Continue => {}
                     Progress::Cancelled => {
                         // Whoever cancelled wrote the run's end (and dropped its queue row).

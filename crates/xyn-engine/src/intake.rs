@@ -8,7 +8,7 @@ use xyn_core::blueprint::{Plan, bind_inputs};
 use xyn_core::event::{Event, EventNameError, Resource, StoredEvent, validate_external_event_name};
 use xyn_core::run::{Run, RunMachine, RunStatus, event_json};
 use xyn_core::{EventId, RunId, StepId, XynError, codes, names};
-use xyn_store::{QueueWrite, RunWrite, StepWrite, WriteBatch};
+use xyn_store::{QueueWrite, RunWrite, StepWrite, StoreError, WriteBatch};
 
 use crate::Node;
 use crate::scheduler::Work;
@@ -144,6 +144,29 @@ impl Node {
         }
     }
 
+    /// Commits a batch that creates runs and hands the runs to the scheduler, in a task of its
+    /// own: once started, neither half can be cancelled with the caller's future (a client
+    /// that disconnects while its request is in flight drops that future), so whatever is
+    /// committed is driven.
+    async fn commit_and_dispatch(
+        &self,
+        batch: WriteBatch,
+        started: Vec<RunMachine>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let node = self.clone();
+        let handoff = tokio::spawn(async move {
+            let stored = node.inner().store.commit(batch).await?;
+            for m in started {
+                node.dispatch(m);
+            }
+            Ok(stored)
+        });
+        handoff.await.map_err(|e| {
+            tracing::error!(error = %e, "the intake commit task failed");
+            StoreError::Unavailable("the intake commit task failed".into())
+        })?
+    }
+
     /// Accepts an event: durable (with the runs it triggers) before this returns.
     pub async fn emit_event(&self, req: EmitEvent) -> Result<StoredEvent, XynError> {
         let id = EventId(self.inner().ids.new_uuid());
@@ -213,12 +236,11 @@ impl Node {
                 started.push(m);
             }
         }
-        let stored = inner.store.commit(batch).await?;
-        for m in started {
+        for m in &started {
             tracing::info!(run_id = %m.run.run_id, blueprint_id = %m.run.blueprint_id,
                 correlation_id = %m.run.correlation_id, event_id = %event.event_id, "run triggered");
-            self.dispatch(m);
         }
+        let stored = self.commit_and_dispatch(batch, started).await?;
         stored
             .into_iter()
             .next()
@@ -268,10 +290,9 @@ impl Node {
         };
         Self::insert_run(&mut batch, &mut m);
         self.enqueue(&mut batch, &m);
-        inner.store.commit(batch).await?;
         let run = m.run.clone();
+        self.commit_and_dispatch(batch, vec![m]).await?;
         tracing::info!(run_id = %run.run_id, blueprint_id = %run.blueprint_id, actor = %run.actor, "run started by hand");
-        self.dispatch(m);
         Ok(run)
     }
 
@@ -319,10 +340,10 @@ impl Node {
         };
         Self::insert_run(&mut batch, &mut m);
         self.enqueue(&mut batch, &m);
-        match inner.store.commit(batch).await {
+        let (run_id, blueprint_id) = (m.run.run_id, m.run.blueprint_id.clone());
+        match self.commit_and_dispatch(batch, vec![m]).await {
             Ok(_) => {
-                tracing::info!(run_id = %m.run.run_id, blueprint_id = %m.run.blueprint_id, slot = %slot, "cron fired");
-                self.dispatch(m);
+                tracing::info!(%run_id, %blueprint_id, slot = %slot, "cron fired");
                 Ok(true)
             }
             Err(xyn_store::StoreError::Conflict(_)) => Ok(false),

@@ -113,6 +113,9 @@ pub struct NodeConfig {
     pub cron_catchup_ms: u64,
     /// Largest accepted event `data` (serialized), in bytes.
     pub max_event_bytes: usize,
+    /// Largest output a step (or a run) may have, as serialized JSON; a larger one fails the
+    /// step with `step.output_too_large` before anything is written.
+    pub max_output_bytes: usize,
     /// Set on a shared store: runs are claimed from the store's queue under leases instead
     /// of being driven from memory (see `cluster.rs`).
     pub cluster: Option<ClusterConfig>,
@@ -127,6 +130,7 @@ impl Default for NodeConfig {
             default_step_timeout_ms: 10 * 60 * 1000,
             cron_catchup_ms: 60_000,
             max_event_bytes: 1024 * 1024,
+            max_output_bytes: 1024 * 1024,
             cluster: None,
         }
     }

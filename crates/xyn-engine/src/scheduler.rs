@@ -30,14 +30,27 @@ pub(crate) enum Work {
     /// A run claimed from the shared queue: a step left running by its previous holder was
     /// interrupted and is retried with the next attempt number.
     Claimed(RunId),
+    /// A run taken over from a worker whose lease expired (it may have crashed on this run),
+    /// loaded, its interrupted attempts recorded: driven in recovery mode.
+    TakenOver(Box<RunMachine>),
 }
 
 impl Work {
-    fn run_id(&self) -> RunId {
+    pub(crate) fn run_id(&self) -> RunId {
         match self {
-            Work::Fresh(m) => m.run.run_id,
+            Work::Fresh(m) | Work::TakenOver(m) => m.run.run_id,
             Work::Resume(id) | Work::Recover(id) | Work::Claimed(id) => *id,
         }
+    }
+
+    /// Whether the run is driven in recovery mode: the process that drove it before may have
+    /// crashed on one of its steps, so pure steps are started durably too (see
+    /// `Node::run_transform`) and count against the step's attempts.
+    pub(crate) fn recovering(&self) -> bool {
+        matches!(
+            self,
+            Work::Recover(_) | Work::Claimed(_) | Work::TakenOver(_)
+        )
     }
 }
 

@@ -16,7 +16,7 @@ use xyn_core::records::Artifact;
 use xyn_core::redact::{redact_str, redact_value};
 use xyn_core::run::{RunMachine, error_value};
 use xyn_core::template::{RenderError, SecretAccess};
-use xyn_core::{ArtifactId, IdSource, RunId, StepId, XynError};
+use xyn_core::{ArtifactId, IdSource, RunId, StepId, XynError, codes};
 use xyn_store::blob::BlobStore;
 
 use crate::driver::Progress;
@@ -40,10 +40,11 @@ impl Node {
         &self,
         m: &mut RunMachine,
         i: usize,
+        recovering: bool,
     ) -> Result<Progress, XynError> {
         match &m.plan.steps[i].body {
             StepBody::Transform(_) => {
-                self.run_transform(m, i).await;
+                self.run_transform(m, i, recovering).await?;
                 Ok(Progress::Continue)
             }
             StepBody::Action { .. } => self.run_action(m, i).await,
@@ -53,7 +54,16 @@ impl Node {
         }
     }
 
-    async fn run_transform(&self, m: &mut RunMachine, i: usize) {
+    /// Runs a transform. Normally its start is not written (pure steps are committed with the
+    /// next durable point and recomputed after a crash); when `recovering`, the start is made
+    /// durable first, so that a transform that crashes the process is found `running` at the
+    /// next start and its attempt counts (a crash loop ends with `step.interrupted`).
+    async fn run_transform(
+        &self,
+        m: &mut RunMachine,
+        i: usize,
+        recovering: bool,
+    ) -> Result<(), XynError> {
         let inner = self.inner();
         let ids = inner.ids.as_ref();
         let (body, timeout_ms) = match &m.plan.steps[i].body {
@@ -61,14 +71,21 @@ impl Node {
                 b.clone(),
                 m.plan.steps[i].timeout_ms.unwrap_or(TRANSFORM_TIMEOUT_MS),
             ),
-            _ => return,
+            _ => return Ok(()),
         };
         let ctx = m.context();
         let recorded = match &body {
             TransformBody::Jq(p) => json!({"expr": p.source()}),
             TransformBody::Template(_) => json!({"template": true}),
         };
-        m.start_step(ids, inner.clock.now(), i, recorded);
+        if recovering {
+            if !self.start_effect(m, i, recorded).await? {
+                return Ok(());
+            }
+        } else {
+            m.start_step(ids, inner.clock.now(), i, recorded);
+        }
+        abort_if_injected(&m.steps[i].name);
         let task = tokio::task::spawn_blocking(move || match &body {
             TransformBody::Jq(p) => p
                 .run_one(&ctx)
@@ -92,12 +109,16 @@ impl Node {
             )),
         };
         let now = inner.clock.now();
-        match result {
-            Ok(v) => m.complete_step(ids, now, i, v),
+        match result.map(|v| self.bounded_output(v)) {
+            Ok(Ok(v)) => m.complete_step(ids, now, i, v),
+            Ok(Err(too_large)) => {
+                m.fail_step(ids, now, i, too_large, false);
+            }
             Err(e) => {
                 m.fail_step(ids, now, i, e, true);
             }
         }
+        Ok(())
     }
 
     /// Starts an effectful step durably; returns false when the run changed meanwhile.
@@ -180,13 +201,14 @@ impl Node {
         if !self.start_effect(m, i, recorded).await? {
             return Ok(Progress::Continue);
         }
+        abort_if_injected(&m.steps[i].name);
         let step = &m.steps[i];
         let sink = self.sink(m, i, secrets.clone());
         let actx = ActionContext {
             run_id: Some(m.run.run_id),
             step_id: Some(step.step_id),
             attempt: step.attempt,
-            idempotency_key: format!("{}:{}:{}", m.run.run_id, step.step_id, step.attempt),
+            idempotency_key: format!("{}:{}", m.run.run_id, step.step_id),
             correlation_id: m.run.correlation_id.clone(),
             actor: m.run.actor.clone(),
             timeout: Some(self.effect_timeout(m, i)),
@@ -248,7 +270,12 @@ impl Node {
                         dims.clone(),
                     ));
                 }
-                m.complete_step(ids, now, i, output);
+                match self.bounded_output(output) {
+                    Ok(output) => m.complete_step(ids, now, i, output),
+                    Err(too_large) => {
+                        m.fail_step(ids, now, i, too_large, false);
+                    }
+                }
             }
             Ok(Err(err)) => {
                 let mut v = err.to_value();
@@ -445,12 +472,70 @@ impl Node {
                         }
                     }
                 }
-                m.complete_step(ids, now, i, out);
+                match self.bounded_output(out) {
+                    Ok(out) => m.complete_step(ids, now, i, out),
+                    Err(too_large) => {
+                        m.fail_step(ids, now, i, too_large, false);
+                    }
+                }
             }
         }
         Ok(Progress::Continue)
     }
+
+    /// The output limit: `Err` holds the step error (`step.output_too_large`) when the output,
+    /// serialized, is larger than `max_output_bytes`. Checked before the output is recorded
+    /// anywhere (the step row, events).
+    pub(crate) fn bounded_output(&self, v: Value) -> Result<Value, Value> {
+        let max = self.inner().config.max_output_bytes;
+        if json_fits(&v, max) {
+            return Ok(v);
+        }
+        Err(json!({
+            "code": codes::STEP_OUTPUT_TOO_LARGE,
+            "message": format!(
+                "the output is larger than the limit of {max} bytes (engine.max_output_bytes); \
+                 write large results as artifacts"
+            ),
+            "limit_bytes": max,
+        }))
+    }
 }
+
+/// Whether `v` serializes to at most `max` bytes. Stops serializing as soon as the limit is
+/// passed, so a huge output costs no more than the limit to measure.
+pub(crate) fn json_fits(v: &Value, max: usize) -> bool {
+    struct Budget(usize);
+    impl std::io::Write for Budget {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self
+                .0
+                .checked_sub(buf.len())
+                .ok_or_else(|| std::io::Error::other("over the limit"))?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Budget(max), v).is_ok()
+}
+
+/// Test-only failure injection, compiled into debug builds only: with
+/// `XYN_TEST_ABORT_AT_STEP=<step id>` the process aborts when a step of that id starts, which
+/// stands in for a step that crashes the node (the end-to-end crash-loop test uses it).
+#[cfg(debug_assertions)]
+fn abort_if_injected(step: &str) {
+    static TARGET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let target = TARGET.get_or_init(|| std::env::var("XYN_TEST_ABORT_AT_STEP").ok());
+    if target.as_deref() == Some(step) {
+        tracing::error!(step, "XYN_TEST_ABORT_AT_STEP: aborting the process");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn abort_if_injected(_step: &str) {}
 
 /// Writes what an action asked to be recorded (footprints, audit events such as
 /// `xyn.cap.denied`) into the step's batch.
@@ -533,6 +618,20 @@ impl ArtifactSink for StepArtifacts {
         bytes: Vec<u8>,
         metadata: Value,
     ) -> Result<Artifact, XynError> {
+        // Names and kinds are stored as text: a NUL (which PostgreSQL refuses) or another
+        // control character is refused here, alike on every store.
+        for (what, text) in [
+            ("name", name),
+            ("kind", kind),
+            ("content type", content_type),
+        ] {
+            if text.chars().any(char::is_control) {
+                return Err(XynError::invalid(
+                    codes::REQUEST_INVALID_TEXT,
+                    format!("the artifact {what} contains a control character"),
+                ));
+            }
+        }
         // Secrets never reach artifacts: text is redacted before it is stored.
         let bytes = match std::str::from_utf8(&bytes) {
             Ok(t) => match redact_str(t, &self.secrets) {
@@ -579,5 +678,14 @@ mod tests {
         );
         assert_eq!(parse_json_answer("[1]"), None);
         assert_eq!(parse_json_answer("hello"), None);
+    }
+
+    #[test]
+    fn json_fits_stops_at_the_limit() {
+        let v = json!({"s": "x".repeat(100)});
+        let len = serde_json::to_vec(&v).unwrap().len();
+        assert!(json_fits(&v, len));
+        assert!(!json_fits(&v, len - 1));
+        assert!(!json_fits(&json!("x".repeat(10_000_000)), 1024 * 1024));
     }
 }

@@ -44,6 +44,10 @@ pub enum StoreError {
     /// worker took the run over): the batch is refused and the writer must stop driving it.
     #[error("lease lost: {0}")]
     LeaseLost(String),
+    /// The database cannot keep a value it was given (PostgreSQL refuses NUL in text): the
+    /// caller's input is at fault, nothing was written.
+    #[error("value refused: {0}")]
+    Refused(String),
 }
 
 impl From<StoreError> for XynError {
@@ -53,6 +57,7 @@ impl From<StoreError> for XynError {
             StoreError::Unavailable(m) => XynError::unavailable(m),
             StoreError::Corrupt(m) => XynError::internal(format!("corrupt data: {m}")),
             StoreError::LeaseLost(m) => XynError::conflict("run.lease_lost", m),
+            StoreError::Refused(m) => XynError::invalid(xyn_core::codes::REQUEST_INVALID_TEXT, m),
         }
     }
 }

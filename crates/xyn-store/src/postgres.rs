@@ -164,6 +164,13 @@ fn pg_err(e: tokio_postgres::Error) -> StoreError {
         {
             return StoreError::Conflict(db.message().to_string());
         }
+        if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+            || *code == SqlState::UNTRANSLATABLE_CHARACTER
+        {
+            // A NUL in a text value: the input is at fault (SQLite would keep it; both
+            // stores answer alike because the edge refuses NUL in text first).
+            return StoreError::Refused("a text value contains a NUL character".into());
+        }
         return StoreError::Unavailable(format!("PostgreSQL refused a statement: {db}"));
     }
     if e.is_closed() {

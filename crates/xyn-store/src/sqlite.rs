@@ -201,6 +201,35 @@ impl SqliteStore {
         })
     }
 
+    /// Opens an existing database for reading only (CLI commands that only read): nothing is
+    /// created (a missing database is an error, never a new empty one), no migration is
+    /// applied and no writer runs; every write is refused.
+    pub fn open_read_only(path: impl AsRef<Path>, config: SqliteConfig) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_file() {
+            return Err(StoreError::Unavailable(format!(
+                "no Xyn database at {}",
+                path.display()
+            )));
+        }
+        // Opening a reader checks that the file is a database SQLite can read.
+        let first = open_reader(&path)?;
+        let (signals, _) = tokio::sync::broadcast::channel(16);
+        Ok(Self {
+            readers: Arc::new(ReaderPool {
+                path: path.clone(),
+                idle: Mutex::new(vec![first]),
+                keep: config.readers.max(1),
+            }),
+            path,
+            tx: Mutex::new(None),
+            writer: Mutex::new(None),
+            counters: Arc::new(Counters::default()),
+            signals,
+            singletons: Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

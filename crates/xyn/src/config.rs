@@ -89,6 +89,8 @@ pub struct EngineSection {
     pub run_timeout: Option<String>,
     pub max_step_executions: Option<u32>,
     pub max_event_bytes: Option<usize>,
+    /// Largest step output (and run output), as serialized JSON; default 1 MiB.
+    pub max_output_bytes: Option<usize>,
     pub default_step_timeout: Option<String>,
     /// `full` (default) or `normal`.
     pub sqlite_synchronous: Option<String>,
@@ -202,6 +204,14 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         .or(e.max_event_bytes)
     {
         node.max_event_bytes = n;
+    }
+    if let Some(n) = env("XYN_MAX_OUTPUT_BYTES")
+        .map(|v| v.parse::<usize>())
+        .transpose()
+        .context("XYN_MAX_OUTPUT_BYTES")?
+        .or(e.max_output_bytes)
+    {
+        node.max_output_bytes = n.max(1);
     }
     if let Some(t) = env("XYN_STEP_TIMEOUT").or(e.default_step_timeout) {
         node.default_step_timeout_ms = duration("default_step_timeout", &t)?;

@@ -52,7 +52,19 @@ impl Section {
 
 pub async fn run(args: DoctorArgs) -> Result<ExitCode> {
     let mut sections = Vec::new();
-    match crate::serve::open_store(&args.data_dir, &args.store, true).await {
+    // Read-only: doctor in a directory without a node creates nothing there.
+    let db = args.data_dir.join("xyn.db");
+    let no_node = args.store.database_url.is_none() && !db.exists();
+    match crate::serve::open_store_read_only(&args.data_dir, &args.store).await {
+        _ if no_node => sections.push(Section::new(
+            "store",
+            true,
+            format!(
+                "no node in {} yet (no database to check)",
+                args.data_dir.display()
+            ),
+            json!({"path": db.display().to_string(), "exists": false}),
+        )),
         Ok(opened) => {
             let store = opened.store.clone();
             sections.push(store_section(store.as_ref()).await);

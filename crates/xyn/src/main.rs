@@ -6,6 +6,7 @@ mod action_cmd;
 mod cli;
 mod client;
 mod config;
+mod datadir;
 mod doctor;
 mod nats;
 mod output;

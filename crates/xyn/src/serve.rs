@@ -68,6 +68,28 @@ pub async fn open_store(data_dir: &Path, args: &StoreArgs, sqlite_full: bool) ->
     }
 }
 
+/// Opens the store for a CLI command that only reads: PostgreSQL as usual; SQLite read-only
+/// (no directory or empty database is created, no migration applied, no write possible).
+pub async fn open_store_read_only(data_dir: &Path, args: &StoreArgs) -> Result<OpenStore> {
+    if args.database_url.is_some() {
+        return open_store(data_dir, args, true).await;
+    }
+    let db = data_dir.join("xyn.db");
+    let s = SqliteStore::open_read_only(&db, SqliteConfig::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| {
+            format!(
+                "cannot read the store at {} (set --data-dir, or --database-url)",
+                db.display()
+            )
+        })?;
+    let s = Arc::new(s);
+    Ok(OpenStore {
+        store: s.clone(),
+        sqlite: Some(s),
+    })
+}
+
 /// A name for this process in lease rows: host, pid and a random suffix.
 fn owner_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -120,6 +142,12 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
     );
     let lease_ms = xyn_core::duration::parse_duration_ms(&args.lease)
         .with_context(|| format!("--lease {:?} is not a duration like 30s", args.lease))?;
+    // One process per SQLite data directory, locked before anything in it is read (on a
+    // shared store, leases keep processes apart instead).
+    let _lock = match args.store.database_url {
+        None => Some(crate::datadir::DataDirLock::acquire(&args.data_dir)?),
+        Some(_) => None,
+    };
     let opened = open_store(&args.data_dir, &args.store, settings.sqlite_full).await?;
     let store = opened.store.clone();
     if opened.is_shared() {
@@ -309,7 +337,7 @@ async fn shutdown_signal() {
     }
 }
 
-/// `xyn audit verify`: opens the store (migrations are a no-op on a current database) and
+/// `xyn audit verify`: opens the store read-only (on SQLite) and
 /// walks the log; after retention, from the latest checkpoint, whose signature must verify.
 pub async fn audit_verify(
     data_dir: &Path,
@@ -317,15 +345,7 @@ pub async fn audit_verify(
     checkpoint_key: Option<&str>,
     as_json: bool,
 ) -> Result<ExitCode> {
-    if store_args.database_url.is_none() {
-        let db = data_dir.join("xyn.db");
-        anyhow::ensure!(
-            db.exists(),
-            "no Xyn database at {} (set --data-dir, or --database-url)",
-            db.display()
-        );
-    }
-    let opened = open_store(data_dir, store_args, true).await?;
+    let opened = open_store_read_only(data_dir, store_args).await?;
     let store = opened.store.clone();
     let mut report = store
         .verify_chain()

@@ -241,13 +241,13 @@ async fn three_workers_share_the_runs_and_survive_a_sigkill() {
     let calls = fx.seen("/slow/");
     let mut keys: HashMap<String, usize> = HashMap::new();
     for c in &calls {
+        let header = |h: &str| c.headers.get(h).cloned().unwrap_or_default();
         *keys
-            .entry(
-                c.headers
-                    .get("idempotency-key")
-                    .cloned()
-                    .unwrap_or_default(),
-            )
+            .entry(format!(
+                "{}#{}",
+                header("idempotency-key"),
+                header("idempotency-attempt")
+            ))
             .or_default() += 1;
     }
     assert!(
