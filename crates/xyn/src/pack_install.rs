@@ -75,6 +75,12 @@ fn commit(
     build: impl FnOnce(&str, Vec<BlueprintVersion>) -> WriteBatch,
     blueprints: Vec<(std::sync::Arc<xyn_core::blueprint::Plan>, String, String)>,
 ) -> Result<Vec<BlueprintVersion>> {
+    // A SQLite data dir a node is serving is refused (its lock names the node's pid): pack and
+    // trust changes are made while the node is stopped, so it never misses them.
+    let _lock = match store.database_url {
+        None => Some(crate::datadir::DataDirLock::acquire(data_dir)?),
+        Some(_) => None,
+    };
     let env_id = crate::config::load(None)?.node.env_id;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
