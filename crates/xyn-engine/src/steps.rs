@@ -70,9 +70,7 @@ impl Node {
         };
         m.start_step(ids, inner.clock.now(), i, recorded);
         let task = tokio::task::spawn_blocking(move || match &body {
-            TransformBody::Jq(p) => p
-                .run_one(&ctx)
-                .map_err(|e| error_value("jq.failed", e.message)),
+            TransformBody::Jq(p) => p.run_one(&ctx).map_err(|e| error_value(e.code, e.message)),
             TransformBody::Template(t) => t
                 .render(&ctx, &mut SecretAccess::Mask)
                 .map_err(|e| render_error(&e)),
