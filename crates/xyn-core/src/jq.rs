@@ -192,15 +192,18 @@ impl JqProgram {
                 "the input nests deeper than {MAX_VALUE_DEPTH} levels"
             )));
         }
+        // Converted before the budget is armed: the input is the node's, already depth-checked.
+        let val: Val = serde::Deserialize::deserialize(input)
+            .map_err(|e| JqRunError::failed(format!("input is not representable: {e}")))?;
         // A panic inside the evaluator fails this evaluation, not the thread that runs it.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _armed = Budget {
                 fuel: limits.fuel,
                 memory: limits.memory_bytes,
                 stack: limits.stack_bytes,
             }
             .enter();
-            let r = self.eval(input);
+            let r = self.eval(val);
             // Exhaustion wins over whatever the program made of it (it may have caught the
             // error): the budget is what stopped it.
             match jaq_core::budget::exceeded() {
@@ -212,9 +215,7 @@ impl JqProgram {
         outcome.unwrap_or_else(|_| Err(JqRunError::failed("the jq evaluator failed")))
     }
 
-    fn eval(&self, input: &Value) -> Result<Vec<Value>, JqRunError> {
-        let val: Val = serde::Deserialize::deserialize(input)
-            .map_err(|e| JqRunError::failed(format!("input is not representable: {e}")))?;
+    fn eval(&self, val: Val) -> Result<Vec<Value>, JqRunError> {
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut out = Vec::new();
         for r in self.filter.id.run((ctx, val)) {
