@@ -380,6 +380,52 @@ pub struct ValidationReport {
     pub issues: Vec<Issue>,
 }
 
+/// The deepest nesting a blueprint text may have (serde_json's and serde_yaml_ng's own limit).
+pub const MAX_TEXT_DEPTH: usize = 128;
+
+/// The deepest nesting of YAML flow collections (`[…]`, `{…}`) outside quotes and comments.
+/// Conservative: brackets inside plain or block scalars count too (balanced ones do no harm).
+fn yaml_flow_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut prev = '\n';
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some('"') => match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => quote = None,
+                _ => {}
+            },
+            Some(_) => {
+                if c == '\'' {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '#' if prev.is_whitespace() => {
+                    for c in chars.by_ref() {
+                        if c == '\n' {
+                            break;
+                        }
+                    }
+                }
+                '"' | '\'' if !prev.is_alphanumeric() => quote = Some(c),
+                '[' | '{' => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    max
+}
+
 /// Parses YAML or JSON text into a JSON value. JSON is detected by a leading `{`.
 pub fn parse_text(text: &str) -> Result<Value, Issue> {
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
@@ -394,6 +440,16 @@ pub fn parse_text(text: &str) -> Result<Value, Issue> {
             ),
         })
     } else {
+        // libyaml takes time quadratic in the nesting of flow collections (100,000 `[` took a
+        // minute), and serde_yaml_ng refuses more than 128 levels only after that: refuse
+        // deep documents first, with one linear scan.
+        if yaml_flow_depth(trimmed) > MAX_TEXT_DEPTH {
+            return Err(Issue {
+                path: "$".into(),
+                code: codes::SYNTAX,
+                message: format!("not valid YAML: nested deeper than {MAX_TEXT_DEPTH} levels"),
+            });
+        }
         serde_yaml_ng::from_str::<Value>(trimmed).map_err(|e| Issue {
             path: "$".into(),
             code: codes::SYNTAX,

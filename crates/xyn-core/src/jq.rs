@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use jaq_core::budget::{Budget, Exceeded};
 use jaq_core::load::{Arena, File, Loader};
@@ -187,20 +188,34 @@ impl JqProgram {
 
     /// Runs the program on `input` under `limits` and returns every output.
     pub fn run_with(&self, input: &Value, limits: &JqLimits) -> Result<Vec<Value>, JqRunError> {
+        self.run_cancellable(input, limits, None)
+    }
+
+    /// [`Self::run_with`] that also stops soon after `cancel` is set: a caller whose deadline
+    /// passed sets it, so the evaluation does not go on spinning on its thread.
+    pub fn run_cancellable(
+        &self,
+        input: &Value,
+        limits: &JqLimits,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<Vec<Value>, JqRunError> {
         if value_depth(input) > MAX_VALUE_DEPTH {
             return Err(JqRunError::failed(format!(
                 "the input nests deeper than {MAX_VALUE_DEPTH} levels"
             )));
         }
+        // Converted before the budget is armed: the input is the node's, already depth-checked.
+        let val: Val = serde::Deserialize::deserialize(input)
+            .map_err(|e| JqRunError::failed(format!("input is not representable: {e}")))?;
         // A panic inside the evaluator fails this evaluation, not the thread that runs it.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let _armed = Budget {
                 fuel: limits.fuel,
                 memory: limits.memory_bytes,
                 stack: limits.stack_bytes,
             }
-            .enter();
-            let r = self.eval(input);
+            .enter_cancellable(cancel);
+            let r = self.eval(val);
             // Exhaustion wins over whatever the program made of it (it may have caught the
             // error): the budget is what stopped it.
             match jaq_core::budget::exceeded() {
@@ -212,9 +227,7 @@ impl JqProgram {
         outcome.unwrap_or_else(|_| Err(JqRunError::failed("the jq evaluator failed")))
     }
 
-    fn eval(&self, input: &Value) -> Result<Vec<Value>, JqRunError> {
-        let val: Val = serde::Deserialize::deserialize(input)
-            .map_err(|e| JqRunError::failed(format!("input is not representable: {e}")))?;
+    fn eval(&self, val: Val) -> Result<Vec<Value>, JqRunError> {
         let ctx = Ctx::<JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut out = Vec::new();
         for r in self.filter.id.run((ctx, val)) {
@@ -252,7 +265,18 @@ impl JqProgram {
 
     /// [`Self::run_one`] under `limits`.
     pub fn run_one_with(&self, input: &Value, limits: &JqLimits) -> Result<Value, JqRunError> {
-        let mut outs = self.run_with(input, limits)?;
+        self.run_one_cancellable(input, limits, None)
+    }
+
+    /// [`Self::run_one_with`] that stops soon after `cancel` is set (see
+    /// [`Self::run_cancellable`]).
+    pub fn run_one_cancellable(
+        &self,
+        input: &Value,
+        limits: &JqLimits,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<Value, JqRunError> {
+        let mut outs = self.run_cancellable(input, limits, cancel)?;
         Ok(match outs.len() {
             0 => Value::Null,
             1 => outs.pop().unwrap_or(Value::Null),
@@ -287,6 +311,10 @@ fn exceeded_error(e: Exceeded) -> JqRunError {
         Exceeded::Memory => JqRunError {
             code: codes::MEMORY_EXCEEDED,
             message: "the jq program built more data than its memory budget allows".into(),
+        },
+        Exceeded::Cancelled => JqRunError {
+            code: codes::BUDGET_EXCEEDED,
+            message: "the jq program was stopped at its deadline".into(),
         },
     }
 }
@@ -791,6 +819,17 @@ mod tests {
             p.run_one_with(&json!(null), &small).unwrap_err().code,
             codes::MEMORY_EXCEEDED
         );
+    }
+
+    #[test]
+    fn a_cancelled_evaluation_stops() {
+        let p = JqProgram::compile("def f: f; f").unwrap();
+        let cancel = Arc::new(AtomicBool::new(true));
+        let e = p
+            .run_cancellable(&json!(null), &JqLimits::default(), Some(cancel))
+            .unwrap_err();
+        assert_eq!(e.code, codes::BUDGET_EXCEEDED, "{e}");
+        assert!(e.message.contains("deadline"), "{e}");
     }
 
     #[test]

@@ -22,3 +22,5 @@ pub const RUN_REQUESTED: &str = "xyn.run.requested";
 pub const NODE_STARTED: &str = "xyn.node.started";
 /// A sandboxed action used a capability its manifest does not grant.
 pub const CAP_DENIED: &str = "xyn.cap.denied";
+/// A blueprint's trigger filter failed on an event (the blueprint was not triggered).
+pub const TRIGGER_FILTER_FAILED: &str = "xyn.trigger.filter_failed";

@@ -551,8 +551,14 @@ impl RunMachine {
                             Ok(true) => {}
                             Ok(false) => return Next::Skip(i),
                             Err(e) => {
+                                // A condition over its jq budget fails with the budget's code.
+                                let code = if e.code == crate::jq::codes::FAILED {
+                                    "step.condition_failed"
+                                } else {
+                                    e.code
+                                };
                                 return Next::Fail(json!({
-                                    "code": "step.condition_failed",
+                                    "code": code,
                                     "message": format!("the 'if' of step '{}' failed: {}", step.name, e.message),
                                     "step": step.name,
                                 }));

@@ -277,13 +277,18 @@ impl Node {
         Ok((v.version, plan))
     }
 
-    /// Blueprints (latest versions) whose event trigger fires for `event`.
-    pub(crate) fn matching_plans(&self, event: &Event) -> Vec<(i64, Arc<Plan>)> {
+    /// Blueprints (latest versions) whose event trigger fires for `event`, and the blueprints
+    /// whose trigger filter failed on it (a filter over its jq budget among them).
+    pub(crate) fn matching_plans(
+        &self,
+        event: &Event,
+    ) -> (Vec<(i64, Arc<Plan>)>, Vec<FilterFailure>) {
         let heads = match self.inner().catalog.heads.read() {
             Ok(h) => h,
-            Err(_) => return vec![],
+            Err(_) => return (vec![], vec![]),
         };
         let mut out = Vec::new();
+        let mut failures = Vec::new();
         let mut event_value: Option<Value> = None;
         let nats_subject = event
             .resource
@@ -301,14 +306,19 @@ impl Node {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(e) => {
-                        tracing::warn!(blueprint_id = %h.plan.id, error = %e, event_id = %event.event_id, "trigger filter failed; not triggered");
+                        tracing::warn!(blueprint_id = %h.plan.id, code = e.code, error = %e, event_id = %event.event_id, "trigger filter failed; not triggered");
+                        failures.push(FilterFailure {
+                            blueprint_id: h.plan.id.clone(),
+                            version: h.version,
+                            error: e,
+                        });
                         continue;
                     }
                 }
             }
             out.push((h.version, h.plan.clone()));
         }
-        out
+        (out, failures)
     }
 
     /// The NATS subjects the latest blueprint versions trigger on.
@@ -343,4 +353,11 @@ impl Node {
             })
             .unwrap_or_default()
     }
+}
+
+/// A trigger filter that failed on an event.
+pub(crate) struct FilterFailure {
+    pub blueprint_id: String,
+    pub version: i64,
+    pub error: xyn_core::jq::JqRunError,
 }

@@ -229,7 +229,32 @@ impl Node {
             ..Default::default()
         };
         let mut started = Vec::new();
-        for (version, plan) in self.matching_plans(&event) {
+        let (matching, failures) = self.matching_plans(&event);
+        for f in failures {
+            // The failure is recorded with the event, so the blueprint's author can see why it
+            // did not trigger; intake itself goes on.
+            batch.events.push(Event {
+                event_id: EventId(inner.ids.new_uuid()),
+                event_name: names::TRIGGER_FILTER_FAILED.into(),
+                occurred_at: inner.clock.now(),
+                env_id: inner.config.env_id.clone(),
+                actor: req.actor.clone(),
+                correlation_id: event.correlation_id.clone(),
+                run_id: None,
+                step_id: None,
+                resource: Some(xyn_core::Resource {
+                    kind: "blueprint".into(),
+                    id: f.blueprint_id,
+                }),
+                data: json!({
+                    "event_id": event.event_id,
+                    "version": f.version,
+                    "code": f.error.code,
+                    "message": f.error.message,
+                }),
+            });
+        }
+        for (version, plan) in matching {
             if let Ok(mut m) = self.new_run(plan, version, &event, None, &req.actor) {
                 Self::insert_run(&mut batch, &mut m);
                 self.enqueue(&mut batch, &m);

@@ -86,10 +86,13 @@ impl Node {
             m.start_step(ids, inner.clock.now(), i, recorded);
         }
         abort_if_injected(&m.steps[i].name);
+        // Set when the deadline passes, so a looping program stops instead of spinning on.
+        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = cancel.clone();
         let task = tokio::task::spawn_blocking(move || match &body {
             TransformBody::Jq(p) => p
-                .run_one(&ctx)
-                .map_err(|e| error_value("jq.failed", e.message)),
+                .run_one_cancellable(&ctx, &xyn_core::jq::JqLimits::default(), Some(stop))
+                .map_err(|e| error_value(e.code, e.message)),
             TransformBody::Template(t) => t
                 .render(&ctx, &mut SecretAccess::Mask)
                 .map_err(|e| render_error(&e)),
@@ -100,13 +103,16 @@ impl Node {
                 "transform.crashed",
                 format!("the transform crashed: {join}"),
             )),
-            Err(_) => Err(error_value(
-                "step.timed_out",
-                format!(
-                    "the transform did not finish within {}",
-                    xyn_core::duration::format_duration_ms(timeout_ms)
-                ),
-            )),
+            Err(_) => {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(error_value(
+                    "step.timed_out",
+                    format!(
+                        "the transform did not finish within {}",
+                        xyn_core::duration::format_duration_ms(timeout_ms)
+                    ),
+                ))
+            }
         };
         let now = inner.clock.now();
         match result.map(|v| self.bounded_output(v)) {

@@ -17,7 +17,9 @@
 //! operations of `jaq-json` (`"x" * n`, `a + b`) have no access to the evaluation context.
 //! Without an armed budget every check passes (unpatched behaviour).
 
-use core::cell::Cell;
+use core::cell::{Cell, RefCell};
+use core::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Which limit an evaluation ran into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +30,8 @@ pub enum Exceeded {
     Stack,
     /// The values built exceeded the memory allowance.
     Memory,
+    /// The caller cancelled the evaluation (its deadline passed).
+    Cancelled,
 }
 
 /// Limits of one evaluation.
@@ -48,6 +52,7 @@ struct State {
     stack_base: Cell<usize>,
     stack: Cell<usize>,
     exceeded: Cell<Option<Exceeded>>,
+    cancel: RefCell<Option<Arc<AtomicBool>>>,
 }
 
 std::thread_local! {
@@ -59,6 +64,7 @@ std::thread_local! {
             stack_base: Cell::new(0),
             stack: Cell::new(0),
             exceeded: Cell::new(None),
+            cancel: RefCell::new(None),
         }
     };
 }
@@ -77,6 +83,7 @@ impl Drop for Guard {
         STATE.with(|s| {
             s.armed.set(false);
             s.exceeded.set(None);
+            s.cancel.replace(None);
         });
     }
 }
@@ -84,6 +91,12 @@ impl Drop for Guard {
 impl Budget {
     /// Arms this budget for evaluations on the current thread until the guard is dropped.
     pub fn enter(self) -> Guard {
+        self.enter_cancellable(None)
+    }
+
+    /// Like [`Self::enter`]; the evaluation also stops soon after `cancel` is set (it is
+    /// looked at every 1,024 steps).
+    pub fn enter_cancellable(self, cancel: Option<Arc<AtomicBool>>) -> Guard {
         let base = here();
         STATE.with(|s| {
             s.armed.set(true);
@@ -92,6 +105,7 @@ impl Budget {
             s.stack_base.set(base);
             s.stack.set(self.stack);
             s.exceeded.set(None);
+            s.cancel.replace(cancel);
         });
         Guard(())
     }
@@ -119,6 +133,15 @@ pub fn tick() -> Result<(), Exceeded> {
             return fail(s, Exceeded::Fuel);
         }
         s.fuel.set(fuel - 1);
+        if fuel % 1024 == 0
+            && s
+                .cancel
+                .borrow()
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+        {
+            return fail(s, Exceeded::Cancelled);
+        }
         if s.stack_base.get().abs_diff(here()) > s.stack.get() {
             return fail(s, Exceeded::Stack);
         }
@@ -192,6 +215,7 @@ pub fn error<V>(e: Exceeded) -> crate::Error<V> {
         Exceeded::Fuel => "jq fuel budget exceeded",
         Exceeded::Stack => "jq nesting budget exceeded",
         Exceeded::Memory => "jq memory budget exceeded",
+        Exceeded::Cancelled => "jq evaluation cancelled",
     };
     core::iter::once(crate::exn::Part::Str(msg)).collect()
 }
