@@ -1,4 +1,4 @@
-//! The built-in actions: `http.call`, `ssh.run` and the internal platform actions of §9.3
+//! The built-in actions: `http.call`, `events.emit`, `ssh.run` and the internal platform actions of §9.3
 //! (`drafts.save`, `blueprints.validate`, `blueprints.promote`).
 
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use crate::{Action, ActionContext, ActionError, ActionOutput};
 pub fn all() -> Vec<Arc<dyn Action>> {
     vec![
         Arc::new(HttpCall),
+        Arc::new(EventsEmit),
         Arc::new(SshRun),
         Arc::new(DraftsSave),
         Arc::new(BlueprintsValidate),
@@ -28,6 +29,55 @@ fn ok(v: Value) -> Result<ActionOutput, ActionError> {
         bytes_out: 0,
         records: Vec::new(),
     })
+}
+
+/// `events.emit`: emits an event into this node's log; the runs it triggers start as for
+/// any event. No HTTP, so no port, token or destination policy is involved.
+pub struct EventsEmit;
+
+#[async_trait]
+impl Action for EventsEmit {
+    fn name(&self) -> &str {
+        "events.emit"
+    }
+    fn description(&self) -> &str {
+        "Emits an event into this node's log (the runs it triggers start as for any event)."
+    }
+    fn input_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["event_name"],
+            "properties": {
+                "event_name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "data": {"type": "object"}
+            }
+        })
+    }
+    fn output_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "required": ["event_id", "seq"],
+            "properties": {"event_id": {"type": "string"}, "seq": {"type": "integer"}}
+        })
+    }
+    async fn execute(
+        &self,
+        ctx: &ActionContext,
+        input: Value,
+    ) -> Result<ActionOutput, ActionError> {
+        let name = input
+            .get("event_name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let data = input.get("data").cloned().unwrap_or_else(|| json!({}));
+        let out = ctx
+            .platform
+            .emit_event(name, data, &ctx.actor, &ctx.correlation_id)
+            .await
+            .map_err(ActionError::from)?;
+        ok(out)
+    }
 }
 
 /// `drafts.save` (§9.3.1).

@@ -1,5 +1,14 @@
 //! `http.call`: one HTTP request, its response captured.
 //!
+//! Event data and blueprint inputs often choose the URL, so the request goes through the
+//! node's destination policy ([`crate::net`]): without `[actions.http] allow` in `xyn.toml`
+//! any public address may be called and loopback, private, link-local and metadata
+//! addresses (in every spelling, also after DNS) are refused; with it, only the listed
+//! destinations (an IP literal or `localhost` listed there may be private). The node's own
+//! listeners are refused unless `[actions.http] allow_node = true` and a rule names them.
+//! Redirects are followed one hop at a time (at most 5), each checked again; one to another
+//! origin drops credentials. A refusal fails the step with `http.denied`.
+//!
 //! The request carries `Idempotency-Key: <run_id>:<step_id>` (the same for every attempt of the
 //! step, so a receiver can deduplicate a call repeated after a crash), `Idempotency-Attempt:
 //! <attempt>` and `X-Correlation-Id`, unless the blueprint sets them. The response's status, headers and body are the output;
@@ -11,7 +20,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
+use crate::net::{EgressError, ErrorKind, OutRequest};
 use crate::{Action, ActionContext, ActionError, ActionOutput, Redaction};
+
+/// Most redirects `http.call` follows.
+const MAX_REDIRECTS: usize = 5;
 
 /// Bodies up to this size are kept inline in the step output.
 pub const INLINE_BODY_MAX: usize = 64 * 1024;
@@ -120,10 +133,7 @@ impl Action for HttpCall {
             .and_then(Value::as_bool)
             .unwrap_or(true);
 
-        let mut req = ctx
-            .http
-            .request(method.clone(), url.clone())
-            .timeout(timeout);
+        let mut headers: Vec<(String, String)> = Vec::new();
         let mut has_idem = false;
         let mut has_attempt = false;
         let mut has_corr = false;
@@ -134,31 +144,45 @@ impl Action for HttpCall {
                 has_attempt |= lk == "idempotency-attempt";
                 has_corr |= lk == "x-correlation-id";
                 if let Some(v) = v.as_str() {
-                    req = req.header(k.as_str(), v);
+                    headers.push((k.clone(), v.to_string()));
                 }
             }
         }
         if !has_idem {
-            req = req.header("Idempotency-Key", &ctx.idempotency_key);
+            headers.push(("Idempotency-Key".into(), ctx.idempotency_key.clone()));
         }
         if !has_attempt && ctx.attempt > 0 {
-            req = req.header("Idempotency-Attempt", ctx.attempt.to_string());
+            headers.push(("Idempotency-Attempt".into(), ctx.attempt.to_string()));
         }
         if !has_corr {
-            req = req.header("X-Correlation-Id", &ctx.correlation_id);
+            headers.push(("X-Correlation-Id".into(), ctx.correlation_id.clone()));
         }
         let mut bytes_out = 0u64;
+        let mut body = None;
         if let Some(j) = input.get("json") {
-            let body = serde_json::to_vec(j).unwrap_or_default();
-            bytes_out = body.len() as u64;
-            req = req.header("Content-Type", "application/json").body(body);
+            let b = serde_json::to_vec(j).unwrap_or_default();
+            bytes_out = b.len() as u64;
+            headers.push(("Content-Type".into(), "application/json".into()));
+            body = Some(b);
         } else if let Some(b) = input.get("body").and_then(Value::as_str) {
             bytes_out = b.len() as u64;
-            req = req.body(b.to_string());
+            body = Some(b.as_bytes().to_vec());
         }
 
         let started = Instant::now();
-        let resp = req.send().await.map_err(|e| classify(&e, &url, timeout))?;
+        let out_req = OutRequest {
+            method: method.clone(),
+            url: url.clone(),
+            headers,
+            body,
+            secrets: Vec::new(),
+            max_redirects: MAX_REDIRECTS,
+        };
+        let sent = tokio::time::timeout(timeout, ctx.egress.send(&ctx.destinations, out_req))
+            .await
+            .map_err(|_| timed_out(&url, timeout))?
+            .map_err(|e| egress_error(e, &url, timeout))?;
+        let resp = sent.response;
         let status = resp.status().as_u16();
         let mut headers = Map::new();
         for (k, v) in resp.headers() {
@@ -173,7 +197,11 @@ impl Action for HttpCall {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/octet-stream")
             .to_string();
-        let body = read_capped(resp, RESPONSE_MAX).await.map_err(|e| match e {
+        let rest = timeout.saturating_sub(started.elapsed());
+        let read = tokio::time::timeout(rest, read_capped(resp, RESPONSE_MAX))
+            .await
+            .map_err(|_| timed_out(&url, timeout))?;
+        let body = read.map_err(|e| match e {
             ReadError::TooLarge => ActionError::new(
                 "http.response_too_large",
                 format!("the response from {url} is larger than {RESPONSE_MAX} bytes"),
@@ -246,6 +274,52 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>,
         buf.extend_from_slice(&chunk);
     }
     Ok(buf)
+}
+
+fn timed_out(url: &reqwest::Url, timeout: Duration) -> ActionError {
+    let host = url.host_str().unwrap_or("?");
+    ActionError::new(
+        "http.timeout",
+        format!("no response from {host} within {}ms", timeout.as_millis()),
+        true,
+    )
+}
+
+fn egress_error(e: EgressError, url: &reqwest::Url, timeout: Duration) -> ActionError {
+    let host = url.host_str().unwrap_or("?");
+    match e {
+        EgressError::Denied {
+            target,
+            reason,
+            redirect,
+        } => ActionError::new(
+            "http.denied",
+            if redirect {
+                format!("a redirect to {target} was refused: {reason}")
+            } else {
+                format!("{target} is not an allowed destination: {reason}")
+            },
+            false,
+        )
+        .with_details(json!({"target": target, "reason": reason, "redirect": redirect})),
+        EgressError::TooManyRedirects => ActionError::new(
+            "http.redirect",
+            format!("too many redirects from {host}"),
+            false,
+        ),
+        EgressError::Failed(m) => {
+            ActionError::new("http.error", format!("request to {host} failed: {m}"), true)
+        }
+        EgressError::Http(_, ErrorKind::Timeout) => timed_out(url, timeout),
+        EgressError::Http(m, ErrorKind::Connect) => ActionError::new(
+            "http.connect",
+            format!("cannot connect to {host}: {m}"),
+            true,
+        ),
+        EgressError::Http(m, ErrorKind::Other) => {
+            ActionError::new("http.error", format!("request to {host} failed: {m}"), true)
+        }
+    }
 }
 
 fn classify(e: &reqwest::Error, url: &reqwest::Url, timeout: Duration) -> ActionError {

@@ -44,6 +44,16 @@ pub trait Platform: Send + Sync {
     async fn validate_draft(&self, input: Value, actor: &str) -> Result<Value, XynError>;
     /// `blueprints.promote` (§9.3.3).
     async fn promote_draft(&self, input: Value, actor: &str) -> Result<Value, XynError>;
+    /// `events.emit`: appends an event (and starts the runs it triggers) as
+    /// `POST /api/v1/events` does, without a round trip over HTTP: it works on any port
+    /// and with auth on. Answers `{event_id, seq}`.
+    async fn emit_event(
+        &self,
+        event_name: &str,
+        data: Value,
+        actor: &str,
+        correlation_id: &str,
+    ) -> Result<Value, XynError>;
 }
 
 /// What an action sees of the run it is part of.
@@ -63,6 +73,10 @@ pub struct ActionContext {
     pub platform: Arc<dyn Platform>,
     pub artifacts: Arc<dyn ArtifactSink>,
     pub http: reqwest::Client,
+    /// The node's egress (its listeners, the clients that apply the destination policy).
+    pub egress: Arc<net::Egress>,
+    /// Where `http.call` may connect (`[actions.http]`).
+    pub destinations: net::Destinations,
 }
 
 /// What an action returns.
@@ -394,6 +408,7 @@ mod tests {
         let r = Registry::with_builtins();
         for n in [
             "http.call",
+            "events.emit",
             "drafts.save",
             "blueprints.validate",
             "blueprints.promote",

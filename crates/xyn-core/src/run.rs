@@ -825,13 +825,15 @@ impl RunMachine {
         now: Timestamp,
         idx: usize,
         message: Option<String>,
+        effects: Value,
     ) {
         let timeout_ms = self.plan.steps[idx].timeout_ms;
         let step = &mut self.steps[idx];
         step.status = StepStatus::Waiting;
         step.attempt += 1;
         step.started_at = Some(now);
-        step.inputs = Some(json!({"message": message}));
+        // What the gate approves: the effects of the action steps it guards, resolved.
+        step.inputs = Some(json!({"message": message, "effects": effects}));
         let name = step.name.clone();
         self.run.step_executions += 1;
         self.changes.run_changed = true;
@@ -845,6 +847,7 @@ impl RunMachine {
             json!({
                 "step": name,
                 "message": message,
+                "effects": effects,
                 "timeout_at": timeout_ms.map(|t| now.plus_ms(t).to_string()),
             }),
         );

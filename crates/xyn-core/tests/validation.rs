@@ -7,6 +7,7 @@ use xyn_core::blueprint::{self, ValidationEnv, compile_text, validate_text};
 
 const ACTIONS: &[&str] = &[
     "http.call",
+    "events.emit",
     "ssh.run",
     "drafts.save",
     "blueprints.validate",

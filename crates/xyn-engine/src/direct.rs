@@ -241,6 +241,8 @@ impl Node {
             platform: Arc::new(self.clone()),
             artifacts: sink.clone(),
             http: inner.http.clone(),
+            egress: inner.egress.clone(),
+            destinations: inner.config.http_call.clone(),
         };
         let started = inner.clock.now();
         let res =

@@ -412,4 +412,27 @@ impl Platform for Node {
             .await
             .map(|(_, out)| out)
     }
+
+    async fn emit_event(
+        &self,
+        event_name: &str,
+        data: Value,
+        actor: &str,
+        correlation_id: &str,
+    ) -> Result<Value, XynError> {
+        let e = Node::emit_event(
+            self,
+            crate::intake::EmitEvent {
+                event_name: event_name.to_string(),
+                data,
+                resource: None,
+                run_id: None,
+                step_id: None,
+                actor: actor.to_string(),
+                correlation_id: Some(correlation_id.to_string()),
+            },
+        )
+        .await?;
+        Ok(json!({"event_id": e.event.event_id.to_string(), "seq": e.seq}))
+    }
 }

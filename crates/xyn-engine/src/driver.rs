@@ -276,7 +276,8 @@ impl Node {
                         }
                         _ => None,
                     };
-                    m.open_gate(ids, now, i, message);
+                    let effects = self.gate_effects(m, i);
+                    m.open_gate(ids, now, i, message, effects);
                     tracing::info!(run_id = %m.run.run_id, step = %m.steps[i].name, "gate waits for a decision");
                 }
                 Next::GateTimedOut(i) => m.time_out_gate(ids, now, i),

@@ -119,6 +119,18 @@ pub struct NodeConfig {
     /// Set on a shared store: runs are claimed from the store's queue under leases instead
     /// of being driven from memory (see `cluster.rs`).
     pub cluster: Option<ClusterConfig>,
+    /// Where the built-in `http.call` may connect (`[actions.http]` in `xyn.toml`).
+    pub http_call: xyn_actions::net::Destinations,
+}
+
+/// `http.call` without an allowlist: any public destination, never the node itself.
+pub fn default_http_call_destinations() -> xyn_actions::net::Destinations {
+    xyn_actions::net::Destinations {
+        rules: Vec::new(),
+        any_public: true,
+        allow_node: false,
+        list_name: "[actions.http] allow",
+    }
 }
 
 impl Default for NodeConfig {
@@ -132,6 +144,7 @@ impl Default for NodeConfig {
             max_event_bytes: 1024 * 1024,
             max_output_bytes: 1024 * 1024,
             cluster: None,
+            http_call: default_http_call_destinations(),
         }
     }
 }
@@ -146,6 +159,9 @@ pub struct NodeParts {
     pub actions: Registry,
     pub agents: Router,
     pub http: reqwest::Client,
+    /// The node's egress: the destination policy of `http.call` (and of sandboxed guests,
+    /// which share it through the worker pool).
+    pub egress: Arc<xyn_actions::net::Egress>,
     pub config: NodeConfig,
 }
 
@@ -164,6 +180,7 @@ pub(crate) struct Inner {
     pub actions: Arc<Registry>,
     pub agents: Arc<Router>,
     pub http: reqwest::Client,
+    pub egress: Arc<xyn_actions::net::Egress>,
     pub config: NodeConfig,
     pub catalog: catalog::Catalog,
     pub scheduler: scheduler::Scheduler,
@@ -187,6 +204,7 @@ impl Node {
             actions: Arc::new(parts.actions),
             agents: Arc::new(parts.agents),
             http: parts.http,
+            egress: parts.egress,
             config: parts.config,
             catalog: catalog::Catalog::default(),
             scheduler: scheduler::Scheduler::default(),

@@ -15,7 +15,7 @@ use xyn_core::footprint::{self, Footprint};
 use xyn_core::records::Artifact;
 use xyn_core::redact::{redact_str, redact_value};
 use xyn_core::run::{RunMachine, error_value};
-use xyn_core::template::{RenderError, SecretAccess};
+use xyn_core::template::{RenderError, SecretAccess, TemplateValue};
 use xyn_core::{ArtifactId, IdSource, RunId, StepId, XynError, codes};
 use xyn_store::blob::BlobStore;
 
@@ -221,6 +221,8 @@ impl Node {
             platform: Arc::new(self.clone()),
             artifacts: sink.clone(),
             http: inner.http.clone(),
+            egress: inner.egress.clone(),
+            destinations: inner.config.http_call.clone(),
         };
         let timeout = self.effect_timeout(m, i);
         let token = self.register_cancel(m.run.run_id);
@@ -243,7 +245,7 @@ impl Node {
             Ok(Err(err)) => err.records.as_slice(),
             Err(_) => &[],
         };
-        record_action_records(m, ids, now, i, &action, records);
+        record_action_records(m, ids, now, i, &action, records, &secrets);
         match res {
             Err(_) => {
                 let e = error_value(
@@ -291,6 +293,51 @@ impl Node {
             }
         }
         Ok(Progress::Continue)
+    }
+
+    /// What a gate at `gate` approves: each action step after it (up to the next gate) with
+    /// the fields that say where it acts — for `http.call` the method and URL, for
+    /// `events.emit` the event name — resolved as the run knows them now, secrets masked.
+    /// A field that depends on what happens after the gate is `null`, with `unresolved`.
+    pub(crate) fn gate_effects(&self, m: &RunMachine, gate: usize) -> Value {
+        let inner = self.inner();
+        let ctx = m.context();
+        let mut out = Vec::new();
+        for step in m.plan.steps.iter().skip(gate + 1) {
+            let (action, with) = match &step.body {
+                StepBody::Gate { .. } => break,
+                StepBody::Action { action, with } => (action, with),
+                _ => continue,
+            };
+            let mut e = json!({"step": step.id, "action": action});
+            let fields: &[&str] = match action.as_str() {
+                "http.call" => &["method", "url"],
+                "events.emit" => &["event_name"],
+                _ => &[],
+            };
+            for f in fields {
+                let tv = match with {
+                    TemplateValue::Obj(kv) => kv.iter().find(|(k, _)| k == f).map(|(_, v)| v),
+                    _ => None,
+                };
+                let v = match tv {
+                    None if *f == "method" => json!("GET"),
+                    None => Value::Null,
+                    Some(tv) => match tv.render(&ctx, &mut SecretAccess::Mask) {
+                        Ok(Value::String(s)) if *f == "method" => json!(s.to_ascii_uppercase()),
+                        Ok(v) => v,
+                        Err(_) => {
+                            e["unresolved"] = json!(true);
+                            Value::Null
+                        }
+                    },
+                };
+                e[*f] = v;
+            }
+            inner.actions.redact(action, &mut e);
+            out.push(e);
+        }
+        Value::Array(out)
     }
 
     async fn run_agent(&self, m: &mut RunMachine, i: usize) -> Result<Progress, XynError> {
@@ -552,6 +599,7 @@ fn record_action_records(
     i: usize,
     action: &str,
     records: &[xyn_actions::Record],
+    secrets: &[String],
 ) {
     let (run_id, step_id) = (m.run.run_id, m.steps[i].step_id);
     for r in records {
@@ -573,7 +621,10 @@ fn record_action_records(
                 dims.clone(),
             )),
             xyn_actions::Record::Event { name, data } => {
-                m.record_step_event(ids, now, i, name, data.clone())
+                // Events an action asks for never hold a secret value the step used.
+                let mut data = data.clone();
+                redact_value(&mut data, secrets);
+                m.record_step_event(ids, now, i, name, data)
             }
         }
     }

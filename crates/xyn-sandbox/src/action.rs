@@ -53,10 +53,10 @@ impl SandboxedAction {
         let limits = host.limits.resolve(manifest.runtime, &manifest.limits)?;
         host.layout.prepare_action(&manifest.name)?;
         let mut roots = host.layout.roots(&manifest.name, &dir);
-        roots.http_policy = Some(crate::caps::http::HttpPolicy {
-            action: manifest.name.clone(),
-            hosts: manifest.capabilities.http_hosts.clone(),
-        });
+        roots.http_policy = Some(crate::caps::http::HttpPolicy::of(
+            &manifest.name,
+            &manifest.capabilities,
+        ));
         let schema = |rel: &Option<String>| -> Result<Value, SandboxError> {
             match rel {
                 Some(r) => read_schema(&dir, r),
@@ -105,7 +105,7 @@ impl SandboxedAction {
             .collect();
         let secrets: BTreeMap<String, String> = caps
             .secrets
-            .iter()
+            .keys()
             .filter_map(|n| {
                 std::env::var(secret_env_var(n))
                     .ok()
@@ -122,6 +122,16 @@ impl SandboxedAction {
             secrets,
             input,
         }
+    }
+
+    /// The values of the secrets this action may refer to (set ones only).
+    fn secret_values(&self) -> Vec<String> {
+        self.manifest
+            .capabilities
+            .secrets
+            .keys()
+            .filter_map(|n| std::env::var(secret_env_var(n)).ok())
+            .collect()
     }
 
     /// Runs through the worker pool; the report, or the stable error when there is none.
@@ -177,6 +187,39 @@ pub fn secret_env_var(name: &str) -> String {
     format!("XYN_SECRET_{var}")
 }
 
+/// Replaces every secret value in what a report carries out of the sandbox (output, error,
+/// denials, logs, incident), so no step output, event or artifact ever holds one.
+pub fn scrub_report(report: &mut InvokeReport, values: &[String]) {
+    use xyn_core::redact::{redact_str, redact_value};
+    if values.is_empty() {
+        return;
+    }
+    let s = |x: &mut String| {
+        if let Some(r) = redact_str(x, values) {
+            *x = r;
+        }
+    };
+    match &mut report.result {
+        Ok(v) => redact_value(v, values),
+        Err(e) => {
+            s(&mut e.message);
+            if let Some(d) = e.details.as_mut() {
+                redact_value(d, values);
+            }
+        }
+    }
+    for d in &mut report.denials {
+        s(&mut d.target);
+        s(&mut d.reason);
+    }
+    for l in &mut report.logs {
+        s(&mut l.msg);
+    }
+    if let Some(i) = report.incident.as_mut() {
+        redact_value(i, values);
+    }
+}
+
 /// The footprints and audit events of a report.
 pub fn records(report: &InvokeReport) -> Vec<Record> {
     let mut out = Vec::new();
@@ -228,10 +271,11 @@ impl Action for SandboxedAction {
         ctx: &ActionContext,
         input: Value,
     ) -> Result<ActionOutput, ActionError> {
-        let report = self
+        let mut report = self
             .invoke(input)
             .await
             .map_err(|e| ActionError::new(e.code.clone(), e.message.clone(), false))?;
+        scrub_report(&mut report, &self.secret_values());
         for l in &report.logs {
             tracing::info!(action = %report.action, level = %l.level, msg = %l.msg, "action log");
         }

@@ -292,7 +292,8 @@ impl Caps {
                 if !self.cfg.capabilities.crypto {
                     return Err(self.deny(name, "", "the manifest sets crypto = false"));
                 }
-                match crypto::call(n, args, &self.cfg.capabilities.secrets, &self.cfg.secrets) {
+                let names: Vec<String> = self.cfg.capabilities.secrets.keys().cloned().collect();
+                match crypto::call(n, args, &names, &self.cfg.secrets) {
                     Ok(v) => Ok(v),
                     Err(crypto::CryptoError::Denied(target, r)) => {
                         Err(self.deny(name, &target, &r))
@@ -311,10 +312,7 @@ impl Caps {
         const NAME: &str = "http.request";
         let mut req: HttpRequest = serde_json::from_value(args.clone())
             .map_err(|e| CapError::bad_args(format!("http.request: {e}")))?;
-        let policy = HttpPolicy {
-            action: self.cfg.action.clone(),
-            hosts: self.cfg.capabilities.http_hosts.clone(),
-        };
+        let policy = HttpPolicy::of(&self.cfg.action, &self.cfg.capabilities);
         if let Err((target, reason)) = policy.check_url(&req.url) {
             return Err(self.deny(NAME, &target, &reason));
         }
@@ -327,7 +325,7 @@ impl Caps {
                 .map(str::trim)
                 .map(str::to_string)
             {
-                if !self.cfg.capabilities.secrets.contains(&name) {
+                if !self.cfg.capabilities.secrets.contains_key(&name) {
                     return Err(self.deny(NAME, &name, "secret not listed in the manifest"));
                 }
                 match self.cfg.secrets.get(&name) {
@@ -345,7 +343,7 @@ impl Caps {
             return Err(CapError::failed("http.request: no time left in the budget"));
         }
         req.timeout_ms = Some(timeout.as_millis() as u64);
-        match self.cfg.http.request(&policy, req) {
+        match self.cfg.http.request(&policy, req, &self.cfg.secrets) {
             Ok(resp) => serde_json::to_value(resp).map_err(|e| CapError::failed(e.to_string())),
             Err(HttpFailure::Denied { target, reason }) => Err(self.deny(NAME, &target, &reason)),
             Err(HttpFailure::Failed(m)) => Err(CapError::failed(format!("http.request: {m}"))),

@@ -175,6 +175,10 @@ impl DeploymentLimits {
 #[serde(deny_unknown_fields)]
 pub struct SandboxSettings {
     pub pool_size: Option<u64>,
+    /// Guests may reach the node's own listeners when their manifest names them (off: a
+    /// guest can never call the node's API, whatever its `http_hosts` say).
+    #[serde(default)]
+    pub allow_node_api: bool,
     #[serde(default)]
     pub defaults: DefaultsSection,
     #[serde(default)]

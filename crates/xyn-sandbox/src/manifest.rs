@@ -14,6 +14,9 @@
 //! env = ["TZ"]                   # at most 32 names
 //! db = true                      # its own SQLite database
 //!
+//! [capabilities.secrets.API_TOKEN] # a node secret it may refer to, never read
+//! hosts = ["api.example.com"]    # the only hosts it is ever sent to
+//!
 //! [limits]
 //! timeout_ms = 2000
 //! memory_mb = 64
@@ -25,6 +28,7 @@
 //! it). `version`, `description` and a `[signature]` table are accepted so the shape is
 //! ready for signed packs.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
@@ -106,10 +110,40 @@ pub struct Capabilities {
     /// Hashes, HMAC, Ed25519, random bytes, password hashing (on unless set to false).
     #[serde(default = "yes")]
     pub crypto: bool,
-    /// Names of node secrets it may *refer to* (for HTTP headers and signing keys); the
-    /// guest never reads their values.
+    /// Node secrets it may *refer to* (in HTTP headers, as signing keys), each bound to
+    /// the hosts it may be sent to; the guest never reads their values.
+    #[serde(default, deserialize_with = "secret_grants")]
+    pub secrets: BTreeMap<String, SecretGrant>,
+}
+
+/// One secret an action may refer to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretGrant {
+    /// The only hosts (`host`, `host:port`, `*.suffix`, IP literals) the secret is sent
+    /// to; empty: never sent over HTTP (signing keys).
     #[serde(default)]
-    pub secrets: Vec<String>,
+    pub hosts: Vec<String>,
+}
+
+/// `[capabilities.secrets.NAME] hosts = [...]`; the old list form is refused with the
+/// way to migrate (a secret without hosts would be sendable anywhere).
+fn secret_grants<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, SecretGrant>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Table(BTreeMap<String, SecretGrant>),
+        List(Vec<String>),
+    }
+    match Form::deserialize(d)? {
+        Form::Table(t) => Ok(t),
+        Form::List(names) => Err(serde::de::Error::custom(format!(
+            "capabilities.secrets is a table now: bind each secret to the hosts it may be sent to, e.g. [capabilities.secrets.{}] hosts = [\"api.example.com\"]",
+            names.first().map_or("NAME", String::as_str)
+        ))),
+    }
 }
 
 fn yes() -> bool {
@@ -126,7 +160,7 @@ impl Default for Capabilities {
             db: false,
             time: true,
             crypto: true,
-            secrets: Vec::new(),
+            secrets: BTreeMap::new(),
         }
     }
 }
@@ -270,7 +304,14 @@ impl Manifest {
                 c.env.len()
             ));
         }
-        for n in c.env.iter().chain(c.secrets.iter()) {
+        for (n, g) in &c.secrets {
+            for h in &g.hosts {
+                HostRule::parse(h).map_err(|e| {
+                    SandboxError::manifest(format!("capabilities.secrets.{n}.hosts: {e}"))
+                })?;
+            }
+        }
+        for n in c.env.iter().chain(c.secrets.keys()) {
             if !valid_env_name(n) {
                 return bad(format!("capabilities: {n:?} is not a valid variable name"));
             }
@@ -314,6 +355,34 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_bound_to_hosts_and_the_list_form_is_refused() {
+        let head = "name = \"a.b\"\nruntime = \"lua\"\nentry = \"m.lua\"\n";
+        let m = Manifest::parse(&format!(
+            "{head}[capabilities.secrets.API_TOKEN]\nhosts = [\"api.example.com\"]\n[capabilities.secrets.signing_key]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            m.capabilities.secrets["API_TOKEN"].hosts,
+            vec!["api.example.com"]
+        );
+        assert!(m.capabilities.secrets["signing_key"].hosts.is_empty());
+        let old = Manifest::parse(&format!(
+            "{head}[capabilities]\nsecrets = [\"API_TOKEN\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            old.message
+                .contains("[capabilities.secrets.API_TOKEN] hosts"),
+            "{}",
+            old.message
+        );
+        let bad = Manifest::parse(&format!(
+            "{head}[capabilities.secrets.T]\nhosts = [\"http://x.com\"]\n"
+        ));
+        assert!(bad.is_err());
+    }
 
     #[test]
     fn relative_paths_only() {

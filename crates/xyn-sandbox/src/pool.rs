@@ -120,6 +120,13 @@ impl WorkerPool {
         }
     }
 
+    /// Forwarded requests go through `exec` (the node's egress, its listeners and the
+    /// operator's choices) instead of a default executor.
+    pub fn with_http(mut self, exec: HttpExecutor) -> Self {
+        self.http = Arc::new(exec);
+        self
+    }
+
     /// How the last worker started was sealed.
     pub fn seal_report(&self) -> Option<SealReport> {
         self.seal.lock().ok().and_then(|s| s.clone())
@@ -317,6 +324,9 @@ impl WorkerPool {
         node_policy: Option<&crate::caps::http::HttpPolicy>,
     ) -> Result<InvokeReport, String> {
         let id = msg.id;
+        // The node's copy of the secret values: forwarded requests are checked against the
+        // hosts each is bound to, and responses scrubbed of them, whatever the worker says.
+        let secrets = msg.secrets.clone();
         send(&mut w.stdin, &ToWorker::Invoke(Box::new(msg)))
             .await
             .map_err(|e| format!("cannot write to the worker: {e}"))?;
@@ -334,7 +344,7 @@ impl WorkerPool {
                     request,
                 }) if got == id => {
                     let policy = node_policy.unwrap_or(&policy);
-                    let result = self.http.execute(policy, request).await;
+                    let result = self.http.execute(policy, request, &secrets).await;
                     send(&mut w.stdin, &ToWorker::HttpResult { id, result })
                         .await
                         .map_err(|e| format!("cannot write to the worker: {e}"))?;

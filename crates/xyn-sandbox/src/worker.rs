@@ -188,7 +188,12 @@ struct PipeHttp {
 }
 
 impl HttpBackend for PipeHttp {
-    fn request(&self, policy: &HttpPolicy, req: HttpRequest) -> Result<HttpResponse, HttpFailure> {
+    fn request(
+        &self,
+        policy: &HttpPolicy,
+        req: HttpRequest,
+        _secrets: &BTreeMap<String, String>,
+    ) -> Result<HttpResponse, HttpFailure> {
         self.pipe
             .send(&FromWorker::Http {
                 id: self.id,

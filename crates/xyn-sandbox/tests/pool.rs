@@ -108,6 +108,7 @@ fn the_node_checks_forwarded_http_against_the_actions_own_allowlist() {
         http_policy: Some(HttpPolicy {
             action: "t.evil".into(),
             hosts: vec!["example.com".into()],
+            secret_hosts: Default::default(),
         }),
         ..Default::default()
     };

@@ -36,6 +36,7 @@ pub fn health_fast<B>(s: &AppState, req: &axum::http::Request<B>) -> Option<Resp
     let h = req.headers();
     if h.contains_key(header::CONTENT_LENGTH)
         || h.contains_key(header::TRANSFER_ENCODING)
+        || h.contains_key(xyn_actions::net::MARKER_HEADER)
         || hardening::header_limit(s, req).is_err()
         || !auth::allows_probe(s, h)
     {
@@ -129,11 +130,28 @@ async fn standard_shape(resp: Response) -> Response {
     out
 }
 
+/// A request the node itself makes on behalf of a guest or of event data (it carries the
+/// egress marker, whatever its value) is never served by the API or the UI: it would act
+/// as the local operator. Defence in depth behind the egress policy, which refuses the
+/// node's own listeners in the first place.
+fn not_made_for_others(req: &Request) -> Result<(), Box<Response>> {
+    if req.headers().contains_key(xyn_actions::net::MARKER_HEADER) {
+        tracing::warn!(path = %req.uri().path(), "refused a request the node made on behalf of a guest or event data");
+        return Err(Box::new(crate::error::status_error(
+            axum::http::StatusCode::FORBIDDEN,
+            "request.from_guest",
+            "requests made by the node on behalf of guests or event data cannot use the API or the UI",
+        )));
+    }
+    Ok(())
+}
+
 async fn run<F, Fut>(s: &AppState, req: Request, handler: F) -> Result<Response, Box<Response>>
 where
     F: FnOnce(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
+    not_made_for_others(&req)?;
     hardening::header_limit(s, &req)?;
     let req = hardening::body_limit(s, req)?;
     let (req, new_csrf) = auth::check(s, req).await?;

@@ -27,6 +27,7 @@ pub fn host(
     allow_weak: bool,
     limits: DeploymentLimits,
     workers: usize,
+    http: xyn_sandbox::caps::http::HttpExecutor,
 ) -> Result<Arc<SandboxHost>> {
     let layout = Layout::new(data_dir);
     layout.ensure().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -37,7 +38,8 @@ pub fn host(
         worker: layout.worker_args(allow_weak, limits.clone()),
         size: workers,
         max_idle: 0,
-    });
+    })
+    .with_http(http);
     Ok(Arc::new(SandboxHost {
         pool,
         layout,
@@ -129,7 +131,14 @@ async fn run_one(
     allow_weak: bool,
     limits: DeploymentLimits,
 ) -> Result<ExitCode> {
-    let host = host(data_dir, allow_weak, limits, 1)?;
+    let egress = Arc::new(xyn_actions::net::Egress::new());
+    let host = host(
+        data_dir,
+        allow_weak,
+        limits,
+        1,
+        xyn_sandbox::caps::http::HttpExecutor::new(egress.clone(), false),
+    )?;
     let dir = host.layout.package(name);
     let fail = |code: &str, msg: &str| {
         eprintln!("error: {msg}");
@@ -169,6 +178,8 @@ async fn run_one(
         platform: Arc::new(NoPlatform),
         artifacts: Arc::new(IncidentDir(host.layout.root.join("incidents"))),
         http: xyn_actions::http_client(),
+        egress,
+        destinations: xyn_engine::default_http_call_destinations(),
     };
     match registry.execute(name, &ctx, input).await {
         Ok(out) => {
@@ -204,6 +215,12 @@ impl Platform for NoPlatform {
         ))
     }
     async fn promote_draft(&self, _: Value, _: &str) -> Result<Value, XynError> {
+        Err(XynError::invalid(
+            "action.no_node",
+            "not available outside a node",
+        ))
+    }
+    async fn emit_event(&self, _: &str, _: Value, _: &str, _: &str) -> Result<Value, XynError> {
         Err(XynError::invalid(
             "action.no_node",
             "not available outside a node",

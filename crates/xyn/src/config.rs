@@ -25,6 +25,49 @@ pub struct FileConfig {
     pub hooks: std::collections::BTreeMap<String, HookSection>,
     #[serde(default)]
     pub retention: RetentionSection,
+    /// Built-in actions: `[actions.http]`, where `http.call` may connect.
+    #[serde(default)]
+    pub actions: ActionsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsSection {
+    #[serde(default)]
+    pub http: ActionsHttpSection,
+}
+
+/// `[actions.http]`: `allow` lists the destinations `http.call` may reach (`host`,
+/// `host:port`, `*.suffix`, IP literals; a listed IP literal or `localhost` may be
+/// private). Without it, any public address. `allow_node` lets it reach the node's own
+/// listeners when `allow` names them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsHttpSection {
+    pub allow: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_node: bool,
+}
+
+fn http_call_destinations(
+    s: &ActionsHttpSection,
+    source: Option<&Path>,
+) -> Result<xyn_actions::net::Destinations> {
+    let mut d = xyn_engine::default_http_call_destinations();
+    d.allow_node = s.allow_node;
+    if let Some(allow) = &s.allow {
+        d.any_public = false;
+        for h in allow {
+            d.rules
+                .push(xyn_actions::net::HostRule::parse(h).map_err(|e| {
+                    anyhow::anyhow!(
+                        "bad config {}: [actions.http] allow: {e}",
+                        source.map_or_else(|| "xyn.toml".into(), |p| p.display().to_string())
+                    )
+                })?);
+        }
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +154,8 @@ pub struct Settings {
     pub sandbox_limits: xyn_sandbox::DeploymentLimits,
     /// Most sandbox workers busy at once (`[sandbox] pool_size`).
     pub sandbox_pool: usize,
+    /// Guests may reach the node's own listeners (`[sandbox] allow_node_api`).
+    pub sandbox_allow_node: bool,
     pub fallback_cassette: Option<PathBuf>,
     pub sqlite_full: bool,
     pub source: Option<PathBuf>,
@@ -171,6 +216,8 @@ fn read_file(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
 pub fn load(explicit: Option<&Path>) -> Result<Settings> {
     let (file, source) = read_file(explicit)?;
     let (sandbox_limits, sandbox_pool) = sandbox_of(&file, source.as_deref())?;
+    let http_call = http_call_destinations(&file.actions.http, source.as_deref())?;
+    let sandbox_allow_node = file.sandbox.allow_node_api;
     let base = source
         .as_ref()
         .and_then(|p| p.parent())
@@ -334,10 +381,12 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         .or(file.retention.window)
         .map(|w| duration("retention window", &w))
         .transpose()?;
+    node.http_call = http_call;
     Ok(Settings {
         node,
         sandbox_limits,
         sandbox_pool,
+        sandbox_allow_node,
         fallback_cassette,
         sqlite_full,
         source,

@@ -167,11 +167,15 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
     let agents =
         xyn_agents::Router::new(&agents_cfg, http.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     // Sandboxed actions: installed packages run in sealed worker processes.
+    // One egress for every request made on behalf of others (guests, http.call): it
+    // learns the node's listen addresses once the listener is bound.
+    let egress = Arc::new(xyn_actions::net::Egress::new());
     let sandbox = crate::action_cmd::host(
         &args.data_dir,
         args.allow_weak_sandbox,
         settings.sandbox_limits.clone(),
         settings.sandbox_pool,
+        xyn_sandbox::caps::http::HttpExecutor::new(egress.clone(), settings.sandbox_allow_node),
     )?;
     let mut actions = xyn_actions::Registry::with_builtins();
     for (name, e) in xyn_sandbox::action::register_installed(&sandbox, &mut actions) {
@@ -221,6 +225,7 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         actions,
         agents,
         http,
+        egress: egress.clone(),
         config: settings.node.clone(),
     })
     .await
@@ -294,6 +299,7 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    egress.set_listeners(vec![addr]);
     tracing::info!(url = %format!("http://{addr}"), data_dir = %args.data_dir.display(), store = %store.describe(),
         auth = if auth_on { "tokens" } else { "open" }, hooks = settings.web.hooks.len(), "xyn listening");
     eprintln!(

@@ -2084,7 +2084,7 @@ async fn limits_answer_413_431_and_408_with_the_error_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_requests() {
     let fixture = Fixture::start().await;
-    let mut node = Node::builder().start();
+    let mut node = Node::builder().allow_http(&fixture.url).start();
     let url = format!("{}/slow/1500", fixture.url);
     let base = node.url.clone();
     let inflight = tokio::spawn(async move {

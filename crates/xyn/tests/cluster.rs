@@ -35,17 +35,21 @@ outputs: [{{name: done}}]
     )
 }
 
-fn worker(db: &TestDb) -> Node {
-    Node::builder()
-        .args(&[
-            "--database-url",
-            &db.url,
-            "--role",
-            "worker",
-            "--lease",
-            "2s",
-        ])
-        .start()
+fn worker(db: &TestDb, fixture: Option<&str>) -> Node {
+    let b = Node::builder();
+    let b = match fixture {
+        Some(url) => b.allow_http(url),
+        None => b,
+    };
+    b.args(&[
+        "--database-url",
+        &db.url,
+        "--role",
+        "worker",
+        "--lease",
+        "2s",
+    ])
+    .start()
 }
 
 /// One api, three workers, 1000 runs of a three-step blueprint; one worker is SIGKILLed while
@@ -57,9 +61,10 @@ async fn three_workers_share_the_runs_and_survive_a_sigkill() {
     let fx = Fixture::start().await;
     let api = Node::builder()
         .blueprint("cluster.yaml", &blueprint(&fx.url))
+        .allow_http(&fx.url)
         .args(&["--database-url", &db.url, "--role", "api"])
         .start();
-    let mut workers: Vec<Node> = (0..3).map(|_| worker(&db)).collect();
+    let mut workers: Vec<Node> = (0..3).map(|_| worker(&db, Some(&fx.url))).collect();
 
     // 1000 events from 16 clients.
     let next = Arc::new(AtomicUsize::new(0));
@@ -292,8 +297,8 @@ plan:
         .blueprint("cron.yaml", cron)
         .args(&["--database-url", &db.url, "--role", "api"])
         .start();
-    let _w1 = worker(&db);
-    let _w2 = worker(&db);
+    let _w1 = worker(&db, None);
+    let _w2 = worker(&db, None);
     let ev = api.emit("gated.job", json!({})).await;
     assert_eq!(ev["event_name"], "gated.job");
     let run = api.the_run_of("bp.gated").await;

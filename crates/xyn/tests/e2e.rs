@@ -15,14 +15,13 @@ fn shipped_example() -> String {
 
 const BP: &str = "bp.checkmk.auto_remediate";
 
-/// The kernel scenario: emit → agent → gate waits → approve → http.call → transform → done.
+/// The kernel scenario: emit → agent → gate waits → approve → events.emit → transform → done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_event_to_completed_run_with_approval() {
     let node = Node::builder()
         .blueprint("checkmk.yaml", &shipped_example())
         .start();
-    let remediation = format!("{}/api/v1/events", node.url);
-    let data = json!({"host": "web-1", "service": "disk", "state": "CRIT", "remediation_url": remediation});
+    let data = json!({"host": "web-1", "service": "disk", "state": "CRIT"});
 
     // 2. The CLI emits; the answer carries the event id and correlation id.
     let ev = node.cli_json(&[
@@ -91,14 +90,14 @@ async fn scenario_event_to_completed_run_with_approval() {
     let done = node.until_run_status(&run_id, "completed", 15).await;
     let summary = done["outputs"]["summary"].as_str().unwrap();
     assert!(
-        summary.starts_with("disk on web-1 (CRIT): remediation requested (HTTP 201)"),
+        summary.starts_with("disk on web-1 (CRIT): remediation requested (event "),
         "{summary}"
     );
     let gate = node.step(&run_id, "approve").await;
     assert_eq!(gate["decision_comment"], "ok");
     assert!(gate["decided_by"].as_str().unwrap().starts_with("cli:"));
     let fix = node.step(&run_id, "run_fix").await;
-    assert_eq!(fix["outputs"]["status"], 201);
+    let emitted = fix["outputs"]["event_id"].as_str().unwrap().to_string();
     assert_eq!(fix["attempt"], 1);
 
     // The remediation request reached the node as an event, with the run's correlation id.
@@ -108,6 +107,7 @@ async fn scenario_event_to_completed_run_with_approval() {
     let remediation_event = &evs["items"][0];
     assert_eq!(remediation_event["data"]["host"], "web-1");
     assert_eq!(remediation_event["correlation_id"], corr.as_str());
+    assert_eq!(remediation_event["event_id"], emitted.as_str());
 
     // Every transition emitted its xyn.* event, in order, with the correlation id.
     let names: Vec<String> = node
@@ -150,7 +150,9 @@ async fn scenario_event_to_completed_run_with_approval() {
     assert_eq!(count("tokens_in"), 58.0);
     assert_eq!(count("tokens_out"), 74.0);
     assert_eq!(count("request_count"), 1.0);
-    assert!(count("bytes_out") > 0.0 && count("bytes_in") > 0.0);
+    // The remediation is an event now (events.emit), not an HTTP call: no bytes leave the
+    // node (http.call's bytes footprints are checked in tests/egress.rs).
+    assert_eq!(count("bytes_out"), 0.0);
     assert!(count("artifact_bytes_written") > 0.0);
     let dims: String = db
         .query_row(
@@ -262,7 +264,10 @@ async fn a_retry_succeeds_on_the_second_attempt() {
         &format!("{}/flaky/r1", fx.url),
         "    retry: {max_attempts: 3, backoff: fixed, delay: 200ms}\n",
     );
-    let node = Node::builder().blueprint("r.yaml", &bp).start();
+    let node = Node::builder()
+        .blueprint("r.yaml", &bp)
+        .allow_http(&fx.url)
+        .start();
     node.emit("test.retry", json!({})).await;
     let run_id = node.the_run_of("retry").await;
     node.until_run_status(&run_id, "completed", 10).await;
@@ -297,7 +302,10 @@ async fn a_step_timeout_fails_the_step_in_time() {
         &format!("{}/slow/5000", fx.url),
         "    timeout: 300ms\n",
     );
-    let node = Node::builder().blueprint("s.yaml", &bp).start();
+    let node = Node::builder()
+        .blueprint("s.yaml", &bp)
+        .allow_http(&fx.url)
+        .start();
     let started = Instant::now();
     node.emit("test.slow", json!({})).await;
     let run_id = node.the_run_of("slow").await;
@@ -326,7 +334,10 @@ async fn kill_9_mid_run_then_restart_completes() {
         "id: crash\ntrigger: {{event_type: test.crash}}\nplan:\n  - {{kind: transform, id: prep, expr: '{{n: 1}}'}}\n  - kind: action_task\n    id: call\n    action: http.call\n    with: {{url: \"{}/block\"}}\n  - {{kind: transform, id: after, expr: '{{done: .steps.call.outputs.json.released}}'}}\n",
         fx.url
     );
-    let mut node = Node::builder().blueprint("c.yaml", &bp).start();
+    let mut node = Node::builder()
+        .blueprint("c.yaml", &bp)
+        .allow_http(&fx.url)
+        .start();
     let acked = node.emit("test.crash", json!({"x": 1})).await;
     let run_id = node.the_run_of("crash").await;
     node.until(10, "the call to be in flight", || async {
@@ -722,6 +733,7 @@ async fn secrets_are_used_but_never_stored() {
     let mut node = Node::builder()
         .blueprint("s.yaml", &bp)
         .env("XYN_SECRET_API_TOKEN", secret)
+        .allow_http(&fx.url)
         .start();
     node.emit("test.secret", json!({})).await;
     let run_id = node.the_run_of("secretive").await;

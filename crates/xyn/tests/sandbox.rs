@@ -48,7 +48,7 @@ fn example(name: &str, port: u16, into: &Path) -> PathBuf {
     let m = dst.join("xyn-action.toml");
     let text = std::fs::read_to_string(&m)
         .unwrap()
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{port}"));
     std::fs::write(m, text).unwrap();
     dst
 }

@@ -193,10 +193,7 @@ impl Egress {
     pub fn check_url(&self, dest: &Destinations, u: &Url) -> Result<(), (String, String)> {
         let scheme = u.scheme();
         if scheme != "http" && scheme != "https" {
-            return Err((
-                u.scheme().to_string(),
-                format!("scheme {scheme} is not allowed"),
-            ));
+            return Err((u.to_string(), format!("scheme {scheme} is not allowed")));
         }
         if !u.username().is_empty() || u.password().is_some() {
             return Err((target_of(u), "credentials in URLs are not allowed".into()));

@@ -63,6 +63,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Lets `http.call` reach the fixture at `url` (`[actions.http] allow`): loopback
+    /// addresses are refused unless listed.
+    pub fn allow_http(self, url: &str) -> Self {
+        let host = url.trim_start_matches("http://").trim_end_matches('/');
+        self.toml(&format!("[actions.http]\nallow = [{host:?}]"))
+    }
+
     /// More arguments for `xyn serve` (`--database-url`, `--role`, …).
     pub fn args(mut self, a: &[&str]) -> Self {
         self.args.extend(a.iter().map(|s| s.to_string()));
@@ -120,16 +127,12 @@ impl Node {
             .open(self.dir.path().join("stdout.log"))
             .unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.current_dir(self.dir.path())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                "data",
-                "--blueprints",
-                "blueprints",
-            ])
+        cmd.current_dir(self.dir.path()).arg("serve");
+        // A test that needs to know the port before the start passes its own `--listen`.
+        if !self.args.iter().any(|a| a == "--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(["--data-dir", "data", "--blueprints", "blueprints"])
             .args(&self.args)
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_API_KEY")
