@@ -360,7 +360,10 @@ impl WasmRuntime {
             // Keep up to 1 MiB per slot resident, zeroed with memset on reuse: fast warm
             // starts, and a reused slot never shows the previous invocation's memory.
             .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(1 << 16);
+            .table_keep_resident(1 << 16)
+            // Guests run synchronously: no fiber stacks are needed, and the pool's mapping
+            // (writable, so counted by the worker's RLIMIT_DATA) stays small.
+            .total_stacks(4);
         let mut cfg = Config::new();
         cfg.consume_fuel(true)
             .epoch_interruption(true)
