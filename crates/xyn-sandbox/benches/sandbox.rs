@@ -4,7 +4,12 @@
 //! ```sh
 //! cargo build --release -p xyn          # the worker binary, for the through-the-worker rows
 //! cargo bench -p xyn-sandbox --bench sandbox
+//! cargo bench -p xyn-sandbox --bench sandbox -- overshoot   # only the timeout overshoot
 //! ```
+//!
+//! `overshoot`: by how much an invocation that burns CPU where budgets used not to reach
+//! (Lua C-call callbacks, JavaScript's native `join`, a recursive CTE in each runtime)
+//! exceeds its `timeout_ms`, median of 5 runs, in-process (no watchdog involved).
 //!
 //! "in-process" rows run the runtime and the capability layer in this process (what the
 //! worker does per invocation); "worker" rows go through `WorkerPool` (a sealed
@@ -275,6 +280,66 @@ impl Bench {
     }
 }
 
+/// The overshoot over `timeout_ms` per path that used to escape the budgets.
+fn overshoot(b: &Bench) {
+    const TIMEOUT_MS: u64 = 200;
+    const RUNS: usize = 5;
+    let cte = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) AS n FROM c";
+    let wasm_cte = {
+        let args = json!({"sql": cte, "params": []}).to_string();
+        let esc = args.replace('"', "\\\"");
+        format!(
+            r#"(module
+  (import "xyn" "call" (func $call (param i32 i32 i32 i32) (result i64)))
+  {WAT_PRELUDE}
+  (data (i32.const 3072) "db.query")
+  (data (i32.const 4096) "{esc}")
+  (func (export "handle") (param i32 i32) (result i64)
+    (drop (call $call (i32.const 3072) (i32.const 8) (i32.const 4096) (i32.const {})))
+    (loop $l (br $l))
+    (i64.const 0))
+)"#,
+            args.len()
+        )
+    };
+    let paths: Vec<(&str, &str, &str, String)> = vec![
+        ("Lua string.gsub callback", "lua", "main.lua", "function handle() return {s = string.gsub('aaaa', 'a', function() while true do end end)} end\n".into()),
+        ("Lua table.sort comparator", "lua", "main.lua", "function handle() local t = {} for i = 1, 100 do t[i] = i end table.sort(t, function() while true do end end) return {} end\n".into()),
+        ("JS Array.prototype.join, 2^32-1 holes", "js", "main.js", "export function handle() { return {n: new Array(4294967295).join('').length}; }\n".into()),
+        ("db recursive CTE from Lua", "lua", "main.lua", format!("function handle() pcall(xyn.db.query, \"{cte}\", {{}}) while true do end end\n")),
+        ("db recursive CTE from JS", "js", "main.js", format!("export function handle() {{ try {{ xyn.db.query(\"{cte}\", []); }} catch (e) {{}} for (;;) {{}} }}\n")),
+        ("db recursive CTE from wasm", "wasm", "main.wat", wasm_cte),
+    ];
+    println!("\n## Timeout overshoot (timeout_ms = {TIMEOUT_MS}; in-process; median of {RUNS})\n");
+    println!("| path | code | overshoot median ms | max ms |\n|---|---|---|---|");
+    for (i, (what, rt, entry, code)) in paths.iter().enumerate() {
+        let pkg = write_pkg(b.dir.path(), &format!("o.over{i}"), rt, entry, code);
+        let mut limits = b
+            .sandbox
+            .limits_for(&b.sandbox.package(&pkg).unwrap())
+            .unwrap();
+        limits.timeout_ms = TIMEOUT_MS;
+        let mut over = Vec::new();
+        let mut code_seen = String::new();
+        for _ in 0..RUNS {
+            let p = b.sandbox.package(&pkg).unwrap();
+            let mut req = b.req();
+            req.limits = Some(limits.clone());
+            let t = Instant::now();
+            let r = b.sandbox.invoke(&p, req);
+            let took = t.elapsed();
+            code_seen = r.result.err().map_or_else(|| "ok".into(), |e| e.code);
+            over.push(took.saturating_sub(Duration::from_millis(TIMEOUT_MS)));
+        }
+        over.sort();
+        println!(
+            "| {what} | {code_seen} | {:.1} | {:.1} |",
+            over[RUNS / 2].as_secs_f64() * 1e3,
+            over[RUNS - 1].as_secs_f64() * 1e3
+        );
+    }
+}
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
@@ -286,6 +351,10 @@ fn main() {
         }),
         dir,
     };
+    if std::env::args().any(|a| a == "overshoot") {
+        overshoot(&b);
+        return;
+    }
     std::fs::create_dir_all(b.data().join("inbox")).unwrap();
     std::fs::write(b.data().join("inbox/1k.txt"), "x".repeat(1024)).unwrap();
     {

@@ -16,7 +16,7 @@ use crate::error::{SandboxError, codes};
 use crate::install::{Layout, read_schema};
 use crate::limits::DeploymentLimits;
 use crate::manifest::Manifest;
-use crate::pool::{PoolError, WorkerPool, WorkerRoots};
+use crate::pool::{Partial, PoolError, WorkerPool, WorkerRoots};
 use crate::sandbox::{InvokeReport, incident};
 use crate::worker::InvokeMsg;
 
@@ -53,6 +53,7 @@ impl SandboxedAction {
         let limits = host.limits.resolve(manifest.runtime, &manifest.limits)?;
         host.layout.prepare_action(&manifest.name)?;
         let mut roots = host.layout.roots(&manifest.name, &dir);
+        roots.memory_bytes = Some(limits.memory_bytes);
         roots.http_policy = Some(crate::caps::http::HttpPolicy::of(
             &manifest.name,
             &manifest.capabilities,
@@ -138,37 +139,48 @@ impl SandboxedAction {
     pub async fn invoke(&self, input: Value) -> Result<InvokeReport, SandboxError> {
         let limits = self.limits.clone();
         let watchdog = Duration::from_millis(limits.timeout_ms) + WATCHDOG_GRACE;
-        match self
+        let started = std::time::Instant::now();
+        let mut partial = Partial::default();
+        let res = self
             .host
             .pool
-            .invoke(&self.roots, self.message(input.clone()), watchdog)
-            .await
-        {
-            Ok(r) => Ok(r),
-            Err(PoolError::Timeout(d)) => {
-                // The worker was stuck where budgets cannot reach (a C function): the
-                // watchdog's report stands in for the worker's.
-                let e = PoolError::Timeout(d).to_error();
-                let mut report = InvokeReport {
-                    action: self.manifest.name.clone(),
-                    runtime: self.manifest.runtime,
-                    result: Err(e.clone()),
-                    counts: Default::default(),
-                    denials: Vec::new(),
-                    logs: Vec::new(),
-                    usage: crate::limits::Usage {
-                        wall_us: d.as_micros() as u64,
-                        ..Default::default()
-                    },
-                    limits,
-                    digest: String::new(),
-                    incident: None,
-                };
-                report.incident = Some(incident(&report, &input, &e));
-                Ok(report)
-            }
-            Err(other) => Err(other.to_error()),
+            .invoke_tracked(
+                &self.roots,
+                self.message(input.clone()),
+                watchdog,
+                &mut partial,
+            )
+            .await;
+        let e = match res {
+            Ok(r) => return Ok(r),
+            // The worker was stuck where budgets cannot reach (a C function), or it was
+            // stopped by its memory limit: the node's report stands in for the worker's,
+            // with what the worker sent while it ran.
+            Err(e @ (PoolError::Timeout(_) | PoolError::OutOfMemory(_))) => e.to_error(),
+            Err(other) => return Err(other.to_error()),
+        };
+        let mut counts = std::collections::BTreeMap::new();
+        for d in &partial.denials {
+            *counts.entry(d.capability.clone()).or_insert(0) += 1;
         }
+        let mut report = InvokeReport {
+            action: self.manifest.name.clone(),
+            runtime: self.manifest.runtime,
+            result: Err(e.clone()),
+            counts,
+            denials: partial.denials,
+            logs: Vec::new(),
+            usage: crate::limits::Usage {
+                wall_us: started.elapsed().as_micros() as u64,
+                memory_bytes: partial.peak_rss_bytes.unwrap_or(0),
+                ..Default::default()
+            },
+            limits,
+            digest: partial.digest,
+            incident: None,
+        };
+        report.incident = Some(incident(&report, &input, &e));
+        Ok(report)
     }
 }
 

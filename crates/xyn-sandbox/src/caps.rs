@@ -125,7 +125,15 @@ pub struct Caps {
     pub logs: Vec<LogLine>,
     /// Time readings handed out, in order (recordable for replay).
     pub time_readings: Vec<i64>,
+    /// Told of each refusal as it happens (the worker sends it to the node at once, so a
+    /// worker killed later still leaves its denials behind).
+    on_denial: Option<DenialSink>,
+    /// CPU used by host work (SQLite steps), charged as fuel.
+    meter: Arc<db::HostMeter>,
 }
+
+/// Where refusals go as they happen.
+pub type DenialSink = Box<dyn Fn(&Denial) + Send + Sync>;
 
 fn arg_str<'a>(args: &'a Value, key: &str) -> Result<&'a str, CapError> {
     args.get(key)
@@ -140,8 +148,9 @@ impl Caps {
             &cfg.capabilities.fs_read,
             &cfg.capabilities.fs_write,
         );
+        let meter = Arc::new(db::HostMeter::new(u64::MAX));
         let db = match (&cfg.db_path, cfg.capabilities.db) {
-            (Some(p), true) => Some(db::DbCap::new(p.clone())),
+            (Some(p), true) => Some(db::DbCap::new(p.clone(), meter.clone(), cfg.deadline, 0)),
             _ => None,
         };
         Self {
@@ -153,7 +162,49 @@ impl Caps {
             denials: Vec::new(),
             logs: Vec::new(),
             time_readings: Vec::new(),
+            on_denial: None,
+            meter,
         }
+    }
+
+    /// Sets the invocation's fuel and memory budgets for host work (SQLite's heap limit
+    /// and its steps charged as fuel).
+    pub fn set_budgets(&mut self, fuel: u64, memory_bytes: u64) {
+        self.meter.begin(fuel);
+        if let Some(db) = self.db.as_mut() {
+            db.set_heap(memory_bytes);
+        }
+    }
+
+    /// Sends every refusal to `sink` as it happens (besides keeping it in `denials`).
+    pub fn on_denial(&mut self, sink: DenialSink) {
+        self.on_denial = Some(sink);
+    }
+
+    /// [`Caps::call`] for a guest with `fuel_left` units: host work (SQLite steps) is
+    /// charged against them and stops when they or the deadline run out. Returns the
+    /// result and the fuel the call used.
+    pub fn call_metered(
+        &mut self,
+        name: &str,
+        args: &Value,
+        fuel_left: u64,
+    ) -> (Result<Value, CapError>, u64) {
+        self.meter.begin(fuel_left);
+        let before = self.host_fuel();
+        let r = self.call(name, args);
+        (r, self.host_fuel() - before)
+    }
+
+    /// Fuel charged for host work so far.
+    pub fn host_fuel(&self) -> u64 {
+        self.meter.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The budget host work ran out of (`budget.fuel_exceeded`, `budget.timeout`), if any:
+    /// the invocation ends with it even when the guest catches the error.
+    pub fn spent(&self) -> Option<&'static str> {
+        self.meter.spent()
     }
 
     pub fn action(&self) -> &str {
@@ -165,11 +216,15 @@ impl Caps {
     }
 
     fn deny(&mut self, capability: &str, target: &str, reason: &str) -> CapError {
-        self.denials.push(Denial {
+        let d = Denial {
             capability: capability.to_string(),
             target: truncate(target, 512),
             reason: reason.to_string(),
-        });
+        };
+        if let Some(sink) = &self.on_denial {
+            sink(&d);
+        }
+        self.denials.push(d);
         CapError {
             code: cap_codes::DENIED.into(),
             message: format!(
@@ -253,7 +308,13 @@ impl Caps {
                 match db.run(&sql, &params, name == "db.query") {
                     Ok(v) => Ok(v),
                     Err(db::DbError::Denied(r)) => Err(self.deny(name, &sql, &r)),
-                    Err(db::DbError::Failed(m)) => Err(CapError::failed(m)),
+                    Err(db::DbError::Failed(m)) => match self.meter.spent() {
+                        Some(code) => Err(CapError {
+                            code: code.into(),
+                            message: format!("{name}: the invocation's budget ran out ({code})"),
+                        }),
+                        None => Err(CapError::failed(m)),
+                    },
                 }
             }
             "time.now_ms" | "time.monotonic_ms" => {

@@ -105,6 +105,7 @@ impl Layout {
             write: vec![self.data(name), self.db_dir(name), self.action_cache(name)],
             cache_dir: Some(self.action_cache(name)),
             http_policy: None,
+            memory_bytes: None,
         }
     }
 
@@ -284,18 +285,50 @@ pub fn install(src: &Path, layout: &Layout) -> Result<Manifest, SandboxError> {
     Ok(manifest)
 }
 
-/// Copies a package's `data/` into the action's data dir, keeping files already there.
+/// Copies a package's `data/` into the action's data dir, keeping what is already there.
+/// The data dir belongs to the guest, which may have planted symlinks in it: everything is
+/// written beneath directory handles (cap-std), each directory opened without following a
+/// link (`O_NOFOLLOW`) and each file created with `O_CREAT|O_EXCL` (which never follows
+/// one), as the capability layer does. A name already taken — by a file, a directory or
+/// a link — is kept as it is.
 fn seed_tree(src: &Path, dst: &Path) -> Result<(), SandboxError> {
     std::fs::create_dir_all(dst).map_err(|e| fail(e.to_string()))?;
+    let dir = cap_std::fs::Dir::open_ambient_dir(dst, cap_std::ambient_authority())
+        .map_err(|e| fail(format!("cannot open {}: {e}", dst.display())))?;
+    seed_dir(src, &dir)
+}
+
+fn seed_dir(src: &Path, dir: &cap_std::fs::Dir) -> Result<(), SandboxError> {
+    use cap_fs_ext::DirExt;
     let rd = std::fs::read_dir(src).map_err(|e| fail(e.to_string()))?;
     for e in rd.filter_map(Result::ok) {
-        let to = dst.join(e.file_name());
+        let name = e.file_name();
         let ft = e.file_type().map_err(|e| fail(e.to_string()))?;
         if ft.is_dir() {
-            seed_tree(&e.path(), &to)?;
-        } else if ft.is_file() && !to.exists() {
-            std::fs::copy(e.path(), &to)
-                .map_err(|err| fail(format!("cannot seed {}: {err}", to.display())))?;
+            let sub = match dir.open_dir_nofollow(&name) {
+                Ok(d) => d,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => dir
+                    .create_dir(&name)
+                    .and_then(|()| dir.open_dir_nofollow(&name))
+                    .map_err(|err| fail(format!("cannot seed {}: {err}", e.path().display())))?,
+                // A link or a file where the package has a directory: kept, not followed.
+                Err(_) => continue,
+            };
+            seed_dir(&e.path(), &sub)?;
+        } else if ft.is_file() {
+            let mut opts = cap_std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            let mut to = match dir.open_with(&name, &opts) {
+                Ok(f) => f,
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(err) => {
+                    return Err(fail(format!("cannot seed {}: {err}", e.path().display())));
+                }
+            };
+            let mut from = std::fs::File::open(e.path())
+                .map_err(|err| fail(format!("cannot read {}: {err}", e.path().display())))?;
+            std::io::copy(&mut from, &mut to)
+                .map_err(|err| fail(format!("cannot seed {}: {err}", e.path().display())))?;
         }
     }
     Ok(())

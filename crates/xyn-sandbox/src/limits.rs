@@ -204,6 +204,14 @@ pub struct MaximumSection {
     pub max_output_bytes: Option<u64>,
 }
 
+/// What a sandbox worker may use beyond its action's memory budget: the runtimes
+/// themselves (wasmtime's engine and compiled code, the Lua or QuickJS state, SQLite's
+/// page cache up to the budget), the capability layer's buffers (a 16 MiB file read, a
+/// host call's JSON), the pipe to the node. The worker's data segment (`RLIMIT_DATA`) is
+/// the budget plus this; a worker that needs more is stopped and its invocation ends with
+/// `budget.memory_exceeded`.
+pub const WORKER_MEMORY_OVERHEAD: u64 = 256 << 20;
+
 /// Most workers a node may run at once.
 pub const MAX_POOL_SIZE: u64 = 64;
 /// Workers a node runs at once unless `[sandbox] pool_size` says otherwise.

@@ -58,6 +58,21 @@ pub struct WorkerRoots {
     /// node checks the requests this worker forwards against it — never against the policy
     /// the worker sends along, which a compromised worker could widen.
     pub http_policy: Option<crate::caps::http::HttpPolicy>,
+    /// The action's memory budget: the worker's data segment is limited to it plus
+    /// [`crate::limits::WORKER_MEMORY_OVERHEAD`].
+    pub memory_bytes: Option<u64>,
+}
+
+/// What the node learned of an invocation while it ran: enough for a complete incident
+/// when the worker never answers (the watchdog killed it, it crashed).
+#[derive(Clone, Debug, Default)]
+pub struct Partial {
+    /// The refusals the worker sent as they happened.
+    pub denials: Vec<crate::caps::Denial>,
+    /// The digest of the code the worker started running.
+    pub digest: String,
+    /// The worker's peak resident memory (`VmHWM`), read before it was stopped.
+    pub peak_rss_bytes: Option<u64>,
 }
 
 struct Worker {
@@ -84,6 +99,9 @@ pub enum PoolError {
     Timeout(Duration),
     /// The worker died (crash, signal, runtime bug).
     Crashed(String),
+    /// The worker was stopped by its memory limit: it aborted when an allocation failed
+    /// under its `RLIMIT_DATA`, or the kernel killed it (a cgroup's `memory.max`).
+    OutOfMemory(String),
     /// The worker could not be started or used.
     Unavailable(SandboxError),
 }
@@ -102,6 +120,11 @@ impl PoolError {
                 SandboxError::failed(format!("the sandbox worker crashed: {m}"))
                     .with_details(serde_json::json!({"reason": "worker_crashed"}))
             }
+            PoolError::OutOfMemory(m) => SandboxError::new(
+                codes::MEMORY_EXCEEDED,
+                format!("the sandbox worker ran out of memory and was stopped: {m}"),
+            )
+            .with_details(serde_json::json!({"reason": "worker_memory_limit"})),
             PoolError::Unavailable(e) => e.clone(),
         }
     }
@@ -138,6 +161,9 @@ impl WorkerPool {
             read: roots.read.clone(),
             write: roots.write.clone(),
             cache_dir: roots.cache_dir.clone(),
+            memory_limit: roots
+                .memory_bytes
+                .map(|m| m.saturating_add(crate::limits::WORKER_MEMORY_OVERHEAD)),
             ..self.cfg.worker.clone()
         }
     }
@@ -275,8 +301,21 @@ impl WorkerPool {
     pub async fn invoke(
         &self,
         roots: &WorkerRoots,
+        msg: InvokeMsg,
+        deadline: Duration,
+    ) -> Result<InvokeReport, PoolError> {
+        self.invoke_tracked(roots, msg, deadline, &mut Partial::default())
+            .await
+    }
+
+    /// [`WorkerPool::invoke`], keeping in `partial` what the worker reported while it ran
+    /// (denials as they happened, the module digest, its peak memory when stopped).
+    pub async fn invoke_tracked(
+        &self,
+        roots: &WorkerRoots,
         mut msg: InvokeMsg,
         deadline: Duration,
+        partial: &mut Partial,
     ) -> Result<InvokeReport, PoolError> {
         let _permit = self
             .slots
@@ -292,23 +331,38 @@ impl WorkerPool {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let res = tokio::time::timeout(
             deadline,
-            self.converse(&mut w, msg, roots.http_policy.as_ref()),
+            self.converse(&mut w, msg, roots.http_policy.as_ref(), partial),
         )
         .await;
+        if res.as_ref().map_or(true, Result::is_err) {
+            partial.peak_rss_bytes = w.child.id().and_then(peak_rss);
+        }
         match res {
             Ok(Ok(report)) => {
                 self.put_back(&roots.key, w);
                 Ok(report)
             }
             Ok(Err(e)) => {
-                let _ = w.child.start_kill();
-                let status = tokio::time::timeout(Duration::from_secs(2), w.child.wait())
+                // Reap first: a worker that died on its own has a status that says how.
+                let died = tokio::time::timeout(Duration::from_millis(500), w.child.wait())
                     .await
                     .ok()
-                    .and_then(Result::ok)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "no exit status".into());
-                Err(PoolError::Crashed(format!("{e} ({status})")))
+                    .and_then(Result::ok);
+                let status = match died {
+                    Some(s) => Some(s),
+                    None => {
+                        let _ = w.child.start_kill();
+                        tokio::time::timeout(Duration::from_secs(2), w.child.wait())
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                    }
+                };
+                let text = status.map_or_else(|| "no exit status".into(), |s| s.to_string());
+                if roots.memory_bytes.is_some() && status.is_some_and(memory_death) {
+                    return Err(PoolError::OutOfMemory(format!("{e} ({text})")));
+                }
+                Err(PoolError::Crashed(format!("{e} ({text})")))
             }
             Err(_) => {
                 let _ = w.child.kill().await;
@@ -322,6 +376,7 @@ impl WorkerPool {
         w: &mut Worker,
         msg: InvokeMsg,
         node_policy: Option<&crate::caps::http::HttpPolicy>,
+        partial: &mut Partial,
     ) -> Result<InvokeReport, String> {
         let id = msg.id;
         // The node's copy of the secret values: forwarded requests are checked against the
@@ -338,6 +393,14 @@ impl WorkerPool {
             };
             match serde_json::from_str::<FromWorker>(&line) {
                 Ok(FromWorker::Done { id: got, report }) if got == id => return Ok(*report),
+                Ok(FromWorker::Started { id: got, digest }) if got == id => {
+                    partial.digest = digest;
+                }
+                Ok(FromWorker::Denied { id: got, denial }) if got == id => {
+                    if partial.denials.len() < MAX_STREAMED_DENIALS {
+                        partial.denials.push(denial);
+                    }
+                }
                 Ok(FromWorker::Http {
                     id: got,
                     policy,
@@ -354,6 +417,34 @@ impl WorkerPool {
             }
         }
     }
+}
+
+/// Whether a worker that exited with `status` was stopped by its memory limit: Rust aborts
+/// (`SIGABRT`) when an allocation fails under `RLIMIT_DATA`; the kernel's OOM killer
+/// (a cgroup's `memory.max`) sends `SIGKILL`, which the node never sends but at the
+/// watchdog's deadline.
+fn memory_death(status: std::process::ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        matches!(status.signal(), Some(6 | 9))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = status;
+        false
+    }
+}
+
+/// Most denials kept from one invocation's stream (a guest could refuse itself in a loop).
+const MAX_STREAMED_DENIALS: usize = 10_000;
+
+/// A process's peak resident memory (`VmHWM` in `/proc/<pid>/status`), in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 async fn send(stdin: &mut ChildStdin, msg: &ToWorker) -> std::io::Result<()> {

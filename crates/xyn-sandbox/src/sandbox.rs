@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::caps::{Caps, CapsConfig, Denial, HttpBackend, LogLine};
+use crate::caps::{Caps, CapsConfig, Denial, DenialSink, HttpBackend, LogLine};
 use crate::error::SandboxError;
 use crate::limits::{DeploymentLimits, Limits, Usage};
 use crate::manifest::{MANIFEST_FILE, Manifest, RuntimeKind};
@@ -191,6 +191,16 @@ impl Sandbox {
 
     /// Runs one invocation.
     pub fn invoke(&self, pkg: &Package, req: InvokeRequest) -> InvokeReport {
+        self.invoke_with(pkg, req, None)
+    }
+
+    /// Runs one invocation, telling `on_denial` of each refusal as it happens.
+    pub fn invoke_with(
+        &self,
+        pkg: &Package,
+        req: InvokeRequest,
+        on_denial: Option<DenialSink>,
+    ) -> InvokeReport {
         let resolved = match req.limits.clone() {
             Some(l) => Ok(l),
             None => self.limits_for(pkg),
@@ -216,7 +226,7 @@ impl Sandbox {
             }
         };
         let input = serde_json::to_vec(&req.input).unwrap_or_else(|_| b"null".to_vec());
-        let caps = Caps::new(CapsConfig {
+        let mut caps = Caps::new(CapsConfig {
             action: pkg.manifest.name.clone(),
             capabilities: pkg.manifest.capabilities.clone(),
             data_dir: req.data_dir.clone(),
@@ -226,6 +236,10 @@ impl Sandbox {
             http: req.http.clone(),
             deadline: Instant::now() + Duration::from_millis(limits.timeout_ms),
         });
+        caps.set_budgets(limits.fuel, limits.memory_bytes);
+        if let Some(sink) = on_denial {
+            caps.on_denial(sink);
+        }
         let run = GuestRun {
             input: &input,
             limits: &limits,
@@ -259,6 +273,14 @@ impl Sandbox {
                 .map_err(|e| SandboxError::failed(format!("the output is not JSON: {e}")))
         });
         let caps = out.caps;
+        // Host work that ran out of a budget ends the invocation with that budget's code,
+        // even when the guest caught the error its call returned.
+        let result = match (caps.spent(), result) {
+            (Some(code), r) if !r.as_ref().is_err_and(SandboxError::is_budget) => Err(
+                SandboxError::new(code, "a host call (the database) ran out of the budget"),
+            ),
+            (_, r) => r,
+        };
         let mut report = InvokeReport {
             action: pkg.manifest.name.clone(),
             runtime: pkg.manifest.runtime,

@@ -71,6 +71,31 @@ pub fn seal(cfg: &SealConfig, required: bool) -> Result<SealReport, SandboxError
     imp::seal(cfg, required)
 }
 
+/// Holds the calling process's data segment — heap and private writable mappings
+/// (`RLIMIT_DATA`, which Linux counts for anonymous `mmap` too) — to `bytes`, soft and hard
+/// limit alike, so it can never be raised again. `RLIMIT_AS` is not used: wasmtime's
+/// pooling allocator reserves (without committing) far more address space than any
+/// budget.
+pub fn limit_memory(bytes: u64) -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{Resource, Rlimit, setrlimit};
+        setrlimit(
+            Resource::Data,
+            Rlimit {
+                current: Some(bytes),
+                maximum: Some(bytes),
+            },
+        )
+        .map_err(|e| format!("setrlimit(RLIMIT_DATA): {e}"))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = bytes;
+        Err("no RLIMIT_DATA on this platform".into())
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
     use std::collections::BTreeMap;

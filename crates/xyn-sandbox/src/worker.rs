@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! node → worker   {"type":"invoke", "id":1, "package":…, "input":…, …}
+//! worker → node   {"type":"started", "id":1, "digest":…}               (before the guest runs)
 //! worker → node   {"type":"http", "id":1, "policy":…, "request":…}     (0..n times)
 //! node → worker   {"type":"http_result", "id":1, "result":…}
+//! worker → node   {"type":"denied", "id":1, "denial":{…}}              (as each happens)
 //! worker → node   {"type":"done", "id":1, "report":{…}}
 //! ```
 //!
@@ -19,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::caps::Denial;
 use crate::caps::http::{HttpBackend, HttpFailure, HttpPolicy, HttpRequest, HttpResponse};
 use crate::error::{SandboxError, codes};
 use crate::limits::DeploymentLimits;
@@ -58,10 +61,22 @@ pub enum FromWorker {
     Ready {
         seal: SealReport,
     },
+    /// The invocation's package is loaded: the digest of the code about to run (so the
+    /// incident of a worker killed later names its module).
+    Started {
+        id: u64,
+        digest: String,
+    },
     Http {
         id: u64,
         policy: HttpPolicy,
         request: HttpRequest,
+    },
+    /// A refusal, sent as it happens (before the result), so that a worker killed later
+    /// still leaves every `xyn.cap.denied` behind.
+    Denied {
+        id: u64,
+        denial: Denial,
     },
     Done {
         id: u64,
@@ -90,6 +105,9 @@ pub struct WorkerArgs {
     /// feature): seal as on a kernel without Landlock.
     pub test_no_landlock: bool,
     pub limits: DeploymentLimits,
+    /// The worker's data-segment limit (`RLIMIT_DATA`, bytes): its action's memory budget
+    /// plus [`crate::limits::WORKER_MEMORY_OVERHEAD`]. Set before sealing.
+    pub memory_limit: Option<u64>,
 }
 
 impl WorkerArgs {
@@ -111,6 +129,10 @@ impl WorkerArgs {
                 "--self-test-seal" => w.self_test_seal = true,
                 "--probe" => w.probe.push(PathBuf::from(val()?)),
                 "--test-no-landlock" if crate::seal::TEST_HOOKS => w.test_no_landlock = true,
+                "--memory-limit" => {
+                    w.memory_limit =
+                        Some(val()?.parse().map_err(|e| format!("--memory-limit: {e}"))?)
+                }
                 "--limits" => {
                     w.limits =
                         serde_json::from_str(&val()?).map_err(|e| format!("--limits: {e}"))?
@@ -148,6 +170,10 @@ impl WorkerArgs {
         }
         if self.test_no_landlock {
             v.push("--test-no-landlock".into());
+        }
+        if let Some(m) = self.memory_limit {
+            v.push("--memory-limit".into());
+            v.push(m.to_string());
         }
         v.push("--limits".into());
         v.push(serde_json::to_string(&self.limits).unwrap_or_else(|_| "{}".into()));
@@ -213,7 +239,15 @@ impl HttpBackend for PipeHttp {
 
 /// The worker's main function. Returns the process exit code.
 pub fn main(args: WorkerArgs) -> i32 {
-    // Seal first, before any thread exists.
+    // The memory limit, then the seal, before any thread exists.
+    let memory = args.memory_limit.map(|m| {
+        crate::seal::limit_memory(m).map(|()| {
+            format!(
+                "memory: the worker's data segment is limited to {} MiB (RLIMIT_DATA)",
+                m >> 20
+            )
+        })
+    });
     let seal = crate::seal::seal(
         &SealConfig {
             read: args.read.clone(),
@@ -229,6 +263,21 @@ pub fn main(args: WorkerArgs) -> i32 {
         reader: Mutex::new(BufReader::new(std::io::stdin())),
         writer: Mutex::new(std::io::stdout()),
     });
+    let seal = match (seal, memory) {
+        (Ok(mut s), Some(Err(e))) if args.allow_weak => {
+            s.notes.push(format!("memory: not limited ({e})"));
+            Ok(s)
+        }
+        (Ok(_), Some(Err(e))) => Err(SandboxError::new(
+            codes::SANDBOX_WEAK,
+            format!("cannot limit the worker's memory: {e}"),
+        )),
+        (Ok(mut s), Some(Ok(note))) => {
+            s.notes.push(note);
+            Ok(s)
+        }
+        (s, _) => s,
+    };
     let seal = match seal {
         Ok(s) => s,
         Err(e) => {
@@ -277,7 +326,19 @@ fn invoke(sandbox: &Sandbox, pipe: &Arc<Pipe>, m: InvokeMsg) -> InvokeReport {
         Ok(p) => p,
         Err(e) => return failed_report(&m, e),
     };
-    sandbox.invoke(
+    let id = m.id;
+    let _ = pipe.send(&FromWorker::Started {
+        id,
+        digest: pkg.digest.clone(),
+    });
+    let to_node = pipe.clone();
+    let on_denial: crate::caps::DenialSink = Box::new(move |d: &Denial| {
+        let _ = to_node.send(&FromWorker::Denied {
+            id,
+            denial: d.clone(),
+        });
+    });
+    sandbox.invoke_with(
         &pkg,
         InvokeRequest {
             input: m.input,
@@ -291,6 +352,7 @@ fn invoke(sandbox: &Sandbox, pipe: &Arc<Pipe>, m: InvokeMsg) -> InvokeReport {
             }),
             limits: None,
         },
+        Some(on_denial),
     )
 }
 

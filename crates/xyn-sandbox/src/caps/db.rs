@@ -4,7 +4,9 @@
 //! nowhere to write); `SQLITE_DBCONFIG_DEFENSIVE` is on and extension loading is off.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::types::{Value as SqlValue, ValueRef};
@@ -19,18 +21,91 @@ pub enum DbError {
     Failed(String),
 }
 
+/// SQLite virtual-machine steps between two progress-handler calls, each charged as
+/// that many fuel units.
+pub const PROGRESS_EVERY: u64 = 1000;
+
+/// What SQLite's memory may grow to: the action's memory budget, at least 8 MiB (the
+/// page cache and a statement need room), and at most this many bytes of temporary
+/// storage (sorts, temporary tables) in memory.
+pub const MIN_HEAP: u64 = 8 << 20;
+
+/// The CPU a statement uses, shared between the progress handler and the capability
+/// layer: SQLite's virtual-machine steps are charged as fuel, and a statement is
+/// interrupted when the fuel left or the invocation's deadline runs out.
+#[derive(Debug)]
+pub struct HostMeter {
+    /// Fuel units charged by host work in this invocation.
+    pub used: AtomicU64,
+    /// Fuel the guest had left when the current host call started.
+    pub left: AtomicU64,
+    /// `used` when the current host call started.
+    pub start: AtomicU64,
+    /// 0: running; 1: fuel spent; 2: deadline passed; 3: SQLite's heap limit reached.
+    pub tripped: AtomicU8,
+}
+
+impl HostMeter {
+    pub fn new(fuel: u64) -> Self {
+        Self {
+            used: AtomicU64::new(0),
+            left: AtomicU64::new(fuel),
+            start: AtomicU64::new(0),
+            tripped: AtomicU8::new(0),
+        }
+    }
+
+    /// Charges `n` units; whether the call must stop (and why is kept in `tripped`).
+    /// A host call starts with `left` fuel units for the guest.
+    pub fn begin(&self, left: u64) {
+        self.left.store(left, Ordering::Relaxed);
+        self.start
+            .store(self.used.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Why host work stopped: a budget code, or `None` while within both budgets.
+    pub fn spent(&self) -> Option<&'static str> {
+        match self.tripped.load(Ordering::Relaxed) {
+            1 => Some(crate::error::codes::FUEL_EXCEEDED),
+            2 => Some(crate::error::codes::TIMEOUT),
+            3 => Some(crate::error::codes::MEMORY_EXCEEDED),
+            _ => None,
+        }
+    }
+
+    fn charge(&self, n: u64, deadline: Instant) -> bool {
+        let used = self.used.fetch_add(n, Ordering::Relaxed) + n;
+        let since = self.start.load(Ordering::Relaxed);
+        if used.saturating_sub(since) > self.left.load(Ordering::Relaxed) {
+            self.tripped.store(1, Ordering::Relaxed);
+            return true;
+        }
+        if Instant::now() >= deadline {
+            self.tripped.store(2, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
 pub struct DbCap {
     path: PathBuf,
     conn: Option<Connection>,
     refused: Arc<Mutex<Option<String>>>,
+    meter: Arc<HostMeter>,
+    deadline: Instant,
+    heap_bytes: u64,
 }
 
 impl DbCap {
-    pub fn new(path: PathBuf) -> Self {
+    pub fn new(path: PathBuf, meter: Arc<HostMeter>, deadline: Instant, heap_bytes: u64) -> Self {
         Self {
             path,
             conn: None,
             refused: Arc::new(Mutex::new(None)),
+            meter,
+            deadline,
+            heap_bytes,
         }
     }
 
@@ -40,13 +115,24 @@ impl DbCap {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| DbError::Failed(format!("cannot create the db dir: {e}")))?;
             }
-            let c = open(&self.path, self.refused.clone())
+            let mut c = open(&self.path, self.refused.clone(), self.heap_bytes)
                 .map_err(|e| DbError::Failed(format!("cannot open the database: {e}")))?;
+            let (meter, deadline) = (self.meter.clone(), self.deadline);
+            c.progress_handler(
+                PROGRESS_EVERY as i32,
+                Some(move || meter.charge(PROGRESS_EVERY, deadline)),
+            )
+            .map_err(|e| DbError::Failed(format!("cannot open the database: {e}")))?;
             self.conn = Some(c);
         }
         self.conn
             .as_ref()
             .ok_or_else(|| DbError::Failed("no database".into()))
+    }
+
+    /// The memory budget SQLite's heap is held to (from the next connection on).
+    pub fn set_heap(&mut self, bytes: u64) {
+        self.heap_bytes = bytes;
     }
 
     /// Runs one statement; `query` returns rows, otherwise the change count.
@@ -56,8 +142,12 @@ impl DbCap {
         if let Ok(mut r) = refused.lock() {
             *r = None;
         }
+        let meter = self.meter.clone();
         let conn = self.conn()?;
         let map_err = |e: rusqlite::Error| {
+            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OutOfMemory) {
+                meter.tripped.store(3, Ordering::Relaxed);
+            }
             let why = refused.lock().ok().and_then(|mut r| r.take());
             match why {
                 Some(w) => DbError::Denied(w),
@@ -136,6 +226,7 @@ fn to_params(v: &Value) -> Result<Vec<SqlValue>, DbError> {
 pub fn open(
     path: &std::path::Path,
     refused: Arc<Mutex<Option<String>>>,
+    heap_bytes: u64,
 ) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open_with_flags(
         path,
@@ -146,6 +237,14 @@ pub fn open(
     conn.busy_timeout(std::time::Duration::from_millis(2000))?;
     // Temporary tables and sorts stay in memory: the sealed worker can reach no temp dir.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // SQLite's heap (page cache, sorts, temporary tables — all in memory) is bounded by the
+    // action's memory budget: past it a statement fails with "out of memory" instead of
+    // growing the worker. The limit is per process; a worker serves one action.
+    let heap = heap_bytes.max(MIN_HEAP);
+    conn.pragma_update(None, "hard_heap_limit", heap as i64)?;
+    conn.pragma_update(None, "soft_heap_limit", (heap / 2) as i64)?;
+    // The page cache may use at most a quarter of it (a negative value is KiB).
+    conn.pragma_update(None, "cache_size", -((heap / 4 / 1024) as i64))?;
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
     conn.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA,

@@ -172,7 +172,12 @@ fn load(
     }
     let ctx = Context::full(&rt)
         .map_err(|e| SandboxError::failed(format!("cannot start QuickJS: {e}")))?;
-    let handle = ctx.with(|ctx| setup(&ctx, &caps, source, module_name))?;
+    let meter = Meter {
+        tripped: tripped.clone(),
+        polls: polls.clone(),
+        max_polls: max_polls.clone(),
+    };
+    let handle = ctx.with(|ctx| setup(&ctx, &caps, &meter, source, module_name))?;
     if tripped.get() != Tripped::No {
         return Err(SandboxError::new(
             if tripped.get() == Tripped::Fuel {
@@ -232,6 +237,14 @@ fn js_error(e: CaughtError<'_>) -> SandboxError {
             let m = ex.message().unwrap_or_default();
             if m.is_empty() { ex.to_string() } else { m }
         }
+        // Out of memory while creating the error object itself, QuickJS leaves `null` as
+        // the exception (a guest that throws `null` on purpose gets the same code).
+        CaughtError::Value(v) if v.is_null() => {
+            return SandboxError::new(
+                codes::MEMORY_EXCEEDED,
+                "the QuickJS memory limit was reached (uncaught null)",
+            );
+        }
         CaughtError::Value(v) => format!("{v:?}"),
         CaughtError::Error(err) => err.to_string(),
     };
@@ -253,21 +266,51 @@ fn settle<'js>(ctx: &Ctx<'js>, p: Promise<'js>) -> Result<Value<'js>, SandboxErr
     p.finish::<Value>().catch(ctx).map_err(js_error)
 }
 
+/// The cells the capability binding charges host work to.
+#[derive(Clone)]
+struct Meter {
+    tripped: Rc<Cell<Tripped>>,
+    polls: Rc<Cell<u64>>,
+    max_polls: Rc<Cell<u64>>,
+}
+
 fn setup(
     ctx: &Ctx<'_>,
     caps: &Rc<RefCell<Option<Caps>>>,
+    meter: &Meter,
     source: &str,
     module_name: &str,
 ) -> Result<Persistent<Function<'static>>, SandboxError> {
     let caps2 = caps.clone();
+    let meter = meter.clone();
     let native = Function::new(ctx.clone(), move |name: String, args: String| -> String {
         let args: serde_json::Value = serde_json::from_str(&args).unwrap_or_default();
         let mut guard = caps2.borrow_mut();
         let envelope = match guard.as_mut() {
-            Some(c) => match c.call(&name, &args) {
-                Ok(v) => serde_json::json!({"ok": v}),
-                Err(e) => serde_json::json!({"error": {"code": e.code, "message": e.message}}),
-            },
+            Some(c) => {
+                // Host work (SQLite steps) is charged to the guest's fuel; a budget it ran
+                // out of stops the guest at the next interrupt poll.
+                let left = meter
+                    .max_polls
+                    .get()
+                    .saturating_sub(meter.polls.get())
+                    .saturating_mul(TICKS_PER_POLL);
+                let (res, used) = c.call_metered(&name, &args, left);
+                meter
+                    .polls
+                    .set(meter.polls.get().saturating_add(used / TICKS_PER_POLL));
+                match c.spent() {
+                    Some(codes::FUEL_EXCEEDED) => meter.tripped.set(Tripped::Fuel),
+                    Some(codes::TIMEOUT) => meter.tripped.set(Tripped::Time),
+                    _ => {}
+                }
+                match res {
+                    Ok(v) => serde_json::json!({"ok": v}),
+                    Err(e) => {
+                        serde_json::json!({"error": {"code": e.code, "message": e.message}})
+                    }
+                }
+            }
             None => serde_json::json!({"error": {"code": "capability.failed", "message": "no capabilities outside an invocation"}}),
         };
         envelope.to_string()

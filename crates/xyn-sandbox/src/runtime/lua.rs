@@ -35,6 +35,8 @@ use crate::limits::Usage;
 const PRELUDE: &str = include_str!("prelude.lua");
 /// Instructions between two hook calls (at most; less for small fuel budgets).
 const HOOK_EVERY: u64 = 1000;
+/// The error a spent budget raises where a yield cannot happen.
+const BUDGET_SPENT: &str = "the invocation's budget is spent";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Tripped {
@@ -56,6 +58,14 @@ struct Warm {
     fuel_used: Rc<Cell<u64>>,
     fuel: Rc<Cell<u64>>,
     deadline: Rc<Cell<Instant>>,
+}
+
+/// The cells the capability binding charges host work to (kept in the state's app data).
+#[derive(Clone)]
+struct Meter {
+    tripped: Rc<Cell<Tripped>>,
+    fuel_used: Rc<Cell<u64>>,
+    fuel: Rc<Cell<u64>>,
 }
 
 thread_local! {
@@ -141,24 +151,41 @@ fn load(memory_bytes: u64, every: u32, deadline: Instant, fuel: u64) -> mlua::Re
             fuel.clone(),
             deadline.clone(),
         );
+        // Whether the last hook call asked for a yield: a hook called again after that is
+        // running where the yield could not happen (inside a C function that called back
+        // into Lua — a `string.gsub` replacement function, a `table.sort` comparator —
+        // which mlua silently ignores), so it raises an error instead, which unwinds
+        // through the C function; the next hook in a yieldable frame yields.
+        let yielded = Cell::new(false);
         let hook = move |_: &Lua, _: &LuaDebug| -> mlua::Result<VmState> {
             if tripped.get() != Tripped::No {
+                if yielded.replace(!yielded.get()) {
+                    return Err(mlua::Error::runtime(BUDGET_SPENT));
+                }
                 return Ok(VmState::Yield);
             }
+            yielded.set(false);
             let used = fuel_used.get() + u64::from(every);
             fuel_used.set(used);
             if used > fuel.get() {
                 tripped.set(Tripped::Fuel);
+                yielded.set(true);
                 return Ok(VmState::Yield);
             }
             if Instant::now() >= deadline.get() {
                 tripped.set(Tripped::Time);
+                yielded.set(true);
                 return Ok(VmState::Yield);
             }
             Ok(VmState::Continue)
         };
         lua.set_global_hook(HookTriggers::new().every_nth_instruction(every), hook)?;
     }
+    lua.set_app_data(Meter {
+        tripped: tripped.clone(),
+        fuel_used: fuel_used.clone(),
+        fuel: fuel.clone(),
+    });
     let _ = lua.set_memory_limit(usize::try_from(memory_bytes).unwrap_or(usize::MAX));
     Ok(Warm {
         handle: None,
@@ -224,18 +251,42 @@ fn new_state() -> mlua::Result<Lua> {
         } else {
             lua.from_value(args)?
         };
-        let res = {
+        let meter = lua.app_data_ref::<Meter>().map(|m| m.clone());
+        let left = meter
+            .as_ref()
+            .map_or(u64::MAX, |m| m.fuel.get().saturating_sub(m.fuel_used.get()));
+        let (res, spent) = {
             let mut caps = lua
                 .app_data_mut::<Caps>()
                 .ok_or_else(|| mlua::Error::runtime("no capabilities"))?;
-            caps.call(&name, &args)
+            let (res, used) = caps.call_metered(&name, &args, left);
+            (res, (used, caps.spent()))
         };
+        // Host work (SQLite steps) is charged to the guest's fuel; a budget it ran out of
+        // stops the guest at its next hook.
+        if let Some(m) = &meter {
+            m.fuel_used.set(m.fuel_used.get().saturating_add(spent.0));
+            match spent.1 {
+                Some(codes::FUEL_EXCEEDED) => m.tripped.set(Tripped::Fuel),
+                Some(codes::TIMEOUT) => m.tripped.set(Tripped::Time),
+                _ => {}
+            }
+        }
         match res {
-            Ok(v) => Ok((true, lua.to_value(&v)?)),
+            Ok(v) => Ok((true, to_lua(lua, v)?)),
             Err(e) => Ok((false, LuaValue::String(lua.create_string(&e.message)?))),
         }
     })?;
     g.raw_set("__xyn_call", call)?;
+    // Whether the invocation's budget is spent: the prelude's `pcall`, `xpcall` and
+    // `coroutine.resume` re-raise a caught error then, so a guest cannot swallow the error
+    // a spent budget raises where it cannot yield (inside a C function's callback).
+    let spent = lua.create_function(|lua, ()| {
+        Ok(lua
+            .app_data_ref::<Meter>()
+            .is_some_and(|m| m.tripped.get() != Tripped::No))
+    })?;
+    g.raw_set("__xyn_spent", spent)?;
     let json = lua.create_table()?;
     json.raw_set(
         "encode",
@@ -248,15 +299,41 @@ fn new_state() -> mlua::Result<Lua> {
         "decode",
         lua.create_function(|lua, s: String| {
             let v: Value = serde_json::from_str(&s).map_err(mlua::Error::external)?;
-            lua.to_value(&v)
+            to_lua(lua, v)
         })?,
     )?;
+    json.raw_set("null", lua.null())?;
     g.raw_set("json", json)?;
     lua.load(PRELUDE)
         .set_name("=xyn-prelude")
         .set_mode(ChunkMode::Text)
         .exec()?;
     Ok(lua)
+}
+
+/// JSON to Lua the way a Lua programmer expects absent values: `null` on its own (an
+/// absent result such as `xyn.env.get` of a name not allowed) and `null` as an object
+/// member (a missing key) are `nil`, so `if xyn.env.get("X") then` is false. Only a `null`
+/// inside an array, where `nil` would leave a hole and shift what follows, becomes the
+/// sentinel `xyn.null` (also `json.null`), which `json.encode` and the output turn back
+/// into `null`.
+fn to_lua(lua: &Lua, v: Value) -> mlua::Result<LuaValue> {
+    fn strip(v: Value) -> Value {
+        match v {
+            Value::Object(o) => Value::Object(
+                o.into_iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k, strip(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.into_iter().map(strip).collect()),
+            other => other,
+        }
+    }
+    match v {
+        Value::Null => Ok(LuaValue::Nil),
+        v => lua.to_value(&strip(v)),
+    }
 }
 
 /// Runs `f` in a coroutine so that a spent budget can yield out of it.
@@ -377,9 +454,7 @@ fn invoke(
         .ok_or_else(|| SandboxError::failed("the Lua entry defines no function handle(input)"))?;
     let input: Value = serde_json::from_slice(input)
         .map_err(|e| SandboxError::failed(format!("input is not JSON: {e}")))?;
-    let arg = lua
-        .to_value(&input)
-        .map_err(|e| SandboxError::failed(format!("lua: {e}")))?;
+    let arg = to_lua(lua, input).map_err(|e| SandboxError::failed(format!("lua: {e}")))?;
     let out = resume(lua, handle, arg, tripped, timeout_ms, started)?;
     let out: Value = lua.from_value(out).map_err(|e| {
         SandboxError::failed(format!("handle returned something that is not JSON: {e}"))

@@ -49,6 +49,29 @@
   });
   globalThis.json = Object.freeze({ encode: (v) => JSON.stringify(v), decode: (s) => JSON.parse(s) });
   globalThis.console = Object.freeze({ log: log("info"), info: log("info"), warn: log("warn"), error: log("error") });
+  // Array.prototype.join (and toString, toLocaleString, which use it) and the typed
+  // arrays' join are C loops over `length` that never poll the interrupt handler: a
+  // `new Array(1e9).join("")` would run past every budget. They join at most CHUNK
+  // elements per native call; the loop between calls is bytecode, which polls.
+  const CHUNK = 4096;
+  const chunked = (nativeJoin) => function join(sep) {
+    const o = Object(this);
+    const len = Math.min(Math.max(Math.trunc(Number(o.length)) || 0, 0), Number.MAX_SAFE_INTEGER);
+    if (len <= CHUNK) return nativeJoin.call(o, sep);
+    const s = sep === undefined ? "," : String(sep);
+    const parts = [];
+    for (let i = 0; i < len; i += CHUNK) {
+      const end = Math.min(len, i + CHUNK);
+      const slice = new Array(end - i);
+      for (let j = i; j < end; j++) slice[j - i] = o[j];
+      parts.push(Array.prototype.join.call(slice, s));
+    }
+    return Array.prototype.join.call(parts, s);
+  };
+  const arrayJoin = Array.prototype.join;
+  Object.defineProperty(Array.prototype, "join", { value: chunked(arrayJoin), writable: true, configurable: true });
+  const typedProto = Object.getPrototypeOf(Uint8Array.prototype);
+  Object.defineProperty(typedProto, "join", { value: chunked(typedProto.join), writable: true, configurable: true });
   // No eval, no Function constructors: code comes only from the entry.
   delete globalThis.eval;
   const refuse = function () { throw new EvalError("code generation from strings is disabled"); };

@@ -275,12 +275,23 @@ fn write_back(caller: &mut Caller<'_, HostState>, bytes: &[u8]) -> wasmtime::Res
 
 fn host_call(caller: &mut Caller<'_, HostState>, name: &str, args: &[u8]) -> wasmtime::Result<i64> {
     let args: Value = serde_json::from_slice(args).unwrap_or(Value::Null);
+    let left = caller.get_fuel().unwrap_or(u64::MAX);
     let caps = caller
         .data_mut()
         .caps
         .as_mut()
         .ok_or_else(|| wasmtime::Error::msg("no capabilities in this store"))?;
-    let envelope = match caps.call(name, &args) {
+    // Host work (SQLite steps) is charged to the module's fuel; when it ran out of fuel
+    // the module has none left, and the epoch deadline covers the wall clock.
+    let (res, used) = caps.call_metered(name, &args, left);
+    let spent = caps.spent();
+    let left = if spent == Some(codes::FUEL_EXCEEDED) {
+        0
+    } else {
+        left.saturating_sub(used)
+    };
+    let _ = caller.set_fuel(left);
+    let envelope = match res {
         Ok(v) => json!({"ok": v}),
         Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
     };
@@ -349,7 +360,10 @@ impl WasmRuntime {
             // Keep up to 1 MiB per slot resident, zeroed with memset on reuse: fast warm
             // starts, and a reused slot never shows the previous invocation's memory.
             .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(1 << 16);
+            .table_keep_resident(1 << 16)
+            // Guests run synchronously: no fiber stacks are needed, and the pool's mapping
+            // (writable, so counted by the worker's RLIMIT_DATA) stays small.
+            .total_stacks(4);
         let mut cfg = Config::new();
         cfg.consume_fuel(true)
             .epoch_interruption(true)
