@@ -265,3 +265,21 @@ fn the_actor_without_user_is_the_uids_name_not_unknown() {
         .map_or_else(|| format!("uid:{uid}"), str::to_string);
     assert_eq!(actor, format!("cli:{expected}"));
 }
+
+/// Logs to a file (not a terminal) are JSON lines by default; XYN_LOG_FORMAT=human overrides.
+#[test]
+fn serve_logs_json_off_a_terminal_and_human_when_asked() {
+    let is_json = |log: &str| {
+        let first = log.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        serde_json::from_str::<Value>(first).is_ok_and(|v| v.is_object())
+    };
+    let mut json_node = Node::builder().start();
+    let log = json_node.stdout_log();
+    json_node.stop();
+    assert!(is_json(&log), "not JSON: {log}");
+    let mut human_node = Node::builder().env("XYN_LOG_FORMAT", "human").start();
+    let log = human_node.stdout_log();
+    human_node.stop();
+    assert!(!log.trim().is_empty() && !is_json(&log), "not human: {log}");
+    assert!(log.contains("INFO"), "{log}");
+}
