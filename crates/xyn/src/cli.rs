@@ -11,8 +11,22 @@ use crate::client::Client;
 use crate::output;
 
 /// Xyn turns events into runs of blueprints, with an audit trail you can verify.
+///
+/// `xyn serve` runs a node: the API and web UI, the engine that runs blueprints (agent tasks,
+/// sandboxed actions, approval gates, jq transforms) and its workers, with every state change
+/// in one hash-chained event log (SQLite in --data-dir, or PostgreSQL with --database-url).
+///
+/// The other commands talk to a running node over its API. They find it at --url or
+/// XYN_URL; when neither is set, at the `[web] listen` address of ./xyn.toml (or --config),
+/// the file `xyn serve` reads; else at http://127.0.0.1:8080. On a node with auth on, pass
+/// --token or set XYN_API_TOKEN. `blueprint validate`, `audit verify`, `doctor` and the
+/// `action`, `key`, `trust` and `pack` commands work on local files and the data directory.
+///
+/// Logs are human-readable on a terminal and JSON lines otherwise (XYN_LOG_FORMAT or
+/// --log-format overrides; XYN_LOG sets the level filter, e.g. `info,xyn_engine=debug`).
 #[derive(Parser, Debug)]
-#[command(name = "xyn", version, about, long_about = None, propagate_version = true)]
+// `--version` is on the top level only: `blueprint show --version N` names a blueprint version.
+#[command(name = "xyn", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -21,14 +35,13 @@ pub struct Cli {
 /// Where a running node is, and how to print answers.
 #[derive(Args, Debug, Clone)]
 pub struct Remote {
-    /// Base URL of the node's API.
-    #[arg(
-        long,
-        env = "XYN_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    pub url: String,
+    /// Base URL of the node's API [default: `[web] listen` of xyn.toml, else
+    /// http://127.0.0.1:8080].
+    #[arg(long, env = "XYN_URL", global = true)]
+    pub url: Option<String>,
+    /// Config file whose `[web] listen` locates the node [default: ./xyn.toml].
+    #[arg(long, env = "XYN_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
     /// Print the API's JSON instead of a human summary.
     #[arg(long, global = true)]
     pub json: bool,
@@ -74,6 +87,7 @@ pub enum Command {
     /// The sandbox worker process (started by the node, not by hand).
     #[command(hide = true, disable_help_flag = true)]
     SandboxWorker {
+        /// The worker's own arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -94,6 +108,7 @@ pub enum RetentionCmd {
         data_dir: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
+        /// Print JSON instead of a human summary.
         #[arg(long)]
         json: bool,
     },
@@ -103,24 +118,30 @@ pub enum RetentionCmd {
 pub enum ActionCmd {
     /// Install an action package (a directory with xyn-action.toml) into the data dir.
     Install {
+        /// The package directory (with xyn-action.toml).
         dir: PathBuf,
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
     },
     /// List the installed action packages.
     List {
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
+        /// Print JSON instead of a human summary.
         #[arg(long)]
         json: bool,
     },
     /// Run an installed action in the sandbox worker. Prints the output JSON and exits 0,
     /// or prints the stable error code (e.g. budget.timeout, capability.denied) and exits 1.
     Run {
+        /// The installed action's name.
         name: String,
         /// The input, a JSON value.
         #[arg(long, default_value = "{}")]
         input: String,
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
         /// Run even when the kernel cannot seal the worker (no Landlock).
@@ -135,9 +156,9 @@ pub enum ActionCmd {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "XYN_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: String,
+    /// Address to listen on [default: `[web] listen` in xyn.toml, else 127.0.0.1:8080].
+    #[arg(long, env = "XYN_LISTEN")]
+    pub listen: Option<String>,
     /// Where the database and artifacts live.
     #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
     pub data_dir: PathBuf,
@@ -147,9 +168,10 @@ pub struct ServeArgs {
     /// Configuration file (default: ./xyn.toml when it exists).
     #[arg(long, env = "XYN_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Log format on stdout.
-    #[arg(long, env = "XYN_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
-    pub log_format: String,
+    /// Log format on stdout: `human` (also `text`) or `json` [default: human when stdout is
+    /// a terminal, JSON lines otherwise].
+    #[arg(long, env = "XYN_LOG_FORMAT", value_parser = ["json", "human", "text"])]
+    pub log_format: Option<String>,
     /// Run sandboxed actions even when the kernel cannot seal their worker (no Landlock).
     #[arg(long, env = "XYN_ALLOW_WEAK_SANDBOX")]
     pub allow_weak_sandbox: bool,
@@ -219,6 +241,7 @@ pub enum EventCmd {
         /// Only events of this run.
         #[arg(long)]
         run: Option<String>,
+        /// Most events to list.
         #[arg(long, default_value_t = 20)]
         limit: usize,
         #[command(flatten)]
@@ -230,6 +253,7 @@ pub enum EventCmd {
 pub enum BlueprintCmd {
     /// Check blueprint files; reports every problem with its path and code (no node needed).
     Validate {
+        /// Blueprint files (YAML or JSON).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Print the report as JSON.
@@ -238,6 +262,7 @@ pub enum BlueprintCmd {
     },
     /// Apply a blueprint file to the node (a new version when it changed).
     Apply {
+        /// The blueprint file (YAML or JSON).
         file: PathBuf,
         #[command(flatten)]
         remote: Remote,
@@ -249,7 +274,9 @@ pub enum BlueprintCmd {
     },
     /// Show one blueprint version.
     Show {
+        /// The blueprint's id.
         id: String,
+        /// This version (default: the latest).
         #[arg(long)]
         version: Option<i64>,
         #[command(flatten)]
@@ -266,6 +293,7 @@ pub enum RunCmd {
         /// Inputs, a JSON object.
         #[arg(long, default_value = "{}")]
         inputs: String,
+        /// A name for the run.
         #[arg(long)]
         name: Option<String>,
         #[command(flatten)]
@@ -276,8 +304,10 @@ pub enum RunCmd {
         /// Only these statuses (comma-separated).
         #[arg(long)]
         status: Option<String>,
+        /// Only runs of this blueprint id.
         #[arg(long)]
         blueprint: Option<String>,
+        /// Most runs to list.
         #[arg(long, default_value_t = 20)]
         limit: usize,
         #[command(flatten)]
@@ -285,16 +315,19 @@ pub enum RunCmd {
     },
     /// Show a run with its steps, timings and artifacts.
     Show {
+        /// The run's id.
         run_id: String,
         #[command(flatten)]
         remote: Remote,
     },
     /// Approve a waiting gate.
     Approve {
+        /// The run's id.
         run_id: String,
         /// The gate's step id (its name in the blueprint).
         #[arg(long)]
         step: String,
+        /// A comment recorded with the decision.
         #[arg(long)]
         comment: Option<String>,
         #[command(flatten)]
@@ -302,9 +335,12 @@ pub enum RunCmd {
     },
     /// Reject a waiting gate.
     Reject {
+        /// The run's id.
         run_id: String,
+        /// The gate's step id (its name in the blueprint).
         #[arg(long)]
         step: String,
+        /// A comment recorded with the decision.
         #[arg(long)]
         comment: Option<String>,
         #[command(flatten)]
@@ -312,7 +348,9 @@ pub enum RunCmd {
     },
     /// Cancel a run that has not finished.
     Cancel {
+        /// The run's id.
         run_id: String,
+        /// Why the run is cancelled (recorded in the event log).
         #[arg(long)]
         reason: Option<String>,
         #[command(flatten)]
@@ -333,6 +371,7 @@ pub enum AuditCmd {
         /// key in the data directory, when there is one).
         #[arg(long, env = "XYN_CHECKPOINT_PUBLIC_KEY")]
         checkpoint_key: Option<String>,
+        /// Print JSON instead of a human summary.
         #[arg(long)]
         json: bool,
     },
@@ -344,9 +383,78 @@ fn parse_object(what: &str, s: &str) -> Result<Value> {
     Ok(v)
 }
 
+/// Who the CLI acts as (`X-Actor`): `cli:$USER`, or, when `$USER` is unset or empty (cron,
+/// containers, systemd units), the name of the process's uid.
 fn actor() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(user_of_uid);
     format!("cli:{user}")
+}
+
+/// The name of the uid this process runs as, from /etc/passwd, or `uid:<n>`. The uid is the
+/// owner of `/proc/self` (no `libc` call, the workspace forbids `unsafe`); the passwd file is
+/// parsed by hand because it is seven colon-separated fields and a crate would add nothing.
+fn user_of_uid() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    user_in_passwd(&passwd, uid).unwrap_or_else(|| format!("uid:{uid}"))
+}
+
+fn user_in_passwd(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let _password = f.next()?;
+        let id: u32 = f.next()?.trim().parse().ok()?;
+        (id == uid && !name.is_empty() && !name.starts_with('#')).then(|| name.to_string())
+    })
+}
+
+impl Remote {
+    /// The node's base URL: --url / XYN_URL, else `[web] listen` of the config file (a
+    /// wildcard address is reached on loopback), else http://127.0.0.1:8080.
+    pub fn base_url(&self) -> Result<String> {
+        if let Some(u) = self.url.as_deref().filter(|u| !u.trim().is_empty()) {
+            return Ok(u.to_string());
+        }
+        Ok(match crate::config::listen_of(self.config.as_deref())? {
+            Some(listen) => url_of_listen(&listen),
+            None => "http://127.0.0.1:8080".into(),
+        })
+    }
+
+    /// A client for the node, acting as the CLI's user.
+    pub fn client(&self, correlation_id: Option<String>) -> Result<Client> {
+        Ok(Client::new(
+            &self.base_url()?,
+            self.token.clone(),
+            actor(),
+            correlation_id,
+        ))
+    }
+}
+
+/// `http://` plus the address a node listening on `listen` is reached at from this host.
+fn url_of_listen(listen: &str) -> String {
+    let listen = listen.trim();
+    let host_port = match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let ip: std::net::IpAddr = if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            std::net::SocketAddr::new(ip, a.port()).to_string()
+        }
+        Ok(a) => a.to_string(),
+        Err(_) => listen.to_string(),
+    };
+    format!("http://{host_port}")
 }
 
 fn rt() -> Result<tokio::runtime::Runtime> {
@@ -450,7 +558,7 @@ async fn event(cmd: EventCmd) -> Result<ExitCode> {
                 let (t, id) = r.split_once(':').context("--resource must be TYPE:ID")?;
                 body["resource"] = json!({"type": t, "id": id});
             }
-            let c = Client::new(&remote.url, remote.token.clone(), actor(), correlation_id);
+            let c = remote.client(correlation_id)?;
             let v = c.post("/api/v1/events", &body).await?;
             output::print(&remote, &v, output::event_line)
         }
@@ -460,7 +568,7 @@ async fn event(cmd: EventCmd) -> Result<ExitCode> {
             limit,
             remote,
         } => {
-            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
+            let c = remote.client(None)?;
             let mut q = vec![("limit", limit.to_string())];
             if let Some(n) = name {
                 q.push(("event_name", n));
@@ -480,14 +588,14 @@ async fn blueprint(cmd: BlueprintCmd) -> Result<ExitCode> {
         BlueprintCmd::Apply { file, remote } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
+            let c = remote.client(None)?;
             let v = c
                 .post("/api/v1/blueprints", &json!({"definition": text}))
                 .await?;
             output::print(&remote, &v, output::blueprint_applied)
         }
         BlueprintCmd::List { remote } => {
-            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
+            let c = remote.client(None)?;
             let v = c.get("/api/v1/blueprints", &[]).await?;
             output::print(&remote, &v, output::blueprint_table)
         }
@@ -496,7 +604,7 @@ async fn blueprint(cmd: BlueprintCmd) -> Result<ExitCode> {
             version,
             remote,
         } => {
-            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
+            let c = remote.client(None)?;
             let q: Vec<(&str, String)> = version
                 .map(|v| ("version", v.to_string()))
                 .into_iter()
@@ -518,7 +626,7 @@ async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {
             remote,
         } => {
             let inputs = parse_object("--inputs", &inputs)?;
-            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
+            let c = remote.client(None)?;
             let v = c
                 .post(
                     "/api/v1/runs",
@@ -533,7 +641,7 @@ async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {
             limit,
             remote,
         } => {
-            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
+            let c = remote.client(None)?;
             let mut q = vec![("limit", limit.to_string())];
             if let Some(s) = status {
                 q.push(("status", s));
@@ -545,7 +653,7 @@ async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {
             output::print(&remote, &v, output::run_table)
         }
         RunCmd::Show { run_id, remote } => {
-            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
+            let c = remote.client(None)?;
             let id = output::path_seg(&run_id);
             let run = c.get(&format!("/api/v1/runs/{id}"), &[]).await?;
             let steps = c.get(&format!("/api/v1/runs/{id}/steps"), &[]).await?;
@@ -575,7 +683,7 @@ async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {
             reason,
             remote,
         } => {
-            let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
+            let c = remote.client(None)?;
             let v = c
                 .post(
                     &format!("/api/v1/runs/{}/cancel", output::path_seg(&run_id)),
@@ -594,7 +702,7 @@ async fn decide(
     remote: Remote,
     verb: &str,
 ) -> Result<ExitCode> {
-    let c = Client::new(&remote.url, remote.token.clone(), actor(), None);
+    let c = remote.client(None)?;
     let v = c
         .post(
             &format!(
@@ -606,4 +714,26 @@ async fn decide(
         )
         .await?;
     output::print(&remote, &v, output::step_decided)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uid_is_named_from_passwd_or_not_at_all() {
+        let passwd = "# comment\nroot:x:0:0:root:/root:/bin/bash\nbad:x:nope:0::/:/bin/sh\nann:x:1000:1000::/home/ann:/bin/sh\n";
+        assert_eq!(user_in_passwd(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(user_in_passwd(passwd, 1000).as_deref(), Some("ann"));
+        assert_eq!(user_in_passwd(passwd, 4242), None);
+        assert_eq!(user_in_passwd("", 0), None);
+    }
+
+    #[test]
+    fn a_listen_address_becomes_a_url_the_cli_can_reach() {
+        assert_eq!(url_of_listen("127.0.0.1:9000"), "http://127.0.0.1:9000");
+        assert_eq!(url_of_listen("0.0.0.0:9000"), "http://127.0.0.1:9000");
+        assert_eq!(url_of_listen("[::]:9000"), "http://[::1]:9000");
+        assert_eq!(url_of_listen("localhost:9000"), "http://localhost:9000");
+    }
 }

@@ -20,6 +20,28 @@ pub struct ApiFailure {
     pub code: String,
     pub message: String,
     pub details: Value,
+    /// What to do about it, when the CLI knows (a missing or refused token).
+    pub hint: Option<String>,
+}
+
+/// The hint for a 401 or 403: which token to set, depending on whether one was sent.
+fn auth_hint(status: u16, token_sent: bool) -> Option<String> {
+    match (status, token_sent) {
+        (401, false) => Some(
+            "this node has auth on: set XYN_API_TOKEN or pass --token with one of its tokens"
+                .into(),
+        ),
+        (401, true) => Some(
+            "the node refused the token: check XYN_API_TOKEN or --token (a token from its \
+             tokens file, or the node's own XYN_API_TOKEN)"
+                .into(),
+        ),
+        (403, _) => Some(
+            "the token's role may not do this: use an owner token in XYN_API_TOKEN or --token"
+                .into(),
+        ),
+        _ => None,
+    }
 }
 
 impl fmt::Display for ApiFailure {
@@ -35,6 +57,9 @@ impl fmt::Display for ApiFailure {
                     i.get("message").and_then(Value::as_str).unwrap_or("")
                 )?;
             }
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
         }
         Ok(())
     }
@@ -119,6 +144,7 @@ impl Client {
                 .map(str::to_string)
                 .unwrap_or_else(|| v.to_string()),
             details: e.get("details").cloned().unwrap_or(Value::Null),
+            hint: auth_hint(status, self.token.is_some()),
         }
         .into())
     }

@@ -73,6 +73,9 @@ fn http_call_destinations(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSection {
+    /// Address the node listens on, e.g. "127.0.0.1:9000" (`--listen` and `XYN_LISTEN` win);
+    /// the CLI reads it to find the node when `XYN_URL` is unset.
+    pub listen: Option<String>,
     /// Time to produce a response, e.g. "30s" (408 after it).
     pub request_timeout: Option<String>,
     /// Extra time to send a request head, e.g. "10s"; a connection whose request is not
@@ -162,6 +165,8 @@ pub struct Settings {
     pub web: xyn_web::WebConfig,
     /// Retention window in milliseconds, when set.
     pub retention_ms: Option<u64>,
+    /// `[web] listen`, when set.
+    pub listen: Option<String>,
 }
 
 fn duration(what: &str, s: &str) -> Result<u64> {
@@ -186,6 +191,13 @@ fn sandbox_of(
             e.message
         )
     })
+}
+
+/// `[web] listen` of the configuration file (`explicit`, else ./xyn.toml when it exists):
+/// where the CLI finds the node when `XYN_URL` is unset.
+pub fn listen_of(explicit: Option<&Path>) -> Result<Option<String>> {
+    let (file, _) = read_file(explicit)?;
+    Ok(file.web.listen.filter(|l| !l.trim().is_empty()))
 }
 
 fn read_file(explicit: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
@@ -278,6 +290,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
                 .fallback_cassette
                 .map(|p| if p.is_absolute() { p } else { base.join(p) })
         });
+    let listen = file.web.listen.clone().filter(|l| !l.trim().is_empty());
     let mut web = xyn_web::WebConfig {
         max_body_bytes: node.max_event_bytes + 64 * 1024,
         ..Default::default()
@@ -392,5 +405,6 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         source,
         web,
         retention_ms,
+        listen,
     })
 }

@@ -23,7 +23,9 @@ pub enum KeyCmd {
     /// Create an Ed25519 signing key (private key file mode 0600 in <data-dir>/keys/, or at
     /// --out); prints its public key as ed25519:<base64>.
     New {
+        /// The key's name (its file in <data-dir>/keys/).
         name: String,
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
         /// Write the private key to this file instead of the data dir.
@@ -32,8 +34,10 @@ pub enum KeyCmd {
     },
     /// List the signing keys in the data dir with their public keys.
     List {
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
+        /// Print JSON instead of a human summary.
         #[arg(long)]
         json: bool,
     },
@@ -43,8 +47,11 @@ pub enum KeyCmd {
 pub enum TrustCmd {
     /// Trust a publisher's public key (ed25519:<base64>) under a name; an audit event.
     Add {
+        /// A name for the publisher.
         name: String,
+        /// The publisher's public key, ed25519:<base64>.
         public_key: String,
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
         #[command(flatten)]
@@ -52,14 +59,18 @@ pub enum TrustCmd {
     },
     /// List the trusted publishers.
     List {
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
+        /// Print JSON instead of a human summary.
         #[arg(long)]
         json: bool,
     },
     /// Stop trusting a publisher; an audit event.
     Remove {
+        /// The publisher's name.
         name: String,
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
         #[command(flatten)]
@@ -71,22 +82,27 @@ pub enum TrustCmd {
 pub enum PackCmd {
     /// Build a reproducible pack archive from a directory with xyn-pack.toml.
     Build {
+        /// The directory holding xyn-pack.toml.
         dir: PathBuf,
+        /// Where to write the archive.
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
     },
     /// Sign a pack archive: writes FILE.sig.json (a DSSE envelope over in-toto/SLSA
     /// provenance).
     Sign {
+        /// The pack archive.
         file: PathBuf,
         /// The key's name in the data dir (or a path to a key file).
         #[arg(long)]
         key: String,
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
     },
     /// Check every digest and the signature(s). Exit 0, or 1 with the code on stderr.
     Verify {
+        /// The pack archive.
         file: PathBuf,
         /// Require a signature by this key (ed25519:<base64>).
         #[arg(long)]
@@ -97,25 +113,33 @@ pub enum PackCmd {
         /// Whose trust store names the signers.
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
+        /// Print JSON instead of a human summary.
         #[arg(long)]
         json: bool,
     },
     /// Show a pack's manifest, files, digests, signers and required capabilities.
     Inspect {
+        /// The pack archive.
         file: PathBuf,
+        /// The envelope (default: FILE.sig.json).
         #[arg(long)]
         sig: Option<PathBuf>,
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
+        /// Print JSON instead of a human summary.
         #[arg(long)]
         json: bool,
     },
     /// Install a pack: digests, a signature by a trusted key, the Xyn range and
     /// dependencies are checked before anything changes. Exit 0, or 1 with the code.
     Install {
+        /// The pack archive.
         file: PathBuf,
+        /// The envelope (default: FILE.sig.json).
         #[arg(long)]
         sig: Option<PathBuf>,
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
         /// Install without a trusted signature (recorded in the audit log).
@@ -123,20 +147,25 @@ pub enum PackCmd {
         allow_unsigned: bool,
         #[command(flatten)]
         store: StoreArgs,
+        /// Print JSON instead of a human summary.
         #[arg(long)]
         json: bool,
     },
     /// List the installed packs.
     List {
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
+        /// Print JSON instead of a human summary.
         #[arg(long)]
         json: bool,
     },
     /// Remove an installed pack (its actions go; its blueprint versions stay, as versions
     /// always do, for runs that use them).
     Remove {
+        /// The pack's id.
         id: String,
+        /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
         data_dir: PathBuf,
         #[command(flatten)]

@@ -101,13 +101,20 @@ fn owner_name() -> String {
     format!("{host}:{}:{}", std::process::id(), &rand[..8])
 }
 
-fn init_logging(format: &str) {
+/// Logs go to stdout: human-readable when it is a terminal, JSON lines otherwise (for log
+/// shippers), unless `--log-format` / `XYN_LOG_FORMAT` says which.
+fn init_logging(format: Option<&str>) {
+    use std::io::IsTerminal;
+    let human = match format {
+        Some(f) => f == "human" || f == "text",
+        None => std::io::stdout().is_terminal(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("XYN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);
-    if format == "text" {
+    if human {
         let _ = builder.try_init();
     } else {
         let _ = builder
@@ -119,7 +126,7 @@ fn init_logging(format: &str) {
 }
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
-    init_logging(&args.log_format);
+    init_logging(args.log_format.as_deref());
     let settings = config::load(args.config.as_deref())?;
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -285,19 +292,24 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
     }
 
     let auth_on = settings.web.auth.enabled();
-    let loopback = args
+    let listen = args
         .listen
+        .clone()
+        .filter(|l| !l.trim().is_empty())
+        .or_else(|| settings.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let loopback = listen
         .parse::<std::net::SocketAddr>()
         .map(|a| a.ip().is_loopback())
-        .unwrap_or_else(|_| args.listen.starts_with("localhost:"));
+        .unwrap_or_else(|_| listen.starts_with("localhost:"));
     anyhow::ensure!(
         loopback || auth_on || args.insecure_open,
         "refusing to listen on {} without auth: set XYN_API_TOKEN (or a tokens file), or pass --insecure-open",
-        args.listen
+        listen
     );
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     egress.set_listeners(vec![addr]);
     tracing::info!(url = %format!("http://{addr}"), data_dir = %args.data_dir.display(), store = %store.describe(),
