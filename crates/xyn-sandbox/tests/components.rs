@@ -282,7 +282,7 @@ fn a_component_uses_fs_db_and_http_through_the_capability_layer() {
     }
     let manifest = std::fs::read_to_string(src.join("xyn-action.toml"))
         .unwrap()
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{port}"));
     std::fs::write(dir.join("xyn-action.toml"), manifest).unwrap();
     std::fs::create_dir_all(env.data().join("inbox")).unwrap();
     std::fs::create_dir_all(env.data().join("outbox")).unwrap();

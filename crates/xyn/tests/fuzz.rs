@@ -42,7 +42,8 @@ async fn schemathesis_finds_no_5xx_and_no_response_off_the_document() {
     let node = Node::builder()
         .blueprint("gate.yaml", BP)
         .env("XYN_API_TOKEN", TOKEN)
-        .toml("[hooks.demo]\nevent_name = \"fuzz.hook\"\n")
+        .env("XYN_HOOK_DEMO_SECRET", "fuzz-hook-secret-0123456789")
+        .toml("[hooks.demo]\nevent_name = \"fuzz.hook\"\nsecret_env = \"XYN_HOOK_DEMO_SECRET\"\n")
         .start();
     // Some data to find, so stateful sequences reach real runs, steps and artifacts.
     let c = support::client();

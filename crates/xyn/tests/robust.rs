@@ -179,7 +179,10 @@ async fn crash_retries_follow_max_attempts_and_keep_one_idempotency_key() {
         "id: sturdy\ntrigger: {{event_type: test.sturdy}}\nplan:\n  - kind: action_task\n    id: call\n    action: http.call\n    with: {{url: \"{}/block\"}}\n    retry: {{max_attempts: 6, backoff: fixed, delay: 100ms}}\n",
         fx.url
     );
-    let mut node = Node::builder().blueprint("s.yaml", &bp).start();
+    let mut node = Node::builder()
+        .blueprint("s.yaml", &bp)
+        .allow_http(&fx.url)
+        .start();
     node.emit("test.sturdy", json!({})).await;
     let run_id = node.the_run_of("sturdy").await;
     for kill in 1..=4 {
@@ -374,7 +377,10 @@ async fn a_second_node_on_the_same_data_dir_is_refused() {
         "id: held\ntrigger: {{event_type: test.held}}\nplan:\n  - kind: action_task\n    id: call\n    action: http.call\n    with: {{url: \"{}/block\"}}\n",
         fx.url
     );
-    let mut node = Node::builder().blueprint("h.yaml", &bp).start();
+    let mut node = Node::builder()
+        .blueprint("h.yaml", &bp)
+        .allow_http(&fx.url)
+        .start();
     node.emit("test.held", json!({})).await;
     node.until(20, "the call to be in flight", || async {
         (!fx.seen("/block").is_empty()).then_some(Value::Null)
