@@ -7,6 +7,10 @@
 //! tested end to end in `crates/xyn/tests/sandbox_budgets.rs`.
 #![allow(clippy::unwrap_used)] // test helpers: a failed set-up step should panic
 
+mod support;
+
+use support::{ALL, Rt, wat_forward};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,32 +18,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use xyn_sandbox::caps::http::NoHttp;
 use xyn_sandbox::{InvokeReport, InvokeRequest, Sandbox, SandboxConfig};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Rt {
-    Wasm,
-    Lua,
-    Js,
-}
-
-const ALL: [Rt; 3] = [Rt::Wasm, Rt::Lua, Rt::Js];
-
-impl Rt {
-    fn name(self) -> &'static str {
-        match self {
-            Rt::Wasm => "wasm",
-            Rt::Lua => "lua",
-            Rt::Js => "js",
-        }
-    }
-    fn entry(self) -> &'static str {
-        match self {
-            Rt::Wasm => "main.wat",
-            Rt::Lua => "main.lua",
-            Rt::Js => "main.js",
-        }
-    }
-}
 
 /// A sandbox over a temporary directory; each `run` writes a package and invokes it once.
 struct Bench {
@@ -100,25 +78,7 @@ fn code_of(r: &InvokeReport) -> &str {
 /// the invocation's end.
 fn db_prober(rt: Rt) -> String {
     match rt {
-        Rt::Wasm => r#"(module
-  (import "xyn" "call" (func $call (param i32 i32 i32 i32) (result i64)))
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 8192))
-  (func $alloc (export "alloc") (param $len i32) (result i32)
-    (local $p i32) (local $end i32)
-    (local.set $p (global.get $heap))
-    (local.set $end (i32.and (i32.add (i32.add (local.get $p) (local.get $len)) (i32.const 7)) (i32.const -8)))
-    (block $done
-      (loop $grow
-        (br_if $done (i32.le_u (local.get $end) (i32.mul (memory.size) (i32.const 65536))))
-        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))
-        (br $grow)))
-    (global.set $heap (local.get $end))
-    (local.get $p))
-  (data (i32.const 1024) "db.query")
-  (func (export "handle") (param i32 i32) (result i64)
-    (call $call (i32.const 1024) (i32.const 8) (local.get 0) (local.get 1))))"#
-            .into(),
+        Rt::Wasm => wat_forward("db.query"),
         Rt::Lua => "function handle(input)\n  local ok, v = pcall(xyn.db.query, input.sql, {})\n  if ok then return {ok = v} end\n  return {error = tostring(v)}\nend\n".into(),
         Rt::Js => "export function handle(input) {\n  try { return {ok: xyn.db.query(input.sql, [])}; } catch (e) { return {error: String(e.message)}; }\n}\n".into(),
     }

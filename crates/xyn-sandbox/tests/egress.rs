@@ -4,6 +4,10 @@
 //! and JavaScript through the same capability layer and the node's executor.
 #![allow(clippy::unwrap_used)] // test helpers: a failed set-up step should panic
 
+mod support;
+
+use support::{ALL, Rt, wat_forward};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -15,57 +19,13 @@ use xyn_actions::net::Egress;
 use xyn_sandbox::caps::http::{DirectHttp, HttpExecutor};
 use xyn_sandbox::{InvokeReport, InvokeRequest, Sandbox, SandboxConfig};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Rt {
-    Wasm,
-    Lua,
-    Js,
-}
-
-const ALL: [Rt; 3] = [Rt::Wasm, Rt::Lua, Rt::Js];
 const SECRET: &str = "tok-9f1c2e7a5b3d";
-
-impl Rt {
-    fn name(self) -> &'static str {
-        match self {
-            Rt::Wasm => "wasm",
-            Rt::Lua => "lua",
-            Rt::Js => "js",
-        }
-    }
-    fn entry(self) -> &'static str {
-        match self {
-            Rt::Wasm => "main.wat",
-            Rt::Lua => "main.lua",
-            Rt::Js => "main.js",
-        }
-    }
-}
 
 /// A guest that passes its input to `http.request` and returns `{"ok": response}` or
 /// `{"error": {"message": …}}`.
 fn http_probe(rt: Rt) -> String {
     match rt {
-        Rt::Wasm => r#"(module
-  (import "xyn" "call" (func $call (param i32 i32 i32 i32) (result i64)))
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 8192))
-  (func $alloc (export "alloc") (param $len i32) (result i32)
-    (local $p i32) (local $end i32)
-    (local.set $p (global.get $heap))
-    (local.set $end (i32.and (i32.add (i32.add (local.get $p) (local.get $len)) (i32.const 7)) (i32.const -8)))
-    (block $done
-      (loop $grow
-        (br_if $done (i32.le_u (local.get $end) (i32.mul (memory.size) (i32.const 65536))))
-        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))
-        (br $grow)))
-    (global.set $heap (local.get $end))
-    (local.get $p))
-  (data (i32.const 1024) "http.request")
-  (func (export "handle") (param i32 i32) (result i64)
-    (call $call (i32.const 1024) (i32.const 12) (local.get 0) (local.get 1)))
-)"#
-        .into(),
+        Rt::Wasm => wat_forward("http.request"),
         Rt::Lua => "function handle(input)\n  local ok, v = pcall(function() return xyn.http.request(input) end)\n  if ok then return {ok = v} else return {error = {message = tostring(v)}} end\nend\n".into(),
         Rt::Js => "export function handle(input) {\n  try { return {ok: xyn.http.request(input)}; } catch (e) { return {error: {message: String(e.message)}}; }\n}\n".into(),
     }

@@ -3,6 +3,10 @@
 //! the worker, the seal and the CLI are tested end to end in `crates/xyn/tests`.
 #![allow(clippy::unwrap_used)] // test helpers: a failed set-up step should panic
 
+mod support;
+
+use support::{ALL, Rt, wat};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -13,56 +17,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use xyn_sandbox::caps::http::DirectHttp;
 use xyn_sandbox::{InvokeReport, InvokeRequest, Sandbox, SandboxConfig};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Rt {
-    Wasm,
-    Lua,
-    Js,
-}
-
-const ALL: [Rt; 3] = [Rt::Wasm, Rt::Lua, Rt::Js];
-
-impl Rt {
-    fn name(self) -> &'static str {
-        match self {
-            Rt::Wasm => "wasm",
-            Rt::Lua => "lua",
-            Rt::Js => "js",
-        }
-    }
-    fn entry(self) -> &'static str {
-        match self {
-            Rt::Wasm => "main.wat",
-            Rt::Lua => "main.lua",
-            Rt::Js => "main.js",
-        }
-    }
-}
-
-/// A WAT module with the ABI boilerplate (memory, bump alloc, the `call` import) and
-/// `body` as extra definitions, among them the exported `handle`.
-fn wat(body: &str) -> String {
-    format!(
-        r#"(module
-  (import "xyn" "call" (func $call (param i32 i32 i32 i32) (result i64)))
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 8192))
-  (func $alloc (export "alloc") (param $len i32) (result i32)
-    (local $p i32) (local $end i32)
-    (local.set $p (global.get $heap))
-    (local.set $end (i32.and (i32.add (i32.add (local.get $p) (local.get $len)) (i32.const 7)) (i32.const -8)))
-    (block $done
-      (loop $grow
-        (br_if $done (i32.le_u (local.get $end) (i32.mul (memory.size) (i32.const 65536))))
-        (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))
-        (br $grow)))
-    (global.set $heap (local.get $end))
-    (local.get $p))
-  {body}
-)"#
-    )
-}
 
 /// A wasm handle that returns the constant JSON `s`.
 fn wat_const(s: &str) -> String {
