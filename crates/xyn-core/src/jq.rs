@@ -121,7 +121,7 @@ impl Default for JqLimits {
 pub const DEFAULT_FUEL: u64 = 5_000_000;
 /// Default memory allowance: 64 MiB of values built.
 pub const DEFAULT_MEMORY_BYTES: u64 = 64 << 20;
-/// Default stack allowance: 512 KiB, well under the 2 MiB of the node's worker threads.
+/// Default stack allowance: 1 MiB, well under the 2 MiB of the node's worker threads.
 pub const DEFAULT_STACK_BYTES: usize = 1 << 20;
 /// The longest jq source accepted.
 pub const MAX_SOURCE_BYTES: usize = 64 << 10;
@@ -830,6 +830,45 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code, codes::BUDGET_EXCEEDED, "{e}");
         assert!(e.message.contains("deadline"), "{e}");
+    }
+
+    /// Values nested deeply through path updates rather than constructors (`setpath`, `.[0] =`,
+    /// `to_entries`/`from_entries`…) are bounded like constructed ones: the evaluation fails
+    /// with a code and nothing overflows the stack when the value is dropped or printed.
+    #[test]
+    fn deep_values_built_by_path_updates_fail_instead_of_overflowing() {
+        for src in [
+            "null | setpath([range(200000) | 0]; 1) | 0",
+            "null | setpath([range(200000) | \"a\"]; 1) | 0",
+            "reduce range(200000) as $i (null; .[0] = .) | 0",
+            "reduce range(200000) as $i (null; .a = .) | 0",
+            "reduce range(200000) as $i ([]; .[0] |= [.]) | 0",
+            "reduce range(200000) as $i ({}; {a: .} | .b = 1) | 0",
+            "[limit(200000; repeat(0))] | reduce .[] as $x (null; [.] | .[0] += []) | 0",
+            "null | getpath([range(200000) | 0]) | 0",
+        ] {
+            let p = JqProgram::compile(src).unwrap();
+            // Run on a thread with the node's 2 MiB stack, as the engine does.
+            let out = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || p.run_one(&json!(null)).map_err(|e| e.code))
+                .unwrap()
+                .join()
+                .unwrap();
+            match out {
+                Ok(v) => assert_eq!(v, json!(0), "{src}"),
+                Err(code) => assert!(
+                    [
+                        codes::BUDGET_EXCEEDED,
+                        codes::MEMORY_EXCEEDED,
+                        codes::TOO_COMPLEX,
+                        codes::FAILED
+                    ]
+                    .contains(&code),
+                    "{src}: {code}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -160,6 +160,9 @@ pub struct RunLimits {
     /// The least number of interrupted attempts a step survives whatever its retry policy
     /// (see [`RunMachine::interrupted_attempts_allowed`]).
     pub max_interruptions: u32,
+    /// The budget of every jq evaluation of the run: transforms, `if:` conditions
+    /// (`[engine] jq_fuel`, `jq_memory_mb`, `jq_stack_kb` in `xyn.toml`).
+    pub jq: crate::jq::JqLimits,
 }
 
 impl Default for RunLimits {
@@ -168,6 +171,7 @@ impl Default for RunLimits {
             max_step_executions: 200,
             max_wall_ms: 60 * 60 * 1000,
             max_interruptions: 3,
+            jq: crate::jq::JqLimits::default(),
         }
     }
 }
@@ -547,7 +551,7 @@ impl RunMachine {
                     if step.attempt == 0
                         && let Some(cond) = &self.plan.steps[i].condition
                     {
-                        match cond.truthy(&self.context()) {
+                        match cond.truthy_with(&self.context(), &self.limits.jq) {
                             Ok(true) => {}
                             Ok(false) => return Next::Skip(i),
                             Err(e) => {

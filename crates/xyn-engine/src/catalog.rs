@@ -287,6 +287,7 @@ impl Node {
             Ok(h) => h,
             Err(_) => return (vec![], vec![]),
         };
+        let jq_limits = self.inner().config.limits.jq;
         let mut out = Vec::new();
         let mut failures = Vec::new();
         let mut event_value: Option<Value> = None;
@@ -302,7 +303,7 @@ impl Node {
             }
             if let Some(filter) = &h.plan.trigger.filter {
                 let ev = event_value.get_or_insert_with(|| event_json(event));
-                match filter.truthy(ev) {
+                match filter.truthy_with(ev, &jq_limits) {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(e) => {

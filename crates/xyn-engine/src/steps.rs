@@ -74,6 +74,7 @@ impl Node {
             _ => return Ok(()),
         };
         let ctx = m.context();
+        let jq_limits = m.limits.jq;
         let recorded = match &body {
             TransformBody::Jq(p) => json!({"expr": p.source()}),
             TransformBody::Template(_) => json!({"template": true}),
@@ -91,13 +92,23 @@ impl Node {
         let stop = cancel.clone();
         let task = tokio::task::spawn_blocking(move || match &body {
             TransformBody::Jq(p) => p
-                .run_one_cancellable(&ctx, &xyn_core::jq::JqLimits::default(), Some(stop))
+                .run_one_cancellable(&ctx, &jq_limits, Some(stop))
                 .map_err(|e| error_value(e.code, e.message)),
             TransformBody::Template(t) => t
                 .render(&ctx, &mut SecretAccess::Mask)
                 .map_err(|e| render_error(&e)),
         });
-        let result = match tokio::time::timeout(Duration::from_millis(timeout_ms), task).await {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(Duration::from_millis(timeout_ms), task) => r,
+            _ = inner.shutdown.cancelled() => {
+                // The node is stopping: the program is told to stop (the runtime waits for
+                // its thread on exit), and the step is left started; the next start runs it
+                // again as an interrupted attempt.
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Ok(());
+            }
+        };
+        let result = match outcome {
             Ok(Ok(r)) => r,
             Ok(Err(join)) => Err(error_value(
                 "transform.crashed",

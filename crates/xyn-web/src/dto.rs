@@ -753,15 +753,20 @@ pub struct RollupParams {
     pub until: Option<String>,
 }
 
-/// Opaque cursors: `c<key>`.
-/// The key cursors are signed with: `XYN_CURSOR_KEY` (set the same on API nodes behind one
-/// load balancer), else random per process (a cursor then lives as long as the process).
+/// Opaque cursors: `c<key>`, signed with the node's cursor key (`WebConfig::cursor_key`,
+/// installed by [`crate::AppState::new`]). The binary keeps the key in the data directory
+/// (or takes `XYN_CURSOR_KEY`, the same on API nodes behind one load balancer), so cursors
+/// outlive a restart. A process that installs none signs with a random key of its own.
+static CURSOR_KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Installs the key cursors are signed with. The first key installed in a process holds
+/// (one node per process); returns whether this one was installed.
+pub fn install_cursor_key(key: &[u8]) -> bool {
+    !key.is_empty() && CURSOR_KEY.set(key.to_vec()).is_ok()
+}
+
 fn cursor_key() -> &'static [u8] {
-    static KEY: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    KEY.get_or_init(|| match std::env::var("XYN_CURSOR_KEY") {
-        Ok(k) if !k.is_empty() => k.into_bytes(),
-        _ => crate::auth::random_token().into_bytes(),
-    })
+    CURSOR_KEY.get_or_init(|| crate::auth::random_token().into_bytes())
 }
 
 fn cursor_mac(plain: &str) -> String {

@@ -75,6 +75,9 @@ pub struct WebConfig {
     pub hooks: BTreeMap<String, HookConfig>,
     /// An outbox dispatcher (NATS) runs: health reports its lag.
     pub outbox_dispatched: bool,
+    /// The key list cursors are signed with (see [`dto::install_cursor_key`]); `None`: a
+    /// random key for this process.
+    pub cursor_key: Option<Vec<u8>>,
 }
 
 impl Default for WebConfig {
@@ -93,6 +96,7 @@ impl Default for WebConfig {
             auth: AuthConfig::default(),
             hooks: BTreeMap::new(),
             outbox_dispatched: false,
+            cursor_key: None,
         }
     }
 }
@@ -133,6 +137,11 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(node: Node, feed: EventFeed, config: WebConfig) -> Self {
+        if let Some(k) = &config.cursor_key
+            && !dto::install_cursor_key(k)
+        {
+            tracing::warn!("a cursor key was already installed in this process; keeping it");
+        }
         Self(Arc::new(AppInner {
             config,
             feed,

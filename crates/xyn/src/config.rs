@@ -138,6 +138,13 @@ pub struct EngineSection {
     /// Largest step output (and run output), as serialized JSON; default 1 MiB.
     pub max_output_bytes: Option<usize>,
     pub default_step_timeout: Option<String>,
+    /// Evaluation steps one jq evaluation may take (transforms, `if:`, trigger filters).
+    pub jq_fuel: Option<u64>,
+    /// Memory one jq evaluation may build, in MiB.
+    pub jq_memory_mb: Option<u64>,
+    /// Stack one jq evaluation may use, in KiB (at most 1536: evaluations run on threads with
+    /// 2 MiB stacks).
+    pub jq_stack_kb: Option<usize>,
     /// `full` (default) or `normal`.
     pub sqlite_synchronous: Option<String>,
 }
@@ -147,6 +154,34 @@ pub struct EngineSection {
 pub struct AgentsSection {
     /// Answer agent tasks from this cassette when the provider's API key is not set.
     pub fallback_cassette: Option<PathBuf>,
+}
+
+/// The jq budget from `[engine] jq_fuel`, `jq_memory_mb` and `jq_stack_kb`, each checked
+/// against a range that keeps the node safe (a stack allowance larger than the threads that
+/// evaluate could overflow them).
+fn jq_limits(e: &EngineSection) -> Result<xyn_core::jq::JqLimits> {
+    fn within<T: PartialOrd + std::fmt::Display + Copy>(
+        key: &str,
+        v: T,
+        lo: T,
+        hi: T,
+    ) -> Result<T> {
+        if v < lo || v > hi {
+            anyhow::bail!("[engine] {key} = {v} is outside {lo}..={hi}");
+        }
+        Ok(v)
+    }
+    let mut l = xyn_core::jq::JqLimits::default();
+    if let Some(f) = e.jq_fuel {
+        l.fuel = within("jq_fuel", f, 1_000, 1_000_000_000)?;
+    }
+    if let Some(m) = e.jq_memory_mb {
+        l.memory_bytes = within("jq_memory_mb", m, 1, 4096)? << 20;
+    }
+    if let Some(k) = e.jq_stack_kb {
+        l.stack_bytes = within("jq_stack_kb", k, 64, 1536)? << 10;
+    }
+    Ok(l)
 }
 
 /// The effective settings of `xyn serve`.
@@ -242,6 +277,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         node.env_id = e;
     }
     let e = file.engine;
+    node.limits.jq = jq_limits(&e)?;
     if let Some(w) = env("XYN_WORKERS")
         .map(|v| v.parse::<usize>())
         .transpose()

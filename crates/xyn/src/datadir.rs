@@ -63,6 +63,47 @@ impl DataDirLock {
     }
 }
 
+/// The file in the data directory that holds the key list cursors are signed with.
+pub const CURSOR_KEY_FILE: &str = "cursor.key";
+
+/// The key the node signs list cursors with: `XYN_CURSOR_KEY` when set (give API nodes behind
+/// one load balancer the same), else the key kept in `<data-dir>/cursor.key`, created (0600,
+/// 32 random bytes, hex) on first use, so cursors a client holds survive a restart.
+pub fn cursor_key(dir: &Path) -> Result<Vec<u8>> {
+    if let Ok(k) = std::env::var("XYN_CURSOR_KEY")
+        && !k.is_empty()
+    {
+        return Ok(k.into_bytes());
+    }
+    let path = dir.join(CURSOR_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(k) if !k.trim().is_empty() => return Ok(k.trim().as_bytes().to_vec()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    // 244 random bits from the OS generator (two v4 UUIDs).
+    let key = xyn_web::auth::random_token();
+    // Written to a temporary file and renamed, so a crash never leaves a half-written key.
+    let tmp = dir.join(format!("{CURSOR_KEY_FILE}.tmp"));
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(key.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(key.into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -321,6 +321,7 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
 
     let mut web = settings.web;
     web.outbox_dispatched = dispatcher.is_some();
+    web.cursor_key = Some(crate::datadir::cursor_key(&args.data_dir)?);
     let state = xyn_web::AppState::new(node.clone(), feed, web);
     xyn_web::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down");

@@ -279,3 +279,83 @@ async fn a_looping_transform_stops_consuming_cpu_after_it_fails() {
     );
     healthy(&node).await;
 }
+
+/// The jq budget is the node's setting (`[engine] jq_fuel`, `jq_memory_mb`, `jq_stack_kb`):
+/// the same program completes under the default budget and fails with the budget's code on a
+/// node configured tighter, in a transform, an `if:` and a trigger filter alike. Settings
+/// outside their safe range are refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jq_budget_is_configured_per_node() {
+    // About 60,000 evaluation steps: well inside the default, over a budget of 5,000.
+    let prog = "[range(20000)] | length > 0";
+    let p = serde_json::to_string(prog).unwrap();
+    let blueprints = |b: support::NodeBuilder| {
+        b.blueprint(
+            "t.yaml",
+            &format!("id: bp.t\ntrigger: {{event_type: t.t}}\nplan:\n  - {{kind: transform, id: a, expr: {p}}}\n"),
+        )
+        .blueprint(
+            "c.yaml",
+            &format!("id: bp.c\ntrigger: {{event_type: t.c}}\nplan:\n  - {{kind: transform, id: a, if: {p}, expr: '{{n: 1}}'}}\n"),
+        )
+        .blueprint(
+            "f.yaml",
+            &format!("id: bp.f\ntrigger: {{event_type: t.f, filter: {p}}}\nplan:\n  - {{kind: transform, id: a, expr: '{{n: 1}}'}}\n"),
+        )
+    };
+    // Default budget: all three complete.
+    let node = blueprints(Node::builder()).start();
+    for t in ["t", "c", "f"] {
+        node.emit(&format!("t.{t}"), json!({})).await;
+        let run = node.the_run_of(&format!("bp.{t}")).await;
+        node.until_run_status(&run, "completed", 60).await;
+    }
+    drop(node);
+
+    // A tight budget: the transform and the `if:` fail with the budget's code, the filter
+    // does not trigger, and the node keeps serving.
+    let node = blueprints(Node::builder().engine("jq_fuel = 5000")).start();
+    node.emit("t.t", json!({})).await;
+    let run = node.the_run_of("bp.t").await;
+    node.until_run_status(&run, "failed", 60).await;
+    assert_eq!(
+        node.step(&run, "a").await["error"]["code"],
+        "jq.budget_exceeded"
+    );
+    node.emit("t.c", json!({})).await;
+    let run = node.the_run_of("bp.c").await;
+    let r = node.until_run_status(&run, "failed", 60).await;
+    assert_eq!(r["error"]["code"], "jq.budget_exceeded", "{r}");
+    let ev = node.emit("t.f", json!({})).await;
+    let failed = node
+        .until(60, "the trigger failure", || async {
+            let (_, v) = node
+                .get("/api/v1/events?event_name=xyn.trigger.filter_failed&limit=100")
+                .await;
+            v["items"].as_array().and_then(|a| {
+                a.iter()
+                    .find(|e| e["data"]["event_id"] == ev["event_id"])
+                    .cloned()
+            })
+        })
+        .await;
+    assert_eq!(failed["data"]["code"], "jq.budget_exceeded", "{failed}");
+    healthy(&node).await;
+    drop(node);
+
+    // A stack allowance the evaluating threads could not give is refused at start.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("xyn.toml"),
+        "[engine]\njq_stack_kb = 4096\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xyn"))
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("jq_stack_kb"), "{err}");
+}

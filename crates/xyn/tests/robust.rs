@@ -434,3 +434,73 @@ async fn a_second_node_on_the_same_data_dir_is_refused() {
     let (code, out, err) = node.cli(&["audit", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// SIGTERM while a transform runs away (the largest jq budget the node accepts, a long step
+/// timeout): the program is stopped and the node exits well within its shutdown grace; the
+/// run is not lost and is picked up again at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_up_by_a_runaway_transform() {
+    let mut node = Node::builder()
+        .engine("jq_fuel = 1000000000")
+        .blueprint(
+            "spin.yaml",
+            "id: bp.spin\ntrigger: {event_type: t.spin}\nplan:\n  - {kind: transform, id: a, timeout: 10m, expr: 'last(range(1e11))'}\n",
+        )
+        .start();
+    node.emit("t.spin", json!({})).await;
+    let run = node.the_run_of("bp.spin").await;
+    // Let the program get going.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    node.stop(); // panics when the node is still up 15 s after SIGTERM
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    node.relaunch_after_kill();
+    let r = node.run(&run).await;
+    assert_eq!(r["status"], "running", "{r}");
+    let started = Instant::now();
+    node.stop();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Cursors are signed with a key kept in the data directory (0600): a cursor a client holds
+/// stays valid across a restart, a tampered one is refused with its code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_cursors_survive_a_restart_and_forged_ones_are_refused() {
+    let mut node = Node::builder().start();
+    for i in 0..3 {
+        node.emit("t.page", json!({"i": i})).await;
+    }
+    let (s, first) = node.get("/api/v1/events?event_name=t.page&limit=1").await;
+    assert_eq!(s, 200, "{first}");
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let key = node.data_dir().join("cursor.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "cursor.key mode {mode:o}");
+    }
+    node.restart();
+    let (s, second) = node
+        .get(&format!(
+            "/api/v1/events?event_name=t.page&limit=1&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(second["items"][0]["data"]["i"], 1, "{second}");
+    // The same position with another MAC, and a bare position, are refused.
+    let (plain, _) = cursor.rsplit_once('.').unwrap();
+    for forged in [
+        format!("{plain}.000000000000000000000000"),
+        plain.to_string(),
+        "c5".into(),
+    ] {
+        let (s, v) = node
+            .get(&format!(
+                "/api/v1/events?event_name=t.page&limit=1&cursor={forged}"
+            ))
+            .await;
+        assert_eq!(s, 400, "{forged}: {v}");
+        assert_eq!(v["error"]["code"], "request.invalid_cursor", "{v}");
+    }
+}
