@@ -28,6 +28,18 @@ pub struct FileConfig {
     /// Built-in actions: `[actions.http]`, where `http.call` may connect.
     #[serde(default)]
     pub actions: ActionsSection,
+    /// The node's Git repositories: `[git] clone_sources`.
+    #[serde(default)]
+    pub git: GitSection,
+}
+
+/// `[git]`: local directories `git.clone` may copy repositories from (besides the node's own
+/// repositories, `repo:<name>`). Relative paths are relative to the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSection {
+    #[serde(default)]
+    pub clone_sources: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +214,8 @@ pub struct Settings {
     pub retention_ms: Option<u64>,
     /// `[web] listen`, when set.
     pub listen: Option<String>,
+    /// `[git] clone_sources`, made absolute.
+    pub git_clone_sources: Vec<PathBuf>,
 }
 
 fn duration(what: &str, s: &str) -> Result<u64> {
@@ -327,6 +341,18 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
                 .map(|p| if p.is_absolute() { p } else { base.join(p) })
         });
     let listen = file.web.listen.clone().filter(|l| !l.trim().is_empty());
+    let git_clone_sources = file
+        .git
+        .clone_sources
+        .iter()
+        .map(|p| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        })
+        .collect();
     let mut web = xyn_web::WebConfig {
         max_body_bytes: node.max_event_bytes + 64 * 1024,
         ..Default::default()
@@ -442,5 +468,6 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         web,
         retention_ms,
         listen,
+        git_clone_sources,
     })
 }

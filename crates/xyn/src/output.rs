@@ -323,7 +323,7 @@ pub fn blueprint_show(v: &Value) -> String {
 
 /// `xyn blueprint validate FILE…`: validation against the built-in actions and providers.
 pub fn validate_files(files: &[PathBuf], as_json: bool) -> Result<ExitCode> {
-    let registry = xyn_actions::Registry::with_builtins();
+    let registry = crate::serve::node_actions(std::path::Path::new("."), Vec::new());
     let known = |a: &str| registry.contains(a);
     let env = xyn_core::blueprint::ValidationEnv {
         is_known_action: &known,

@@ -294,7 +294,7 @@ pub fn install(
         }
         // Compile every blueprint against the built-ins, the installed actions and the
         // pack's own.
-        let registry = xyn_actions::Registry::with_builtins();
+        let registry = crate::serve::node_actions(Path::new("."), Vec::new());
         let mut known: std::collections::BTreeSet<String> = layout
             .installed()
             .into_iter()

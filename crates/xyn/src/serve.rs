@@ -184,7 +184,7 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         settings.sandbox_pool,
         xyn_sandbox::caps::http::HttpExecutor::new(egress.clone(), settings.sandbox_allow_node),
     )?;
-    let mut actions = xyn_actions::Registry::with_builtins();
+    let mut actions = node_actions(&args.data_dir, settings.git_clone_sources.clone());
     for (name, e) in xyn_sandbox::action::register_installed(&sandbox, &mut actions) {
         tracing::error!(action = %name, code = %e.code, error = %e.message, "sandboxed action not registered");
         eprintln!("xyn: action {name} not registered: {}", e.message);
@@ -354,6 +354,25 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// The actions every node has: the built-ins and the Git actions over the repositories in
+/// `<data-dir>/repos`. (Validation uses the same list, so a blueprint valid for the CLI is
+/// valid for the node.)
+pub fn node_actions(
+    data_dir: &Path,
+    clone_sources: Vec<std::path::PathBuf>,
+) -> xyn_actions::Registry {
+    let mut r = xyn_actions::Registry::with_builtins();
+    let repos = std::sync::Arc::new(
+        xyn_git::Repos::new(data_dir.join("repos")).with_clone_sources(clone_sources),
+    );
+    for a in xyn_git::actions(repos) {
+        if let Err(e) = r.register(a) {
+            tracing::error!(error = %e, "git action refused");
+        }
+    }
+    r
 }
 
 /// `xyn audit verify`: opens the store read-only (on SQLite) and
