@@ -31,6 +31,28 @@ pub struct FileConfig {
     /// The node's Git repositories: `[git] clone_sources`.
     #[serde(default)]
     pub git: GitSection,
+    /// `container.exec`: the engine, the images and networks allowed, the maximums.
+    #[serde(default)]
+    pub containers: ContainersSection,
+}
+
+/// `[containers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainersSection {
+    /// `unix:///run/docker.sock` (default: `DOCKER_HOST`, else `/var/run/docker.sock`).
+    pub docker_host: Option<String>,
+    /// Images steps may run: names, or prefixes ending in `*`. Empty: none.
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Networks a step may ask for besides `none`.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    pub max_memory_mb: Option<u64>,
+    pub max_pids: Option<i64>,
+    pub max_cpus: Option<f64>,
+    /// Longest `timeout` a step may set, e.g. "1h".
+    pub max_timeout: Option<String>,
 }
 
 /// `[git]`: local directories `git.clone` may copy repositories from (besides the node's own
@@ -216,6 +238,8 @@ pub struct Settings {
     pub listen: Option<String>,
     /// `[git] clone_sources`, made absolute.
     pub git_clone_sources: Vec<PathBuf>,
+    /// `[containers]` (the node label is set by `xyn serve` from the data directory).
+    pub containers: xyn_containers::Settings,
 }
 
 fn duration(what: &str, s: &str) -> Result<u64> {
@@ -341,6 +365,27 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
                 .map(|p| if p.is_absolute() { p } else { base.join(p) })
         });
     let listen = file.web.listen.clone().filter(|l| !l.trim().is_empty());
+    let c = &file.containers;
+    let mut containers = xyn_containers::Settings {
+        docker_host: c.docker_host.clone(),
+        images: c.images.clone(),
+        networks: c.networks.clone(),
+        ..Default::default()
+    };
+    if let Some(m) = c.max_memory_mb {
+        containers.max_memory_mb = m.max(4);
+    }
+    if let Some(p) = c.max_pids {
+        containers.max_pids = p.max(1);
+    }
+    if let Some(cpu) = c.max_cpus {
+        anyhow::ensure!(cpu > 0.0, "[containers] max_cpus must be positive");
+        containers.max_cpus = cpu;
+    }
+    if let Some(t) = &c.max_timeout {
+        containers.max_timeout =
+            std::time::Duration::from_millis(duration("[containers] max_timeout", t)?);
+    }
     let git_clone_sources = file
         .git
         .clone_sources
@@ -469,5 +514,6 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         retention_ms,
         listen,
         git_clone_sources,
+        containers,
     })
 }

@@ -323,7 +323,11 @@ pub fn blueprint_show(v: &Value) -> String {
 
 /// `xyn blueprint validate FILE…`: validation against the built-in actions and providers.
 pub fn validate_files(files: &[PathBuf], as_json: bool) -> Result<ExitCode> {
-    let registry = crate::serve::node_actions(std::path::Path::new("."), Vec::new());
+    let registry = crate::serve::node_actions(
+        std::path::Path::new("."),
+        Vec::new(),
+        xyn_containers::Containers::new(Default::default()),
+    );
     let known = |a: &str| registry.contains(a);
     let env = xyn_core::blueprint::ValidationEnv {
         is_known_action: &known,

@@ -294,7 +294,11 @@ pub fn install(
         }
         // Compile every blueprint against the built-ins, the installed actions and the
         // pack's own.
-        let registry = crate::serve::node_actions(Path::new("."), Vec::new());
+        let registry = crate::serve::node_actions(
+            Path::new("."),
+            Vec::new(),
+            xyn_containers::Containers::new(Default::default()),
+        );
         let mut known: std::collections::BTreeSet<String> = layout
             .installed()
             .into_iter()

@@ -184,7 +184,31 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         settings.sandbox_pool,
         xyn_sandbox::caps::http::HttpExecutor::new(egress.clone(), settings.sandbox_allow_node),
     )?;
-    let mut actions = node_actions(&args.data_dir, settings.git_clone_sources.clone());
+    let mut container_settings = settings.containers.clone();
+    container_settings.node_label = std::fs::canonicalize(&args.data_dir)
+        .unwrap_or_else(|_| args.data_dir.clone())
+        .display()
+        .to_string();
+    let containers = xyn_containers::Containers::new(container_settings);
+    if !containers.settings().images.is_empty() {
+        // Containers a killed node left behind are removed before any step runs.
+        match tokio::time::timeout(Duration::from_secs(30), containers.reap()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                removed = n,
+                "removed containers left by an earlier run of this node"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(code = %e.code, error = %e.message, "cannot reap leftover containers")
+            }
+            Err(_) => tracing::warn!("reaping leftover containers timed out"),
+        }
+    }
+    let mut actions = node_actions(
+        &args.data_dir,
+        settings.git_clone_sources.clone(),
+        containers,
+    );
     for (name, e) in xyn_sandbox::action::register_installed(&sandbox, &mut actions) {
         tracing::error!(action = %name, code = %e.code, error = %e.message, "sandboxed action not registered");
         eprintln!("xyn: action {name} not registered: {}", e.message);
@@ -356,14 +380,20 @@ async fn shutdown_signal() {
     }
 }
 
-/// The actions every node has: the built-ins and the Git actions over the repositories in
-/// `<data-dir>/repos`. (Validation uses the same list, so a blueprint valid for the CLI is
+/// The actions every node has: the built-ins, `container.exec` and the Git actions over the
+/// repositories in `<data-dir>/repos`. (Validation uses the same list, so a blueprint valid for the CLI is
 /// valid for the node.)
 pub fn node_actions(
     data_dir: &Path,
     clone_sources: Vec<std::path::PathBuf>,
+    containers: std::sync::Arc<xyn_containers::Containers>,
 ) -> xyn_actions::Registry {
     let mut r = xyn_actions::Registry::with_builtins();
+    if let Err(e) = r.register(std::sync::Arc::new(xyn_containers::ContainerExec {
+        containers,
+    })) {
+        tracing::error!(error = %e, "container.exec refused");
+    }
     let repos = std::sync::Arc::new(
         xyn_git::Repos::new(data_dir.join("repos")).with_clone_sources(clone_sources),
     );

@@ -1,0 +1,282 @@
+//! `container.exec` on the real node against a real Docker Engine (Debian's `docker.io`,
+//! started by `.ci/run` on its own socket; `XYN_TEST_DOCKER_HOST` overrides it). Images cannot
+//! be pulled here: the test imports one made from Debian's static busybox.
+//!
+//! Written as the attacks: an image the node does not list, a network the node does not allow,
+//! a fork bomb, a memory hog, a command that never ends, a node SIGKILLed while its container
+//! runs — each ends with its code and leaves no container behind.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+use support::Node;
+
+const IMAGE: &str = "xyn-test/busybox:1";
+
+fn docker_host() -> String {
+    std::env::var("XYN_TEST_DOCKER_HOST")
+        .unwrap_or_else(|_| "unix:///run/xyn-docker/docker.sock".into())
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .env("DOCKER_HOST", docker_host())
+        .args(args)
+        .output()
+        .expect("the docker client (Debian's docker.io)");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Imports the test image once: busybox (static) and a few applet links, `FROM scratch`.
+fn image() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        let bb = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("busybox-static is installed");
+        std::fs::copy(bb, root.join("bin/busybox")).unwrap();
+        for applet in [
+            "sh", "true", "echo", "cat", "sleep", "head", "yes", "dd", "seq",
+        ] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        let tar = dir.path().join("image.tar");
+        let ok = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        docker(&[
+            "import",
+            "-c",
+            "ENV PATH=/bin",
+            tar.to_str().unwrap(),
+            IMAGE,
+        ]);
+    });
+}
+
+fn node_containers(label: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=dev.xyn.node={label}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// One blueprint for every case: the event says what to run; each optional field has the
+/// action's default.
+const EXEC_BP: &str = r#"
+id: bp.exec
+trigger: {event_type: exec}
+inputs:
+  - {name: with, type: object}
+plan:
+  - kind: action_task
+    id: run
+    action: container.exec
+    timeout: 60s
+    with:
+      image: "{{inputs.with.image}}"
+      cmd: "{{inputs.with.cmd}}"
+      network: '{{inputs.with.network | default("none")}}'
+      memory_mb: "{{inputs.with.memory_mb | default(256)}}"
+      pids: "{{inputs.with.pids | default(128)}}"
+      timeout: "{{inputs.with.timeout | default(50)}}"
+      fail_on_exit: "{{inputs.with.fail_on_exit | default(true)}}"
+"#;
+
+fn node() -> Node {
+    image();
+    Node::builder()
+        .toml(&format!(
+            "[containers]\ndocker_host = {:?}\nimages = [{IMAGE:?}]\n",
+            docker_host()
+        ))
+        .blueprint("exec.yaml", EXEC_BP)
+        .start()
+}
+
+async fn exec(node: &Node, with: Value, status: &str) -> Value {
+    let before = node.runs_of("bp.exec").await.len();
+    node.emit("exec", json!({"with": with})).await;
+    let run = node
+        .until(10, "the new run", || async {
+            let runs = node.runs_of("bp.exec").await;
+            (runs.len() > before).then(|| runs[0]["run_id"].clone())
+        })
+        .await;
+    let run = run.as_str().unwrap().to_string();
+    node.until_run_status(&run, status, 90).await;
+    node.step(&run, "run").await
+}
+
+fn label(node: &Node) -> String {
+    std::fs::canonicalize(node.data_dir())
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_run_in_fresh_containers_that_are_always_removed() {
+    let node = node();
+    let who = label(&node);
+
+    // A command: exit code, stdout and stderr; no network inside; the container is gone.
+    let s = exec(
+        &node,
+        json!({"image": IMAGE, "cmd": ["sh", "-c", "echo out; echo err >&2; cat /proc/net/dev | wc -l; id -u"]}),
+        "completed",
+    )
+    .await;
+    let o = &s["outputs"];
+    assert_eq!(o["exit_code"], 0, "{s}");
+    assert!(o["stdout"].as_str().unwrap().starts_with("out\n"), "{o}");
+    assert_eq!(o["stderr"], "err\n");
+    // Only the loopback interface: two header lines and `lo`.
+    assert!(o["stdout"].as_str().unwrap().contains("\n3\n"), "{o}");
+    assert!(o["stdout"].as_str().unwrap().ends_with("65534\n"), "{o}");
+    assert!(node_containers(&who).is_empty());
+
+    // A non-zero exit fails the step with the code and the output in the details.
+    let s = exec(
+        &node,
+        json!({"image": IMAGE, "cmd": ["sh", "-c", "exit 3"]}),
+        "failed",
+    )
+    .await;
+    assert_eq!(s["error"]["code"], "container.exit_nonzero", "{s}");
+    assert_eq!(s["error"]["details"]["exit_code"], 3, "{s}");
+
+    // Attacks: an image the node does not list, a network it does not allow.
+    let s = exec(
+        &node,
+        json!({"image": "alpine:latest", "cmd": ["true"]}),
+        "failed",
+    )
+    .await;
+    assert_eq!(s["error"]["code"], "container.image_denied", "{s}");
+    let s = exec(
+        &node,
+        json!({"image": IMAGE, "cmd": ["true"], "network": "host"}),
+        "failed",
+    )
+    .await;
+    assert_eq!(s["error"]["code"], "container.network_denied", "{s}");
+
+    // A fork bomb stops at the pids limit; a memory hog is killed at the memory limit.
+    let s = exec(
+        &node,
+        json!({"image": IMAGE, "pids": 16, "cmd": ["sh", "-c", "for i in $(seq 1 64); do sleep 5 & done; wait"], "fail_on_exit": false}),
+        "completed",
+    )
+    .await;
+    assert!(
+        s["outputs"]["stderr"].as_str().unwrap().contains("fork")
+            || s["outputs"]["stderr"]
+                .as_str()
+                .unwrap()
+                .contains("Resource"),
+        "{s}"
+    );
+    let s = exec(
+        &node,
+        json!({"image": IMAGE, "memory_mb": 16, "cmd": ["sh", "-c", "dd if=/dev/zero bs=1M count=64 | cat > /tmp/x; cat /tmp/x /tmp/x /tmp/x > /dev/null; x=$(cat /tmp/x /tmp/x)"]}),
+        "failed",
+    )
+    .await;
+    assert_eq!(s["error"]["code"], "container.exit_nonzero", "{s}");
+    assert_ne!(s["error"]["details"]["exit_code"], 0, "{s}");
+
+    // A command that never ends: the step's timeout, the container removed.
+    let s = exec(
+        &node,
+        json!({"image": IMAGE, "cmd": ["sleep", "600"], "timeout": 2}),
+        "failed",
+    )
+    .await;
+    assert_eq!(s["error"]["code"], "container.timed_out", "{s}");
+    assert!(node_containers(&who).is_empty());
+
+    // Large output: the end is kept, the whole log is an artifact.
+    let s = exec(
+        &node,
+        json!({"image": IMAGE, "cmd": ["sh", "-c", "seq 1 200000"]}),
+        "completed",
+    )
+    .await;
+    assert_eq!(
+        s["outputs"]["stdout_truncated"], true,
+        "{}",
+        s["outputs"]["exit_code"]
+    );
+    assert!(
+        s["outputs"]["stdout"]
+            .as_str()
+            .unwrap()
+            .ends_with("200000\n")
+    );
+    assert!(s["outputs"]["logs_artifact_id"].is_string());
+    assert!(node_containers(&who).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_left_by_a_killed_node_is_removed_at_its_next_start() {
+    let mut node = node();
+    let who = label(&node);
+    node.emit(
+        "exec",
+        json!({"with": {"image": IMAGE, "cmd": ["sleep", "600"]}}),
+    )
+    .await;
+    // Wait until the container runs, then kill the node.
+    let mut seen = false;
+    for _ in 0..300 {
+        if !node_containers(&who).is_empty() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the container never started");
+    node.kill9();
+    assert_eq!(
+        node_containers(&who).len(),
+        1,
+        "the container outlives the killed node"
+    );
+    let stale = node_containers(&who);
+    node.relaunch_after_kill();
+    // The leftover is removed at start; the resumed step may start a new container of its own.
+    let now = node_containers(&who);
+    for id in &stale {
+        assert!(
+            !now.contains(id),
+            "the leftover {id} is still there: {now:?}"
+        );
+    }
+}
