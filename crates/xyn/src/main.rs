@@ -12,6 +12,7 @@ mod nats;
 mod output;
 mod pack_cmd;
 mod pack_install;
+mod pack_live;
 mod retention;
 mod serve;
 
