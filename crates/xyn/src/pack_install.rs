@@ -376,7 +376,8 @@ pub async fn recover(data_dir: &Path, store: &dyn xyn_store::Store) -> Result<us
     Ok(n)
 }
 
-/// [`recover`] for the CLI: only when an install was interrupted, and only on a SQLite data
+/// [`recover`] for the CLI: only when an install was interrupted (a staging directory is
+/// left), and only on a SQLite data
 /// dir whose lock it can take (a running node recovers at its start and may be installing).
 pub fn recover_offline(data_dir: &Path, store: &StoreArgs) -> Result<()> {
     if store.database_url.is_some() || unfinished_count(data_dir) == 0 {
@@ -401,7 +402,7 @@ pub fn recover_offline(data_dir: &Path, store: &StoreArgs) -> Result<()> {
 fn unfinished_count(data_dir: &Path) -> usize {
     std::fs::read_dir(packs_dir(data_dir)).map_or(0, |rd| {
         rd.filter_map(Result::ok)
-            .filter(|e| e.path().join(JOURNAL).exists())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
             .count()
     })
 }
