@@ -515,16 +515,16 @@ pub fn pack(cmd: PackCmd) -> Result<ExitCode> {
             id,
             data_dir,
             store,
-        } => match {
+        } => {
             pack_install::recover_offline(&data_dir, &store)?;
-            pack_install::remove(&id, &data_dir, pack_install::Target::Offline(&store))?
-        } {
-            Ok(()) => {
-                println!("removed {id}");
-                Ok(ExitCode::SUCCESS)
+            match pack_install::remove(&id, &data_dir, pack_install::Target::Offline(&store))? {
+                Ok(()) => {
+                    println!("removed {id}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => fail(&e),
             }
-            Err(e) => fail(&e),
-        },
+        }
     }
 }
 
