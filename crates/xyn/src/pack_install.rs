@@ -771,6 +771,38 @@ pub fn install(
     result
 }
 
+/// Unfinished runs (created or running, waiting included) on a blueprint version this pack
+/// installed: removing the pack would take their actions away.
+pub async fn runs_using(store: &dyn xyn_store::Store, pack_id: &str) -> Result<Vec<String>> {
+    let prefix = format!("pack:{pack_id}@");
+    let mut out = Vec::new();
+    let err = |e: xyn_store::StoreError| anyhow::anyhow!("{e}");
+    for id in store.unfinished_runs().await.map_err(err)? {
+        let Some(run) = store.get_run(id).await.map_err(err)? else {
+            continue;
+        };
+        let v = store
+            .get_blueprint(&run.blueprint_id, Some(run.blueprint_version))
+            .await
+            .map_err(err)?;
+        if v.is_some_and(|v| v.origin.starts_with(&prefix)) {
+            out.push(run.run_id.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn in_use(id: &str, runs: &[String]) -> PackError {
+    PackError::new(
+        "pack.in_use",
+        format!(
+            "{} unfinished run(s) use blueprints of {id} (first: {}); cancel or finish them first",
+            runs.len(),
+            runs[0]
+        ),
+    )
+}
+
 /// Removes an installed pack: its record goes, and the actions it installed unless another
 /// installed pack provides them too. Blueprint versions stay (versions are immutable, and
 /// runs started on them keep running).
@@ -791,6 +823,30 @@ pub fn remove(id: &str, data_dir: &Path, target: Target<'_>) -> Result<Result<()
         .flat_map(|r| r["actions"].as_array().into_iter().flatten())
         .filter_map(|a| a["name"].as_str())
         .collect();
+    let using = match &target {
+        Target::Live(live, _) => live
+            .rt
+            .block_on(runs_using(live.node.store().as_ref(), id))?,
+        Target::Offline(store) => {
+            let _lock = match store.database_url {
+                None => Some(crate::datadir::DataDirLock::acquire(data_dir)?),
+                Some(_) => None,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async {
+                let opened = crate::serve::open_store(data_dir, store, true).await?;
+                let r = runs_using(opened.store.as_ref(), id).await;
+                opened.close();
+                r
+            })?
+        }
+    };
+    if !using.is_empty() {
+        return Ok(Err(in_use(id, &using)));
+    }
     let layout = xyn_sandbox::install::Layout::new(data_dir);
     let mut removed = Vec::new();
     for a in rec["actions"].as_array().into_iter().flatten() {

@@ -33,6 +33,7 @@ impl LivePacks {
 fn refused(e: PackError) -> XynError {
     let kind = match e.code {
         "pack.not_found" => ErrorKind::NotFound,
+        "pack.in_use" => ErrorKind::Conflict,
         "pack.io" => ErrorKind::Internal,
         _ => ErrorKind::Invalid,
     };

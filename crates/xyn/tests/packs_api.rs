@@ -754,3 +754,79 @@ async fn a_node_on_postgresql_installs_an_uploaded_pack_live() {
     let (code_, out, err) = node.cli(&["audit", "verify", "--database-url", &db.url]);
     assert_eq!(code_, 0, "{out}{err}");
 }
+
+const GATE_BP: &str = r#"
+id: examples.gate
+name: Waits for a person
+trigger:
+  event_type: hello.gate
+plan:
+  - kind: gate
+    id: approve
+    mode: manual
+    message: "Go on?"
+  - kind: transform
+    id: done
+    expr: '"done"'
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_a_waiting_run_needs_is_not_removed() {
+    let k = Kit::new();
+    let src = k.src("3.0.0");
+    std::fs::write(src.join("blueprints/gate.yaml"), GATE_BP).unwrap();
+    let file = k.pack("3.0.0", "release");
+    let mut node = trusting_node(&k, Node::builder());
+    let r = send(
+        &node,
+        reqwest::Method::POST,
+        "/api/v1/packs",
+        Some(upload_body(&file, true)),
+        None,
+    )
+    .await;
+    assert_eq!(r.0, 201, "{}", r.1);
+    node.emit("hello.gate", json!({})).await;
+    let run = node.the_run_of("examples.gate").await;
+    node.until_step_status(&run, "approve", "waiting", 30).await;
+
+    let r = send(
+        &node,
+        reqwest::Method::DELETE,
+        "/api/v1/packs/examples.hello",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((r.0, code(&r)), (409, "pack.in_use"), "{}", r.1);
+    assert!(r.1["error"]["message"].as_str().unwrap().contains(&run));
+    // The CLI refuses too (node stopped, the run still waiting).
+    node.stop();
+    let (c, _, err) = xyn(
+        k.dir(),
+        &[
+            "pack",
+            "remove",
+            "examples.hello",
+            "--data-dir",
+            s(&node.data_dir()),
+        ],
+    );
+    assert_eq!(c, 1);
+    assert!(err.starts_with("pack.in_use"), "{err}");
+    node.restart();
+    let (st, _) = node
+        .post(&format!("/api/v1/runs/{run}/cancel"), json!({}))
+        .await;
+    assert!(st < 300, "{st}");
+    node.until_run_status(&run, "cancelled", 30).await;
+    let r = send(
+        &node,
+        reqwest::Method::DELETE,
+        "/api/v1/packs/examples.hello",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+}

@@ -164,12 +164,14 @@ pub async fn get_one(State(s): State<AppState>, Path(id): Path<String>) -> ApiRe
 }
 
 /// Removes an installed pack (its actions go unless another pack provides them; blueprint
-/// versions stay, so runs started on them finish). Operator role.
+/// versions stay). Refused with 409 `pack.in_use` while an unfinished run (waiting ones too)
+/// is on a blueprint version the pack installed. Operator role.
 #[utoipa::path(delete, path = "/api/v1/packs/{id}", tag = "packs",
     params(("id" = String, Path, description = "Pack id (ns.name)")),
     responses((status = 204, description = "Removed"),
         (status = 403, description = "Not an operator", body = ErrorResponse),
-        (status = 404, description = "Not installed", body = ErrorResponse)))]
+        (status = 404, description = "Not installed", body = ErrorResponse),
+        (status = 409, description = "pack.in_use: unfinished runs use its blueprints", body = ErrorResponse)))]
 pub async fn remove(
     State(s): State<AppState>,
     Who(who): Who,
