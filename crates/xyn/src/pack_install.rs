@@ -735,7 +735,6 @@ pub fn install(
             &journal,
             Some(&json!({ "blueprints": vers })),
         )?;
-        record["installed_at"] = json!(now());
         fill_versions(&mut record, &vers);
         Ok(Ok(record))
     })();

@@ -231,6 +231,8 @@ async fn a_running_node_installs_an_uploaded_pack_and_runs_it_live() {
         "{one}"
     );
     assert_eq!(one["sha256"], list["items"][0]["sha256"]);
+    // What POST answered is what is recorded.
+    assert_eq!(one, r.1);
 
     // An upgrade: new blueprint version, the old one stays for runs that started on it.
     let v2 = k.pack("2.0.0", "release");
