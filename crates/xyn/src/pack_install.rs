@@ -205,6 +205,35 @@ fn installed_versions(data_dir: &Path) -> Result<BTreeMap<String, semver::Versio
         .collect())
 }
 
+/// Installed packs (other than `id`) whose `depends` would no longer hold if `id` became
+/// `version` (`None`: removed), each as `"<pack> needs <id> <range>"`.
+fn dependents_broken(
+    data_dir: &Path,
+    id: &str,
+    version: Option<&semver::Version>,
+) -> Result<Vec<String>, PackError> {
+    let mut out = Vec::new();
+    for r in installed(data_dir)? {
+        if r["id"] == id {
+            continue;
+        }
+        let Some(range) = r["depends"][id].as_str() else {
+            continue;
+        };
+        let holds = match (version, semver::VersionReq::parse(range)) {
+            (Some(v), Ok(req)) => req.matches(v),
+            _ => false,
+        };
+        if !holds {
+            out.push(format!(
+                "{} needs {id} {range}",
+                r["id"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// The action packages of a pack: `actions/<name>/...` grouped by name.
 fn action_dirs(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<(String, &[u8])>> {
     let mut out: BTreeMap<String, Vec<(String, &[u8])>> = BTreeMap::new();
@@ -446,6 +475,21 @@ pub fn install(
     };
     if let Err(e) = m.check_dependencies(&versions) {
         return Ok(Err(e));
+    }
+    match dependents_broken(data_dir, &m.id, Some(&m.version)) {
+        Ok(b) if b.is_empty() => {}
+        Ok(b) => {
+            return Ok(Err(PackError::new(
+                codes::INCOMPATIBLE,
+                format!(
+                    "installing {} {} would break installed packs: {}",
+                    m.id,
+                    m.version,
+                    b.join("; ")
+                ),
+            )));
+        }
+        Err(e) => return Ok(Err(e)),
     }
     let files = &v.pack.files;
     if files.keys().any(|p| p.starts_with("migrations/")) {
@@ -822,6 +866,16 @@ pub fn remove(id: &str, data_dir: &Path, target: Target<'_>) -> Result<Result<()
         .flat_map(|r| r["actions"].as_array().into_iter().flatten())
         .filter_map(|a| a["name"].as_str())
         .collect();
+    match dependents_broken(data_dir, id, None) {
+        Ok(b) if b.is_empty() => {}
+        Ok(b) => {
+            return Ok(Err(PackError::new(
+                "pack.in_use",
+                format!("installed packs depend on {id}: {}", b.join("; ")),
+            )));
+        }
+        Err(e) => return Ok(Err(e)),
+    }
     let using = match &target {
         Target::Live(live, _) => live
             .rt

@@ -832,3 +832,101 @@ async fn a_pack_a_waiting_run_needs_is_not_removed() {
     .await;
     assert_eq!(r.0, 204, "{}", r.1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_are_checked_on_install_upgrade_and_remove() {
+    let k = Kit::new();
+    let hello1 = k.pack("1.0.0", "release");
+    let hello2 = k.pack("2.0.0", "release");
+    let child_src = k.dir().join("child");
+    std::fs::create_dir_all(child_src.join("blueprints")).unwrap();
+    std::fs::write(
+        child_src.join("xyn-pack.toml"),
+        "id = \"examples.child\"\nversion = \"1.0.0\"\nxyn = \">=0.1\"\ndescription = \"needs hello 1\"\n[depends]\n\"examples.hello\" = \"^1.0\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        child_src.join("blueprints/child.yaml"),
+        "id: examples.child\nname: child\ntrigger:\n  event_type: child.go\nplan:\n  - kind: transform\n    id: t\n    expr: '1'\n",
+    )
+    .unwrap();
+    let child = k.dir().join("child.xynpack");
+    ok(k.dir(), &["pack", "build", s(&child_src), "-o", s(&child)]);
+    ok(
+        k.dir(),
+        &[
+            "pack",
+            "sign",
+            s(&child),
+            "--key",
+            "release",
+            "--data-dir",
+            "publisher",
+        ],
+    );
+    let node = trusting_node(&k, Node::builder());
+    let post = |f: PathBuf| {
+        let node = &node;
+        async move {
+            send(
+                node,
+                reqwest::Method::POST,
+                "/api/v1/packs",
+                Some(upload_body(&f, true)),
+                None,
+            )
+            .await
+        }
+    };
+    let r = post(child.clone()).await;
+    assert_eq!((r.0, code(&r)), (422, "pack.missing_dependency"), "{}", r.1);
+    assert_eq!(post(hello2.clone()).await.0, 201);
+    let r = post(child.clone()).await;
+    assert_eq!(
+        (r.0, code(&r)),
+        (422, "pack.missing_dependency"),
+        "2.0.0 is out of ^1.0: {}",
+        r.1
+    );
+    assert_eq!(post(hello1.clone()).await.0, 201);
+    assert_eq!(post(child.clone()).await.0, 201);
+    // Upgrading hello out of the child's range, or removing it, would break the child.
+    let r = post(hello2.clone()).await;
+    assert_eq!((r.0, code(&r)), (422, "pack.incompatible"), "{}", r.1);
+    assert!(
+        r.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("examples.child needs")
+    );
+    let r = send(
+        &node,
+        reqwest::Method::DELETE,
+        "/api/v1/packs/examples.hello",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((r.0, code(&r)), (409, "pack.in_use"), "{}", r.1);
+    let (_, one) = node.get("/api/v1/packs/examples.hello").await;
+    assert_eq!(one["version"], "1.0.0");
+    // Child first, then hello: both go.
+    let r = send(
+        &node,
+        reqwest::Method::DELETE,
+        "/api/v1/packs/examples.child",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+    let r = send(
+        &node,
+        reqwest::Method::DELETE,
+        "/api/v1/packs/examples.hello",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.0, 204, "{}", r.1);
+}
