@@ -462,7 +462,14 @@ pub fn pack(cmd: PackCmd) -> Result<ExitCode> {
                 &data_dir,
                 pack_install::Target::Offline(&store),
                 allow_unsigned,
-            )? {
+            )
+            .map_err(|e| {
+                if format!("{e:#}").contains("in use by another xyn process") {
+                    e.context("a running node installs packs uploaded to POST /api/v1/packs")
+                } else {
+                    e
+                }
+            })? {
                 Ok(r) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&r)?);

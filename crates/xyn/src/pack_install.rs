@@ -92,12 +92,13 @@ fn commit(
     store: &StoreArgs,
     build: impl FnOnce(&str, Vec<BlueprintVersion>) -> WriteBatch,
     blueprints: Vec<(std::sync::Arc<xyn_core::blueprint::Plan>, String, String)>,
+    already_locked: bool,
 ) -> Result<Vec<BlueprintVersion>> {
     // A SQLite data dir a node is serving is refused (its lock names the node's pid): pack and
     // trust changes are made while the node is stopped, so it never misses them.
-    let _lock = match store.database_url {
-        None => Some(crate::datadir::DataDirLock::acquire(data_dir)?),
-        Some(_) => None,
+    let _lock = match (&store.database_url, already_locked) {
+        (None, false) => Some(crate::datadir::DataDirLock::acquire(data_dir)?),
+        _ => None,
     };
     let env_id = crate::config::load(None)?.node.env_id;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -160,6 +161,7 @@ pub fn record_event(
             ..Default::default()
         },
         Vec::new(),
+        false,
     )?;
     Ok(())
 }
@@ -501,6 +503,14 @@ pub fn install(
         Target::Offline(_) => actor(),
         Target::Live(_, who) => who.to_string(),
     };
+    // Offline on SQLite: the data dir is locked before anything in it changes (a node serving
+    // it is refused here, and its action packages are never touched).
+    let _lock = match target {
+        Target::Offline(store) if store.database_url.is_none() => {
+            Some(crate::datadir::DataDirLock::acquire(data_dir)?)
+        }
+        _ => None,
+    };
 
     // Stage and check every action package.
     let layout = xyn_sandbox::install::Layout::new(data_dir);
@@ -747,6 +757,7 @@ pub fn install(
                     }
                 },
                 plans.clone(),
+                true,
             )?,
             Target::Live(live, _) => {
                 let texts: Vec<(String, String)> = plans

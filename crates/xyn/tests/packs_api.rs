@@ -930,3 +930,51 @@ async fn dependencies_are_checked_on_install_upgrade_and_remove() {
     .await;
     assert_eq!(r.0, 204, "{}", r.1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_are_serialised_and_the_cli_points_at_the_api() {
+    let k = Kit::new();
+    let packs = [k.pack("1.0.0", "release"), k.pack("2.0.0", "release")];
+    let node = trusting_node(&k, Node::builder());
+    for _ in 0..3 {
+        let a = send(
+            &node,
+            reqwest::Method::POST,
+            "/api/v1/packs",
+            Some(upload_body(&packs[0], true)),
+            None,
+        );
+        let b = send(
+            &node,
+            reqwest::Method::POST,
+            "/api/v1/packs",
+            Some(upload_body(&packs[1], true)),
+            None,
+        );
+        let (a, b) = tokio::join!(a, b);
+        assert_eq!((a.0, b.0), (201, 201), "{} {}", a.1, b.1);
+        let v = state_of(&node.data_dir()).unwrap();
+        let (_, one) = node.get("/api/v1/packs/examples.hello").await;
+        assert_eq!(one["version"], v.as_str());
+    }
+    assert_eq!(
+        pack_events(&node).len(),
+        6,
+        "every upload is one installed event"
+    );
+    let (c, out, err) = node.cli(&["audit", "verify"]);
+    assert_eq!(c, 0, "{out}{err}");
+    // The CLI cannot install into the data dir the node serves, and says what to do.
+    let (c, _, err) = xyn(
+        k.dir(),
+        &[
+            "pack",
+            "install",
+            s(&packs[0]),
+            "--data-dir",
+            s(&node.data_dir()),
+        ],
+    );
+    assert_eq!(c, 1);
+    assert!(err.contains("POST /api/v1/packs"), "{err}");
+}
