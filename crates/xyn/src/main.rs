@@ -3,6 +3,7 @@
 //! data directory directly).
 
 mod action_cmd;
+mod backup;
 mod cli;
 mod client;
 mod config;
