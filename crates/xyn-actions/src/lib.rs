@@ -257,13 +257,15 @@ pub trait Action: Send + Sync {
     -> Result<ActionOutput, ActionError>;
 }
 
+#[derive(Clone)]
 struct Entry {
     action: Arc<dyn Action>,
-    validator: jsonschema::Validator,
+    validator: Arc<jsonschema::Validator>,
 }
 
-/// The actions a node can run, by name.
-#[derive(Default)]
+/// The actions a node can run, by name. Cloning is cheap (the actions are shared), so a
+/// node can build a changed copy and swap it in.
+#[derive(Default, Clone)]
 pub struct Registry {
     actions: BTreeMap<String, Entry>,
 }
@@ -290,9 +292,19 @@ impl Registry {
                 format!("input schema of {} is not valid: {e}", action.name()),
             )
         })?;
-        self.actions
-            .insert(action.name().to_string(), Entry { action, validator });
+        self.actions.insert(
+            action.name().to_string(),
+            Entry {
+                action,
+                validator: Arc::new(validator),
+            },
+        );
         Ok(())
+    }
+
+    /// Removes an action (a pack removed or replaced it); `true` if it was there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        self.actions.remove(name).is_some()
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -173,6 +173,88 @@ impl Node {
         })
     }
 
+    /// Applies several blueprint texts and `extra` events in **one** store batch (all or
+    /// nothing), under the same lock as [`Node::apply_blueprint`]: a pack's blueprints and its
+    /// `xyn.pack.installed` event. Texts equal to their latest version write nothing. `extra`
+    /// gets the versions created and returns the events committed with them. Every text is
+    /// compiled against this node's actions first; the first that does not compile refuses
+    /// the whole set.
+    pub async fn apply_texts_with(
+        &self,
+        texts: &[(String, String)],
+        actor: &str,
+        extra: impl FnOnce(&[BlueprintVersion]) -> Vec<Event>,
+    ) -> Result<Vec<BlueprintVersion>, XynError> {
+        let mut plans = Vec::new();
+        for (text, origin) in texts {
+            let plan = self
+                .with_validation_env(|env| blueprint::compile_text(text, env))
+                .map_err(invalid)?;
+            plans.push((plan, text, origin));
+        }
+        let inner = self.inner();
+        let _serial = inner.catalog.apply_lock.lock().await;
+        let now = inner.clock.now();
+        let mut versions = Vec::new();
+        let mut events = Vec::new();
+        let mut fresh = Vec::new();
+        for (plan, text, origin) in &plans {
+            let latest = inner.store.get_blueprint(&plan.id, None).await?;
+            if latest.as_ref().is_some_and(|l| l.digest == plan.digest) {
+                continue;
+            }
+            let version = BlueprintVersion {
+                blueprint_id: plan.id.clone(),
+                version: latest.as_ref().map_or(1, |l| l.version + 1),
+                name: plan.name.clone(),
+                definition: plan.definition.clone(),
+                source: text.to_string(),
+                digest: plan.digest.clone(),
+                created_at: now,
+                created_by: actor.to_string(),
+                origin: origin.to_string(),
+            };
+            events.push(Event {
+                event_id: EventId(inner.ids.new_uuid()),
+                event_name: names::BLUEPRINT_APPLIED.into(),
+                occurred_at: now,
+                env_id: inner.config.env_id.clone(),
+                actor: actor.to_string(),
+                correlation_id: inner.ids.new_uuid().to_string(),
+                run_id: None,
+                step_id: None,
+                resource: Some(xyn_core::Resource {
+                    kind: "blueprint".into(),
+                    id: plan.id.clone(),
+                }),
+                data: json!({
+                    "blueprint_id": plan.id,
+                    "version": version.version,
+                    "digest": plan.digest,
+                    "origin": origin,
+                    "previous_version": latest.as_ref().map(|l| l.version),
+                }),
+            });
+            fresh.push((plan.clone(), version.version));
+            versions.push(version);
+        }
+        events.extend(extra(&versions));
+        inner
+            .store
+            .commit(WriteBatch {
+                events,
+                blueprint_versions: versions.clone(),
+                ..Default::default()
+            })
+            .await?;
+        for (plan, v) in fresh {
+            let id = plan.id.clone();
+            self.remember(&id, v, plan, true);
+        }
+        inner.scheduler.cron_changed();
+        Ok(versions)
+    }
+
     /// Applies every `*.yaml`, `*.yml` and `*.json` file in `dir` (sorted by name). A file that
     /// fails is reported and the others still apply.
     pub async fn apply_dir(

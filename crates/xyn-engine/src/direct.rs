@@ -208,17 +208,17 @@ impl Node {
         timeout: Duration,
     ) -> Result<DirectOutcome, XynError> {
         let inner = self.inner();
-        if !inner.actions.contains(action) {
+        if !inner.actions().contains(action) {
             return Err(XynError::not_found(
                 codes::ACTION_UNKNOWN,
                 format!(
                     "no action named {action:?} (installed: {})",
-                    inner.actions.names().join(", ")
+                    inner.actions().names().join(", ")
                 ),
             ));
         }
         inner
-            .actions
+            .actions()
             .check_input(action, &input)
             .map_err(|e| XynError::invalid(codes::ACTION_INPUT_INVALID, e.message))?;
         let cid = correlation_id
@@ -245,8 +245,11 @@ impl Node {
             destinations: inner.config.http_call.clone(),
         };
         let started = inner.clock.now();
-        let res =
-            tokio::time::timeout(timeout, inner.actions.execute(action, &ctx, input.clone())).await;
+        let res = tokio::time::timeout(
+            timeout,
+            inner.actions().execute(action, &ctx, input.clone()),
+        )
+        .await;
         let (ok, output, error) = match res {
             Ok(Ok(out)) => (true, Some(out.output), None),
             Ok(Err(e)) => (false, None, Some(e.to_value())),
@@ -259,10 +262,10 @@ impl Node {
             ),
         };
         let mut recorded_input = input;
-        inner.actions.redact(action, &mut recorded_input);
+        inner.actions().redact(action, &mut recorded_input);
         let mut recorded_output = output.clone();
         if let Some(o) = recorded_output.as_mut() {
-            inner.actions.redact(action, o);
+            inner.actions().redact(action, o);
         }
         let artifacts = sink.take();
         let event = self.platform_event(

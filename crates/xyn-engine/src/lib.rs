@@ -171,13 +171,24 @@ pub struct Node {
     inner: Arc<Inner>,
 }
 
+impl Inner {
+    /// The node's actions as they are now.
+    pub fn actions(&self) -> Arc<Registry> {
+        match self.actions.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub blobs: BlobStore,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
     pub secrets: Arc<dyn Secrets>,
-    pub actions: Arc<Registry>,
+    /// Swapped whole when packs add or replace actions on a running node.
+    pub actions: std::sync::RwLock<Arc<Registry>>,
     pub agents: Arc<Router>,
     pub http: reqwest::Client,
     pub egress: Arc<xyn_actions::net::Egress>,
@@ -201,7 +212,7 @@ impl Node {
             clock: parts.clock,
             ids: parts.ids,
             secrets: parts.secrets,
-            actions: Arc::new(parts.actions),
+            actions: std::sync::RwLock::new(Arc::new(parts.actions)),
             agents: Arc::new(parts.agents),
             http: parts.http,
             egress: parts.egress,
@@ -233,6 +244,19 @@ impl Node {
         Ok(node)
     }
 
+    /// Changes the node's actions (a pack installed or removed some): `f` edits a copy, which
+    /// then replaces the registry. Steps already running keep the actions they started with.
+    pub fn update_actions<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        let mut guard = match self.inner.actions.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut copy = Registry::clone(&guard);
+        let out = f(&mut copy);
+        *guard = Arc::new(copy);
+        out
+    }
+
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
@@ -261,12 +285,13 @@ impl Node {
 
     /// The installed action names.
     pub fn action_names(&self) -> Vec<String> {
-        self.inner.actions.names()
+        self.inner.actions().names()
     }
 
     /// Runs `f` with validation against this node's actions and providers.
     pub fn with_validation_env<T>(&self, f: impl FnOnce(&ValidationEnv<'_>) -> T) -> T {
-        let known = |a: &str| self.inner.actions.contains(a);
+        let actions = self.inner.actions();
+        let known = |a: &str| actions.contains(a);
         f(&ValidationEnv {
             is_known_action: &known,
             known_providers: xyn_core::blueprint::PROVIDERS,

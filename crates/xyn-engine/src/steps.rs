@@ -203,7 +203,7 @@ impl Node {
         let mut recorded = with
             .render(&ctx, &mut SecretAccess::Mask)
             .unwrap_or(Value::Null);
-        inner.actions.redact(&action, &mut recorded);
+        inner.actions().redact(&action, &mut recorded);
         let lookup = |n: &str| inner.secrets.get(n);
         let mut access = SecretAccess::resolve(&lookup);
         let input = match with.render(&ctx, &mut access) {
@@ -237,7 +237,8 @@ impl Node {
         };
         let timeout = self.effect_timeout(m, i);
         let token = self.register_cancel(m.run.run_id);
-        let exec = inner.actions.execute(&action, &actx, input);
+        let actions = inner.actions();
+        let exec = actions.execute(&action, &actx, input);
         let res = tokio::select! {
             r = tokio::time::timeout(timeout, exec) => Some(r),
             _ = token.cancelled() => None,
@@ -271,7 +272,7 @@ impl Node {
             Ok(Ok(out)) => {
                 let mut output = out.output;
                 redact_value(&mut output, &secrets);
-                inner.actions.redact(&action, &mut output);
+                inner.actions().redact(&action, &mut output);
                 let (run_id, step_id) = (m.run.run_id, m.steps[i].step_id);
                 for (metric, q) in [
                     (footprint::BYTES_IN, out.bytes_in),
@@ -299,7 +300,7 @@ impl Node {
             Ok(Err(err)) => {
                 let mut v = err.to_value();
                 redact_value(&mut v, &secrets);
-                inner.actions.redact(&action, &mut v);
+                inner.actions().redact(&action, &mut v);
                 m.fail_step(ids, now, i, v, err.retryable);
             }
         }
@@ -345,7 +346,7 @@ impl Node {
                 };
                 e[*f] = v;
             }
-            inner.actions.redact(action, &mut e);
+            inner.actions().redact(action, &mut e);
             out.push(e);
         }
         Value::Array(out)

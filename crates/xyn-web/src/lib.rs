@@ -126,6 +126,8 @@ pub struct AppInner {
     pub openapi: String,
     /// `Store::describe()`, computed once.
     pub store_description: String,
+    /// Pack installation on this node (`/api/v1/packs`); `None`: the routes answer 503.
+    pub packs: Option<Arc<dyn routes::packs::PackService>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -137,6 +139,17 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(node: Node, feed: EventFeed, config: WebConfig) -> Self {
+        Self::with_packs(node, feed, config, None)
+    }
+
+    /// A state whose `/api/v1/packs` routes install through `packs` (the binary provides it:
+    /// installing needs the data dir and the sandbox, which live above this crate).
+    pub fn with_packs(
+        node: Node,
+        feed: EventFeed,
+        config: WebConfig,
+        packs: Option<Arc<dyn routes::packs::PackService>>,
+    ) -> Self {
         if let Some(k) = &config.cursor_key
             && !dto::install_cursor_key(k)
         {
@@ -154,6 +167,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             openapi: openapi::document_json(),
             store_description: node.store().describe(),
+            packs,
             node,
         }))
     }

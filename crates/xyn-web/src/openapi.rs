@@ -21,6 +21,7 @@ use crate::dto::ErrorResponse;
     tags(
         (name = "health"), (name = "events"), (name = "runs"), (name = "blueprints"),
         (name = "drafts"), (name = "artifacts"), (name = "footprints"), (name = "audit"),
+        (name = "packs", description = "Signed bundles of blueprints and actions"),
         (name = "hooks", description = "Webhook intake; authenticated by the source's secret"),
         (name = "internal", description = "Not stable; operator-only")
     )

@@ -10,6 +10,7 @@ pub mod events;
 pub mod footprints;
 pub mod health;
 pub mod internal;
+pub mod packs;
 pub mod runs;
 
 use axum::Router;
@@ -50,6 +51,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(footprints::list))
         .routes(routes!(footprints::rollup))
         .routes(routes!(audit::verify))
+        .routes(routes!(packs::list, packs::install))
+        .routes(routes!(packs::get_one, packs::remove))
         .routes(routes!(internal::stats))
         .routes(routes!(internal::execute))
         .routes(routes!(internal::workcells))

@@ -84,6 +84,25 @@ pub enum Command {
     /// Remove events and footprints older than a window (keeping a signed checkpoint).
     #[command(subcommand)]
     Retention(RetentionCmd),
+    /// Copy a node's data directory (SQLite) while it runs: a consistent snapshot of the
+    /// database, the artifacts, packs, actions, keys and trust store, with checksums.
+    Backup {
+        /// The node's data directory (default ./xyn-data).
+        #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
+        data_dir: PathBuf,
+        /// A new (or empty) directory for the backup.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into a new data directory (checksums and database integrity are
+    /// checked first; nothing is written when they fail).
+    Restore {
+        /// The backup directory (from `xyn backup`).
+        from: PathBuf,
+        /// The new data directory (must not exist or be empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// The sandbox worker process (started by the node, not by hand).
     #[command(hide = true, disable_help_flag = true)]
     SandboxWorker {
@@ -502,6 +521,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Key(cmd) => crate::pack_cmd::key(cmd),
         Command::Trust(cmd) => crate::pack_cmd::trust(cmd),
         Command::Pack(cmd) => crate::pack_cmd::pack(cmd),
+        Command::Backup { data_dir, to } => crate::backup::backup(&data_dir, &to),
+        Command::Restore { from, data_dir } => crate::backup::restore(&from, &data_dir),
         Command::SandboxWorker { args } => {
             let args = xyn_sandbox::worker::WorkerArgs::parse(&args)
                 .map_err(|e| anyhow::anyhow!("sandbox-worker: {e}"))?;

@@ -3,6 +3,7 @@
 //! data directory directly).
 
 mod action_cmd;
+mod backup;
 mod cli;
 mod client;
 mod config;
@@ -12,6 +13,7 @@ mod nats;
 mod output;
 mod pack_cmd;
 mod pack_install;
+mod pack_live;
 mod retention;
 mod serve;
 

@@ -151,7 +151,7 @@ pub enum PackCmd {
         #[arg(long)]
         json: bool,
     },
-    /// List the installed packs.
+    /// List the installed packs (first finishing or undoing an install a crash interrupted).
     List {
         /// The node's data directory (default ./xyn-data).
         #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
@@ -159,6 +159,8 @@ pub enum PackCmd {
         /// Print JSON instead of a human summary.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Remove an installed pack (its actions go; its blueprint versions stay, as versions
     /// always do, for runs that use them).
@@ -453,7 +455,21 @@ pub fn pack(cmd: PackCmd) -> Result<ExitCode> {
                 Ok(e) => e,
                 Err(e) => return fail(&e),
             };
-            match pack_install::install(&file, env.as_deref(), &data_dir, &store, allow_unsigned)? {
+            pack_install::recover_offline(&data_dir, &store)?;
+            match pack_install::install(
+                &file,
+                env.as_deref(),
+                &data_dir,
+                pack_install::Target::Offline(&store),
+                allow_unsigned,
+            )
+            .map_err(|e| {
+                if format!("{e:#}").contains("in use by another xyn process") {
+                    e.context("a running node installs packs uploaded to POST /api/v1/packs")
+                } else {
+                    e
+                }
+            })? {
                 Ok(r) => {
                     if json {
                         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -476,7 +492,12 @@ pub fn pack(cmd: PackCmd) -> Result<ExitCode> {
                 Err(e) => fail(&e),
             }
         }
-        PackCmd::List { data_dir, json } => {
+        PackCmd::List {
+            data_dir,
+            json,
+            store,
+        } => {
+            pack_install::recover_offline(&data_dir, &store)?;
             let rows = match pack_install::installed(&data_dir) {
                 Ok(r) => r,
                 Err(e) => return fail(&e),
@@ -501,13 +522,16 @@ pub fn pack(cmd: PackCmd) -> Result<ExitCode> {
             id,
             data_dir,
             store,
-        } => match pack_install::remove(&id, &data_dir, &store)? {
-            Ok(()) => {
-                println!("removed {id}");
-                Ok(ExitCode::SUCCESS)
+        } => {
+            pack_install::recover_offline(&data_dir, &store)?;
+            match pack_install::remove(&id, &data_dir, pack_install::Target::Offline(&store))? {
+                Ok(()) => {
+                    println!("removed {id}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => fail(&e),
             }
-            Err(e) => fail(&e),
-        },
+        }
     }
 }
 

@@ -50,12 +50,30 @@ fn actor() -> String {
 }
 
 fn event(env_id: &str, name: &str, resource: (&str, &str), data: Value) -> Event {
+    event_as(
+        env_id,
+        &actor(),
+        EventId(uuid::Uuid::now_v7()),
+        name,
+        resource,
+        data,
+    )
+}
+
+fn event_as(
+    env_id: &str,
+    actor: &str,
+    id: EventId,
+    name: &str,
+    resource: (&str, &str),
+    data: Value,
+) -> Event {
     Event {
-        event_id: EventId(uuid::Uuid::now_v7()),
+        event_id: id,
         event_name: name.to_string(),
         occurred_at: now(),
         env_id: env_id.to_string(),
-        actor: actor(),
+        actor: actor.to_string(),
         correlation_id: uuid::Uuid::now_v7().to_string(),
         run_id: None,
         step_id: None,
@@ -74,12 +92,13 @@ fn commit(
     store: &StoreArgs,
     build: impl FnOnce(&str, Vec<BlueprintVersion>) -> WriteBatch,
     blueprints: Vec<(std::sync::Arc<xyn_core::blueprint::Plan>, String, String)>,
+    already_locked: bool,
 ) -> Result<Vec<BlueprintVersion>> {
     // A SQLite data dir a node is serving is refused (its lock names the node's pid): pack and
     // trust changes are made while the node is stopped, so it never misses them.
-    let _lock = match store.database_url {
-        None => Some(crate::datadir::DataDirLock::acquire(data_dir)?),
-        Some(_) => None,
+    let _lock = match (&store.database_url, already_locked) {
+        (None, false) => Some(crate::datadir::DataDirLock::acquire(data_dir)?),
+        _ => None,
     };
     let env_id = crate::config::load(None)?.node.env_id;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -142,6 +161,7 @@ pub fn record_event(
             ..Default::default()
         },
         Vec::new(),
+        false,
     )?;
     Ok(())
 }
@@ -187,6 +207,35 @@ fn installed_versions(data_dir: &Path) -> Result<BTreeMap<String, semver::Versio
         .collect())
 }
 
+/// Installed packs (other than `id`) whose `depends` would no longer hold if `id` became
+/// `version` (`None`: removed), each as `"<pack> needs <id> <range>"`.
+fn dependents_broken(
+    data_dir: &Path,
+    id: &str,
+    version: Option<&semver::Version>,
+) -> Result<Vec<String>, PackError> {
+    let mut out = Vec::new();
+    for r in installed(data_dir)? {
+        if r["id"] == id {
+            continue;
+        }
+        let Some(range) = r["depends"][id].as_str() else {
+            continue;
+        };
+        let holds = match (version, semver::VersionReq::parse(range)) {
+            (Some(v), Ok(req)) => req.matches(v),
+            _ => false,
+        };
+        if !holds {
+            out.push(format!(
+                "{} needs {id} {range}",
+                r["id"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// The action packages of a pack: `actions/<name>/...` grouped by name.
 fn action_dirs(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<(String, &[u8])>> {
     let mut out: BTreeMap<String, Vec<(String, &[u8])>> = BTreeMap::new();
@@ -202,13 +251,200 @@ fn action_dirs(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<(Strin
     out
 }
 
+/// A node the pack is installed on while it runs: its actions and catalogue change live.
+pub struct Live {
+    pub node: xyn_engine::Node,
+    pub sandbox: std::sync::Arc<xyn_sandbox::action::SandboxHost>,
+    pub rt: tokio::runtime::Handle,
+}
+
+/// Where an install commits: the store of a stopped node (opened for the occasion, the data
+/// dir locked), or a running node.
+pub enum Target<'a> {
+    Offline(&'a StoreArgs),
+    /// The node, and who the install or removal is done for.
+    Live(&'a Live, &'a str),
+}
+
+/// What an install in progress has changed, written (atomically) before it changes anything,
+/// so that a crash at any point is finished or undone the next time the node or a pack command
+/// starts: the install's commit point is its `xyn.pack.installed` event being in the store.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Journal {
+    pack_id: String,
+    /// The id of the `xyn.pack.installed` event the commit writes.
+    event_id: uuid::Uuid,
+    actions: Vec<JournalAction>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JournalAction {
+    dest: PathBuf,
+    backup: PathBuf,
+    /// An action package of that name was there before (it is moved to `backup`).
+    existed: bool,
+}
+
+const JOURNAL: &str = "journal.json";
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent()
+        && let Ok(d) = std::fs::File::open(parent)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Puts blueprint versions (`[{id, version}]`, as the installed event records them) into a
+/// record's blueprint list.
+fn fill_versions(record: &mut Value, versions: &Value) {
+    let Some(list) = record["blueprints"].as_array_mut() else {
+        return;
+    };
+    for b in list {
+        if let Some(v) = versions
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["id"] == b["id"])
+        {
+            b["version"] = v["version"].clone();
+        }
+    }
+}
+
+/// Finishes (`committed` is the installed event's data) or undoes an install whose staging
+/// directory is `staging`. Idempotent: a crash inside it is finished by the next call.
+fn settle(
+    data_dir: &Path,
+    staging: &Path,
+    journal: &Journal,
+    committed: Option<&Value>,
+) -> Result<()> {
+    match committed {
+        Some(data) => {
+            let rec = staging.join("record");
+            if rec.exists() {
+                let rj = rec.join("record.json");
+                let mut record: Value = serde_json::from_slice(&std::fs::read(&rj)?)?;
+                fill_versions(&mut record, &data["blueprints"]);
+                write_atomic(&rj, &serde_json::to_vec_pretty(&record)?)?;
+                let dest = packs_dir(data_dir).join(&journal.pack_id);
+                if dest.exists() {
+                    let old = staging.join("old");
+                    let _ = std::fs::remove_dir_all(&old);
+                    std::fs::rename(&dest, &old)?;
+                }
+                std::fs::rename(&rec, &dest)
+                    .with_context(|| format!("cannot write {}", dest.display()))?;
+            }
+        }
+        None => {
+            for a in &journal.actions {
+                if a.existed {
+                    if a.backup.exists() {
+                        let _ = std::fs::remove_dir_all(&a.dest);
+                        std::fs::rename(&a.backup, &a.dest)
+                            .with_context(|| format!("cannot put {} back", a.dest.display()))?;
+                    }
+                } else if a.dest.exists() {
+                    std::fs::remove_dir_all(&a.dest)?;
+                }
+            }
+        }
+    }
+    std::fs::remove_file(staging.join(JOURNAL))?;
+    let _ = std::fs::remove_dir_all(staging);
+    Ok(())
+}
+
+/// Installs that did not finish (the process was killed): each staging directory with its
+/// journal. Staging directories without one changed nothing and are removed.
+fn unfinished(data_dir: &Path) -> Vec<(PathBuf, Journal)> {
+    let Ok(rd) = std::fs::read_dir(packs_dir(data_dir)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.filter_map(Result::ok) {
+        if !e.file_name().to_string_lossy().starts_with(".staging-") {
+            continue;
+        }
+        let dir = e.path();
+        match std::fs::read(dir.join(JOURNAL))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Journal>(&b).ok())
+        {
+            Some(j) => out.push((dir, j)),
+            None => {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+    out
+}
+
+/// Finishes or undoes installs a crash interrupted, asking `store` whether each committed.
+/// Only while nothing else installs into the data dir: at node start, or under its lock.
+pub async fn recover(data_dir: &Path, store: &dyn xyn_store::Store) -> Result<usize> {
+    let pending = unfinished(data_dir);
+    let n = pending.len();
+    for (dir, j) in pending {
+        let ev = store
+            .get_event(EventId(j.event_id))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let data = ev.map(|e| e.event.data);
+        tracing::warn!(pack = %j.pack_id, committed = data.is_some(), "finishing an interrupted pack install");
+        settle(data_dir, &dir, &j, data.as_ref())?;
+    }
+    Ok(n)
+}
+
+/// [`recover`] for the CLI: only when an install was interrupted (a staging directory is
+/// left), and only on a SQLite data
+/// dir whose lock it can take (a running node recovers at its start and may be installing).
+pub fn recover_offline(data_dir: &Path, store: &StoreArgs) -> Result<()> {
+    if store.database_url.is_some() || unfinished_count(data_dir) == 0 {
+        return Ok(());
+    }
+    let Ok(_lock) = crate::datadir::DataDirLock::acquire(data_dir) else {
+        return Ok(());
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let opened = crate::serve::open_store(data_dir, store, true).await?;
+        let r = recover(data_dir, opened.store.as_ref()).await;
+        opened.close();
+        r
+    })?;
+    Ok(())
+}
+
+fn unfinished_count(data_dir: &Path) -> usize {
+    std::fs::read_dir(packs_dir(data_dir)).map_or(0, |rd| {
+        rd.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+            .count()
+    })
+}
+
 /// Installs a pack. The outer `Result` is an operational failure (store unreachable); the
 /// inner one a refusal with a stable code, before anything changed.
 pub fn install(
     file: &Path,
     envelope: Option<&[u8]>,
     data_dir: &Path,
-    store: &StoreArgs,
+    target: Target<'_>,
     allow_unsigned: bool,
 ) -> Result<Result<Value, PackError>> {
     let trust = match TrustStore::load(data_dir) {
@@ -242,12 +478,39 @@ pub fn install(
     if let Err(e) = m.check_dependencies(&versions) {
         return Ok(Err(e));
     }
+    match dependents_broken(data_dir, &m.id, Some(&m.version)) {
+        Ok(b) if b.is_empty() => {}
+        Ok(b) => {
+            return Ok(Err(PackError::new(
+                codes::INCOMPATIBLE,
+                format!(
+                    "installing {} {} would break installed packs: {}",
+                    m.id,
+                    m.version,
+                    b.join("; ")
+                ),
+            )));
+        }
+        Err(e) => return Ok(Err(e)),
+    }
     let files = &v.pack.files;
     if files.keys().any(|p| p.starts_with("migrations/")) {
         return Ok(Err(PackError::invalid(
             "this Xyn does not run pack migrations yet; the pack has files in migrations/",
         )));
     }
+    let actor = match target {
+        Target::Offline(_) => actor(),
+        Target::Live(_, who) => who.to_string(),
+    };
+    // Offline on SQLite: the data dir is locked before anything in it changes (a node serving
+    // it is refused here, and its action packages are never touched).
+    let _lock = match target {
+        Target::Offline(store) if store.database_url.is_none() => {
+            Some(crate::datadir::DataDirLock::acquire(data_dir)?)
+        }
+        _ => None,
+    };
 
     // Stage and check every action package.
     let layout = xyn_sandbox::install::Layout::new(data_dir);
@@ -255,12 +518,18 @@ pub fn install(
         return Ok(Err(PackError::new(codes::IO, e.message)));
     }
     let staging = packs_dir(data_dir).join(format!(".staging-{}", uuid::Uuid::now_v7()));
-    // Action packages this install put in place, and the ones it moved aside: on any failure
-    // after the first action is installed, they are put back as they were.
-    let mut placed: Vec<PathBuf> = Vec::new();
-    let mut moved: Vec<(PathBuf, PathBuf)> = Vec::new();
-    // Once the store has the new versions, the actions stay whatever happens next.
+    let event_id = uuid::Uuid::now_v7();
+    let mut journal = Journal {
+        pack_id: m.id.clone(),
+        event_id,
+        actions: Vec::new(),
+    };
+    let mut journaled = false;
+    // The store has the new versions: from here the install is finished, never undone.
     let mut committed = false;
+    // The live registry as it was, to put back when the install fails.
+    let mut registry_before: Vec<(String, Option<std::sync::Arc<dyn xyn_actions::Action>>)> =
+        Vec::new();
     let result = (|| -> Result<Result<Value, PackError>> {
         let mut actions = Vec::new();
         for (name, entries) in action_dirs(files) {
@@ -351,35 +620,18 @@ pub fn install(
             }
         }
 
-        // Everything checked: apply. Actions first (an existing package is moved aside
-        // first, so it can be put back), then the blueprints and the event in one store
-        // batch, then the record.
-        let mut installed_actions = Vec::new();
-        let aside = staging.join("actions-before");
-        for (name, dir) in &actions {
-            let dest = layout.package(name);
-            if dest.exists() {
-                std::fs::create_dir_all(&aside)?;
-                let backup = aside.join(name);
-                std::fs::rename(&dest, &backup)
-                    .with_context(|| format!("cannot move {} aside", dest.display()))?;
-                moved.push((dest.clone(), backup));
-            }
-            placed.push(dest);
-            match xyn_sandbox::install::install(dir, &layout) {
-                Ok(am) => installed_actions.push(json!({
+        // Everything checked. The record is staged whole, then the journal written; from
+        // here a crash is finished or undone by `recover`.
+        let installed_actions: Vec<Value> = actions
+            .iter()
+            .filter_map(|(_, dir)| xyn_sandbox::Manifest::load(dir).ok())
+            .map(|am| {
+                json!({
                     "name": am.name, "runtime": am.runtime.as_str(),
                     "capabilities": am.capabilities,
-                })),
-                Err(e) => {
-                    return Ok(Err(PackError::invalid(format!(
-                        "action {name} does not install: {}: {}",
-                        e.code, e.message
-                    ))
-                    .with_file(format!("actions/{name}"))));
-                }
-            }
-        }
+                })
+            })
+            .collect();
         let signers = serde_json::to_value(&v.signers)?;
         let unsigned = v.signers.iter().all(|s| s.trusted_as.is_none());
         let record_base = json!({
@@ -395,56 +647,13 @@ pub fn install(
             "allow_unsigned": allow_unsigned && unsigned,
             "actions": installed_actions,
         });
-        let (id, version) = (m.id.clone(), m.version.to_string());
-        let data = record_base.clone();
-        let applied = commit(
-            data_dir,
-            store,
-            |env, versions| {
-                let mut events: Vec<Event> = versions
-                    .iter()
-                    .map(|bv| {
-                        event(
-                            env,
-                            xyn_core::names::BLUEPRINT_APPLIED,
-                            ("blueprint", &bv.blueprint_id),
-                            json!({
-                                "blueprint_id": bv.blueprint_id, "version": bv.version,
-                                "digest": bv.digest, "origin": bv.origin,
-                                "previous_version": (bv.version > 1).then_some(bv.version - 1),
-                            }),
-                        )
-                    })
-                    .collect();
-                let mut d = data;
-                d["blueprints"] = versions
-                    .iter()
-                    .map(|bv| json!({"id": bv.blueprint_id, "version": bv.version}))
-                    .collect();
-                events.push(event(env, PACK_INSTALLED, ("pack", &id), d));
-                WriteBatch {
-                    events,
-                    blueprint_versions: versions,
-                    ..Default::default()
-                }
-            },
-            plans.clone(),
-        )?;
-        committed = true;
-        let mut record = record_base;
+        let mut record = record_base.clone();
         record["blueprints"] = plans
             .iter()
-            .map(|(p, _, _)| {
-                let ver = applied
-                    .iter()
-                    .find(|bv| bv.blueprint_id == p.id)
-                    .map(|bv| bv.version);
-                json!({"id": p.id, "digest": p.digest, "version": ver})
-            })
+            .map(|(p, _, _)| json!({"id": p.id, "digest": p.digest, "version": null}))
             .collect();
         record["installed_at"] = json!(now());
         record["provenance"] = v.statement.clone();
-        // The record directory, swapped in whole.
         let rec_tmp = staging.join("record");
         std::fs::create_dir_all(&rec_tmp)?;
         std::fs::copy(file, rec_tmp.join("pack.xynpack"))?;
@@ -455,34 +664,207 @@ pub fn install(
             rec_tmp.join("record.json"),
             serde_json::to_vec_pretty(&record)?,
         )?;
-        let dest = packs_dir(data_dir).join(&m.id);
-        let old = staging.join("old");
-        if dest.exists() {
-            std::fs::rename(&dest, &old)?;
+        let aside = staging.join("actions-before");
+        std::fs::create_dir_all(&aside)?;
+        for (name, _) in &actions {
+            let dest = layout.package(name);
+            journal.actions.push(JournalAction {
+                existed: dest.exists(),
+                backup: aside.join(name),
+                dest,
+            });
         }
-        std::fs::rename(&rec_tmp, &dest)
-            .with_context(|| format!("cannot write {}", dest.display()))?;
-        let _ = version;
-        Ok(Ok(record))
-    })();
-    if !committed && !matches!(result, Ok(Ok(_))) {
-        for p in &placed {
-            let _ = std::fs::remove_dir_all(p);
-        }
-        for (dest, backup) in &moved {
-            if let Err(e) = std::fs::rename(backup, dest) {
-                tracing::error!(action = %dest.display(), error = %e, "cannot put an action package back");
+        write_atomic(&staging.join(JOURNAL), &serde_json::to_vec(&journal)?)?;
+        journaled = true;
+
+        // Actions: an existing package is moved aside first, so it can be put back.
+        for ((name, dir), ja) in actions.iter().zip(&journal.actions) {
+            if ja.existed {
+                std::fs::rename(&ja.dest, &ja.backup)
+                    .with_context(|| format!("cannot move {} aside", ja.dest.display()))?;
+            }
+            if let Err(e) = xyn_sandbox::install::install(dir, &layout) {
+                return Ok(Err(PackError::invalid(format!(
+                    "action {name} does not install: {}: {}",
+                    e.code, e.message
+                ))
+                .with_file(format!("actions/{name}"))));
             }
         }
+        if let Target::Live(live, _) = &target {
+            let mut problem = None;
+            live.node.update_actions(|r| {
+                for (name, _) in &actions {
+                    registry_before.push((name.clone(), r.get(name)));
+                    r.remove(name);
+                    let dest = layout.package(name);
+                    let made = xyn_sandbox::Manifest::load(&dest).and_then(|am| {
+                        xyn_sandbox::action::SandboxedAction::new(live.sandbox.clone(), am, dest)
+                    });
+                    match made {
+                        Ok(a) => {
+                            if let Err(e) = r.register(std::sync::Arc::new(a)) {
+                                problem = Some(format!("action {name}: {e}"));
+                            }
+                        }
+                        Err(e) => problem = Some(format!("action {name}: {}", e.message)),
+                    }
+                }
+            });
+            if let Some(p) = problem {
+                return Ok(Err(PackError::invalid(p)));
+            }
+        }
+
+        // The commit point: the blueprint versions and the installed event, one batch.
+        let (id, data) = (m.id.clone(), record_base);
+        let installed_event = move |env: &str, actor: &str, versions: &[BlueprintVersion]| {
+            let mut d = data;
+            d["blueprints"] = versions
+                .iter()
+                .map(|bv| json!({"id": bv.blueprint_id, "version": bv.version}))
+                .collect();
+            event_as(
+                env,
+                actor,
+                EventId(event_id),
+                PACK_INSTALLED,
+                ("pack", &id),
+                d,
+            )
+        };
+        let applied = match &target {
+            Target::Offline(store) => commit(
+                data_dir,
+                store,
+                |env, versions| {
+                    let mut events: Vec<Event> = versions
+                        .iter()
+                        .map(|bv| {
+                            event(
+                                env,
+                                xyn_core::names::BLUEPRINT_APPLIED,
+                                ("blueprint", &bv.blueprint_id),
+                                json!({
+                                    "blueprint_id": bv.blueprint_id, "version": bv.version,
+                                    "digest": bv.digest, "origin": bv.origin,
+                                    "previous_version": (bv.version > 1).then_some(bv.version - 1),
+                                }),
+                            )
+                        })
+                        .collect();
+                    events.push(installed_event(env, &actor, &versions));
+                    WriteBatch {
+                        events,
+                        blueprint_versions: versions,
+                        ..Default::default()
+                    }
+                },
+                plans.clone(),
+                true,
+            )?,
+            Target::Live(live, _) => {
+                let texts: Vec<(String, String)> = plans
+                    .iter()
+                    .map(|(_, t, o)| (t.clone(), o.clone()))
+                    .collect();
+                let env = live.node.config().env_id.clone();
+                let r = live
+                    .rt
+                    .block_on(live.node.apply_texts_with(&texts, &actor, |vs| {
+                        vec![installed_event(&env, &actor, vs)]
+                    }));
+                match r {
+                    Ok(vs) => vs,
+                    Err(e) if e.kind == xyn_core::ErrorKind::Invalid => {
+                        return Ok(Err(PackError::invalid(e.message)));
+                    }
+                    Err(e) => return Err(anyhow::anyhow!("{e}")),
+                }
+            }
+        };
+        committed = true;
+        let vers: Value = applied
+            .iter()
+            .map(|bv| json!({"id": bv.blueprint_id, "version": bv.version}))
+            .collect();
+        settle(
+            data_dir,
+            &staging,
+            &journal,
+            Some(&json!({ "blueprints": vers })),
+        )?;
+        fill_versions(&mut record, &vers);
+        Ok(Ok(record))
+    })();
+    if !matches!(result, Ok(Ok(_))) {
+        if committed {
+            tracing::error!(
+                "a pack install committed but did not finish; the next start finishes it"
+            );
+            return result;
+        }
+        if journaled && staging.join(JOURNAL).exists() {
+            // Whether the batch committed is known only to the store when the commit itself
+            // failed; the error path here is before the commit or a failed one.
+            if let Err(e) = settle(data_dir, &staging, &journal, None) {
+                tracing::error!(error = %e, "cannot undo a failed pack install; the next start finishes it");
+                return result;
+            }
+        }
+        if let Target::Live(live, _) = &target
+            && !registry_before.is_empty()
+        {
+            live.node.update_actions(|r| {
+                for (name, old) in registry_before.drain(..) {
+                    r.remove(&name);
+                    if let Some(a) = old {
+                        let _ = r.register(a);
+                    }
+                }
+            });
+        }
+        let _ = std::fs::remove_dir_all(&staging);
     }
-    let _ = std::fs::remove_dir_all(&staging);
     result
+}
+
+/// Unfinished runs (created or running, waiting included) on a blueprint version this pack
+/// installed: removing the pack would take their actions away.
+pub async fn runs_using(store: &dyn xyn_store::Store, pack_id: &str) -> Result<Vec<String>> {
+    let prefix = format!("pack:{pack_id}@");
+    let mut out = Vec::new();
+    let err = |e: xyn_store::StoreError| anyhow::anyhow!("{e}");
+    for id in store.unfinished_runs().await.map_err(err)? {
+        let Some(run) = store.get_run(id).await.map_err(err)? else {
+            continue;
+        };
+        let v = store
+            .get_blueprint(&run.blueprint_id, Some(run.blueprint_version))
+            .await
+            .map_err(err)?;
+        if v.is_some_and(|v| v.origin.starts_with(&prefix)) {
+            out.push(run.run_id.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn in_use(id: &str, runs: &[String]) -> PackError {
+    PackError::new(
+        "pack.in_use",
+        format!(
+            "{} unfinished run(s) use blueprints of {id} (first: {}); cancel or finish them first",
+            runs.len(),
+            runs[0]
+        ),
+    )
 }
 
 /// Removes an installed pack: its record goes, and the actions it installed unless another
 /// installed pack provides them too. Blueprint versions stay (versions are immutable, and
 /// runs started on them keep running).
-pub fn remove(id: &str, data_dir: &Path, store: &StoreArgs) -> Result<Result<(), PackError>> {
+pub fn remove(id: &str, data_dir: &Path, target: Target<'_>) -> Result<Result<(), PackError>> {
     let all = match installed(data_dir) {
         Ok(a) => a,
         Err(e) => return Ok(Err(e)),
@@ -499,6 +881,40 @@ pub fn remove(id: &str, data_dir: &Path, store: &StoreArgs) -> Result<Result<(),
         .flat_map(|r| r["actions"].as_array().into_iter().flatten())
         .filter_map(|a| a["name"].as_str())
         .collect();
+    match dependents_broken(data_dir, id, None) {
+        Ok(b) if b.is_empty() => {}
+        Ok(b) => {
+            return Ok(Err(PackError::new(
+                "pack.in_use",
+                format!("installed packs depend on {id}: {}", b.join("; ")),
+            )));
+        }
+        Err(e) => return Ok(Err(e)),
+    }
+    let using = match &target {
+        Target::Live(live, _) => live
+            .rt
+            .block_on(runs_using(live.node.store().as_ref(), id))?,
+        Target::Offline(store) => {
+            let _lock = match store.database_url {
+                None => Some(crate::datadir::DataDirLock::acquire(data_dir)?),
+                Some(_) => None,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async {
+                let opened = crate::serve::open_store(data_dir, store, true).await?;
+                let r = runs_using(opened.store.as_ref(), id).await;
+                opened.close();
+                r
+            })?
+        }
+    };
+    if !using.is_empty() {
+        return Ok(Err(in_use(id, &using)));
+    }
     let layout = xyn_sandbox::install::Layout::new(data_dir);
     let mut removed = Vec::new();
     for a in rec["actions"].as_array().into_iter().flatten() {
@@ -509,14 +925,34 @@ pub fn remove(id: &str, data_dir: &Path, store: &StoreArgs) -> Result<Result<(),
             removed.push(n.to_string());
         }
     }
+    if let Target::Live(live, _) = &target {
+        live.node.update_actions(|r| {
+            for n in &removed {
+                r.remove(n);
+            }
+        });
+    }
     let dir = packs_dir(data_dir).join(id);
     std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
-    record_event(
-        data_dir,
-        store,
-        PACK_REMOVED,
-        ("pack", id),
-        json!({"id": id, "version": rec["version"], "actions_removed": removed}),
-    )?;
+    let data = json!({"id": id, "version": rec["version"], "actions_removed": removed});
+    match target {
+        Target::Offline(store) => record_event(data_dir, store, PACK_REMOVED, ("pack", id), data)?,
+        Target::Live(live, who) => {
+            let e = event_as(
+                &live.node.config().env_id,
+                who,
+                EventId(uuid::Uuid::now_v7()),
+                PACK_REMOVED,
+                ("pack", id),
+                data,
+            );
+            live.rt
+                .block_on(live.node.store().commit(WriteBatch {
+                    events: vec![e],
+                    ..Default::default()
+                }))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
     Ok(Ok(()))
 }

@@ -157,6 +157,8 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
     };
     let opened = open_store(&args.data_dir, &args.store, settings.sqlite_full).await?;
     let store = opened.store.clone();
+    // A pack install a crash interrupted is finished or undone before actions are loaded.
+    crate::pack_install::recover(&args.data_dir, store.as_ref()).await?;
     if opened.is_shared() {
         settings.node.cluster = Some(ClusterConfig {
             owner: owner_name(),
@@ -346,7 +348,15 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
     let mut web = settings.web;
     web.outbox_dispatched = dispatcher.is_some();
     web.cursor_key = Some(crate::datadir::cursor_key(&args.data_dir)?);
-    let state = xyn_web::AppState::new(node.clone(), feed, web);
+    let packs = crate::pack_live::LivePacks::new(
+        crate::pack_install::Live {
+            node: node.clone(),
+            sandbox: sandbox.clone(),
+            rt: tokio::runtime::Handle::current(),
+        },
+        args.data_dir.clone(),
+    );
+    let state = xyn_web::AppState::with_packs(node.clone(), feed, web, Some(Arc::new(packs)));
     xyn_web::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down");
     node.shutdown();
