@@ -3,6 +3,7 @@
 //! data directory directly).
 
 mod action_cmd;
+mod app_cmd;
 mod cli;
 mod client;
 mod config;
