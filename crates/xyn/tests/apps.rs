@@ -455,3 +455,20 @@ fn hot_reload_and_new_and_test_commands() {
     }
     eprintln!("reloaded after {:?}", t.elapsed());
 }
+
+/// The node's own API listener has the same framing checks: TE with CL is refused and the
+/// connection closed (hyper alone would run the request as chunked).
+#[test]
+fn node_listener_refuses_te_with_cl() {
+    let node = support::Node::builder().start();
+    let addr = node.url.trim_start_matches("http://").to_string();
+    let out = send(
+        &addr,
+        b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\n\r\nPOST /api/v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/v1/health HTTP/1.1\r\nHost: t\r\n\r\n",
+        10,
+    );
+    assert_eq!(statuses(&out), vec![200, 400], "{out}");
+    assert!(out.contains("\"request.malformed\""), "{out}");
+    let long = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
+    assert_eq!(statuses(&send(&addr, long.as_bytes(), 10)), vec![414]);
+}
