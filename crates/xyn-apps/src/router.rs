@@ -142,7 +142,7 @@ impl Router {
             }
         }
         // A stable sort keeps registration order between routes of equal rank.
-        r.routes.sort_by(|a, b| rank(&a.segs).cmp(&rank(&b.segs)));
+        r.routes.sort_by_key(|c| rank(&c.segs));
         Ok(r)
     }
 
