@@ -21,6 +21,7 @@
 //! and chunk extensions with bad bytes (the connection is closed). hyper writes header
 //! names in canonical lower case and never folds repeated fields (`Set-Cookie`).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -446,8 +447,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Framed<T> {
         }
     }
 }
-
-use std::future::Future;
 
 #[cfg(test)]
 mod tests {
