@@ -38,6 +38,8 @@ pub use xyn_actions::net::{HostPattern, HostRule};
 
 /// The manifest file name in a package directory.
 pub const MANIFEST_FILE: &str = "xyn-action.toml";
+/// The manifest file of an app (a web app run by the same runtimes, see `xyn-apps`).
+pub const APP_MANIFEST_FILE: &str = "xyn-app.toml";
 /// Most environment variable names an action may ask for.
 pub const MAX_ENV: usize = 32;
 
@@ -434,6 +436,78 @@ max_output_bytes = 4096
         ] {
             let t = format!("name = \"{name}\"\nruntime = \"{rt}\"\nentry = \"{entry}\"\n");
             assert!(Manifest::parse(&t).is_err(), "{t}");
+        }
+    }
+}
+
+/// An app's manifest (`xyn-app.toml`): `name`, `runtime`, `entry`, optional `description`,
+/// and the same `[capabilities]` and `[limits]` as an action (limits apply per request).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppManifest {
+    pub name: String,
+    pub runtime: RuntimeKind,
+    pub entry: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    #[serde(default)]
+    pub limits: ManifestLimits,
+}
+
+/// Whether `n` is a valid app name: lower-case letters, digits, `_` and `-`, starting with a
+/// letter, at most 64 bytes (it is a URL segment: `/apps/<name>/`).
+pub fn valid_app_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.as_bytes()[0].is_ascii_lowercase()
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+impl AppManifest {
+    /// Parses and validates `xyn-app.toml` text.
+    pub fn parse(text: &str) -> Result<AppManifest, SandboxError> {
+        let m: AppManifest = toml::from_str(text)
+            .map_err(|e| SandboxError::manifest(format!("{APP_MANIFEST_FILE}: {e}")))?;
+        if !valid_app_name(&m.name) {
+            return Err(SandboxError::manifest(format!(
+                "name {:?} must be lower case letters, digits, _ and - (starting with a letter)",
+                m.name
+            )));
+        }
+        if m.runtime == RuntimeKind::Wasm {
+            return Err(SandboxError::manifest(
+                "runtime \"wasm\" apps are not supported yet (use lua or js)",
+            ));
+        }
+        m.as_action().validate()?;
+        Ok(m)
+    }
+
+    /// Reads `<dir>/xyn-app.toml`.
+    pub fn load(dir: &Path) -> Result<AppManifest, SandboxError> {
+        let p = dir.join(APP_MANIFEST_FILE);
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| SandboxError::manifest(format!("cannot read {}: {e}", p.display())))?;
+        AppManifest::parse(&text)
+    }
+
+    /// The action view of the app that the sandbox runs: name `app.<name>`, the same
+    /// runtime, entry, capabilities and limits.
+    pub fn as_action(&self) -> Manifest {
+        Manifest {
+            name: format!("app.{}", self.name),
+            runtime: self.runtime,
+            entry: self.entry.clone(),
+            version: None,
+            description: self.description.clone(),
+            input_schema: None,
+            output_schema: None,
+            capabilities: self.capabilities.clone(),
+            limits: self.limits.clone(),
+            signature: None,
         }
     }
 }

@@ -42,8 +42,21 @@ impl Package {
     /// Reads a package directory: its manifest and its entry (a `.wat` entry is compiled,
     /// or read from its compiled form when installed).
     pub fn load(dir: &Path) -> Result<Package, SandboxError> {
-        let manifest = Manifest::load(dir)?;
-        let modified = std::fs::metadata(dir.join(MANIFEST_FILE))
+        // An app directory (`xyn-app.toml`, no action manifest) runs as an action whose
+        // code is the app framework followed by the app's entry (see `app_source`).
+        let is_app = !dir.join(MANIFEST_FILE).exists()
+            && dir.join(crate::manifest::APP_MANIFEST_FILE).exists();
+        let manifest = if is_app {
+            crate::manifest::AppManifest::load(dir)?.as_action()
+        } else {
+            Manifest::load(dir)?
+        };
+        let manifest_file = if is_app {
+            crate::manifest::APP_MANIFEST_FILE
+        } else {
+            MANIFEST_FILE
+        };
+        let modified = std::fs::metadata(dir.join(manifest_file))
             .and_then(|m| m.modified())
             .ok();
         let entry = dir.join(&manifest.entry);
@@ -63,9 +76,14 @@ impl Package {
                 }
                 RuntimeKind::Lua | RuntimeKind::Js => {
                     let bytes = read(&entry)?;
-                    Code::Script(String::from_utf8(bytes).map_err(|_| {
+                    let text = String::from_utf8(bytes).map_err(|_| {
                         SandboxError::manifest(format!("{} is not UTF-8 text", manifest.entry))
-                    })?)
+                    })?;
+                    if is_app {
+                        Code::Script(app_source(manifest.runtime, &text))
+                    } else {
+                        Code::Script(text)
+                    }
                 }
             };
         let digest = match &code {
@@ -80,6 +98,21 @@ impl Package {
             modified,
         })
     }
+}
+
+const APP_LUA: &str = include_str!("runtime/app.lua");
+const APP_JS: &str = include_str!("runtime/app.js");
+
+/// An app's code as the runtime runs it: the app framework (`app.get` … and the `handle`
+/// that dispatches a request to the registered handlers) on the first line, so the app's
+/// own lines keep their numbers in error messages, then the app's entry.
+pub fn app_source(runtime: RuntimeKind, entry: &str) -> String {
+    let framework = match runtime {
+        RuntimeKind::Js => APP_JS,
+        _ => APP_LUA,
+    };
+    let one_line: Vec<&str> = framework.lines().map(str::trim).collect();
+    format!("{} {entry}", one_line.join(" "))
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, SandboxError> {
@@ -155,6 +188,7 @@ impl Sandbox {
     /// A package by directory, cached until its manifest changes.
     pub fn package(&self, dir: &Path) -> Result<Arc<Package>, SandboxError> {
         let modified = std::fs::metadata(dir.join(MANIFEST_FILE))
+            .or_else(|_| std::fs::metadata(dir.join(crate::manifest::APP_MANIFEST_FILE)))
             .and_then(|m| m.modified())
             .ok();
         if let Some(p) = self.packages.lock().ok().and_then(|m| m.get(dir).cloned())

@@ -12,6 +12,7 @@
 //! layer ([`xyn_engine::Node`]); no business rule lives here. The UI calls the same `Node`
 //! methods as the API.
 
+pub mod apps;
 pub mod auth;
 pub mod conn;
 pub mod correlation;
@@ -19,6 +20,7 @@ pub mod dto;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod framing;
 pub mod hardening;
 pub mod hooks;
 pub mod openapi;
@@ -256,9 +258,11 @@ pub async fn serve(
                     }
                 });
                 let pending = conn::Pending::new();
-                let io = TokioIo::new(conn::Watched::new(stream, pending.clone()));
+                // Framing checks hyper does not make (TE with CL, request-line length),
+                // and a lingering close (see `framing`).
+                let io = TokioIo::new(conn::Watched::new(framing::Framed::new(stream), pending.clone()));
                 let mut b = hyper::server::conn::http1::Builder::new();
-                b.max_buf_size(64 * 1024).keep_alive(true);
+                b.max_buf_size(framing::MAX_HEAD + 8 * 1024).keep_alive(true).half_close(true);
                 let c = graceful.watch(b.serve_connection(io, svc));
                 let conn_task = tokio::spawn(async move {
                     if let Err(e) = c.await {

@@ -70,6 +70,9 @@ pub enum Command {
     /// Install, list and run sandboxed action packages (wasm, Lua, JavaScript).
     #[command(subcommand)]
     Action(ActionCmd),
+    /// Web apps in Lua or JavaScript: new, dev (serve at / with reload), test.
+    #[command(subcommand)]
+    App(crate::app_cmd::AppCmd),
     /// Ed25519 signing keys for packs.
     #[command(subcommand)]
     Key(crate::pack_cmd::KeyCmd),
@@ -518,6 +521,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Blueprint(cmd) => rt()?.block_on(blueprint(cmd)),
         Command::Run(cmd) => rt()?.block_on(run_cmd(cmd)),
         Command::Action(cmd) => crate::action_cmd::run(cmd),
+        Command::App(cmd) => crate::app_cmd::run(cmd),
         Command::Key(cmd) => crate::pack_cmd::key(cmd),
         Command::Trust(cmd) => crate::pack_cmd::trust(cmd),
         Command::Pack(cmd) => crate::pack_cmd::pack(cmd),

@@ -346,7 +346,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
     {
         node.max_output_bytes = n.max(1);
     }
-    if let Some(t) = env("XYN_STEP_TIMEOUT").or(e.default_step_timeout) {
+    if let Some(t) = env("XYN_STEP_TIMEOUT").or(e.default_step_timeout.clone()) {
         node.default_step_timeout_ms = duration("default_step_timeout", &t)?;
     }
     let sqlite_full = match env("XYN_SQLITE_SYNCHRONOUS")

@@ -4,6 +4,7 @@
 
 mod action_cmd;
 mod backup;
+mod app_cmd;
 mod cli;
 mod client;
 mod config;
