@@ -298,6 +298,42 @@ async fn prometheus_scrapes_the_node_and_promql_counts_its_runs() {
     )
     .await;
     assert!(scrapes.is_some_and(|n| n >= 1.0), "{scrapes:?}");
+
+    // Every query of the Grafana dashboard in docs/ is valid PromQL over these metrics and
+    // has data here.
+    let dash: Value = serde_json::from_str(
+        &std::fs::read_to_string(support::repo_root().join("docs/grafana/xyn-dashboard.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().replace("$instance", ".*"))
+        .collect();
+    assert!(exprs.len() >= 10);
+    for e in exprs {
+        let r = client()
+            .get(format!(
+                "{}/api/v1/query?query={}",
+                prom.url,
+                url_escape(&e)
+            ))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["status"], "success", "{e}: {v}");
+        // LLM panels have no data on a node without agent steps.
+        if !e.contains("llm") {
+            assert!(
+                !v["data"]["result"].as_array().unwrap().is_empty(),
+                "{e}: no data"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
