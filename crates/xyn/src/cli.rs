@@ -84,6 +84,9 @@ pub enum Command {
     /// Remove events and footprints older than a window (keeping a signed checkpoint).
     #[command(subcommand)]
     Retention(RetentionCmd),
+    /// Service level objectives as code (OpenSLO v1).
+    #[command(subcommand)]
+    Slo(crate::slo_cmd::SloCmd),
     /// The sandbox worker process (started by the node, not by hand).
     #[command(hide = true, disable_help_flag = true)]
     SandboxWorker {
@@ -482,6 +485,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         )),
         Command::Doctor(args) => rt()?.block_on(crate::doctor::run(args)),
+        Command::Slo(cmd) => crate::slo_cmd::run(cmd),
         Command::Retention(RetentionCmd::Run {
             older_than,
             include_unpublished,

@@ -178,6 +178,40 @@ async fn until_query(p: &Prometheus, promql: &str, want: f64) {
     panic!("PromQL {promql}: wanted {want}, last answer {last:?}");
 }
 
+fn slo_doc(bp: &str, target: f64) -> String {
+    format!(
+        r#"apiVersion: openslo/v1
+kind: SLO
+metadata:
+  name: {bp}-success
+spec:
+  service: xyn
+  budgetingMethod: Occurrences
+  timeWindow:
+    - duration: 1h
+      isRolling: true
+  objectives:
+    - target: {target}
+  indicator:
+    metadata:
+      name: run-success
+    spec:
+      ratioMetric:
+        counter: true
+        good:
+          metricSource:
+            type: prometheus
+            spec:
+              query: sum(increase(xyn_runs_total{{blueprint="{bp}",status="completed"}}[1h])) or vector(0)
+        total:
+          metricSource:
+            type: prometheus
+            spec:
+              query: sum(increase(xyn_runs_total{{blueprint="{bp}"}}[1h])) or vector(0)
+"#
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_node_and_promql_counts_its_runs() {
     let node = Node::builder()
@@ -298,6 +332,61 @@ async fn prometheus_scrapes_the_node_and_promql_counts_its_runs() {
     )
     .await;
     assert!(scrapes.is_some_and(|n| n >= 1.0), "{scrapes:?}");
+
+    // `xyn slo eval`: OpenSLO ratio SLIs over the node's /metrics, and over Prometheus.
+    let dir = tempfile::tempdir().unwrap();
+    let slo = |bp: &str, target: f64| {
+        let f = dir.path().join(format!("{bp}-{target}.yaml"));
+        std::fs::write(&f, slo_doc(bp, target)).unwrap();
+        f.display().to_string()
+    };
+    let eval = |args: &[&str]| {
+        let out = Command::new(support::BIN)
+            .args(["slo", "eval"])
+            .args(args)
+            .env("XYN_API_TOKEN", OP)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = eval(&[&slo("bp.m.flow", 0.9), "--url", &node.url]);
+    assert_eq!(code, 0, "promote: {out}");
+    assert!(
+        out.contains("decision: promote") && out.contains("9 good of 9"),
+        "{out}"
+    );
+    let (code, out) = eval(&[&slo("bp.m.fail", 0.9), "--url", &node.url]);
+    assert_eq!(code, 2, "rollback: {out}");
+    let (code, out) = eval(&[&slo("bp.m.none", 0.9), "--url", &node.url]);
+    assert_eq!(code, 3, "inconclusive: {out}");
+    let (code, out) = eval(&[&slo("bp.m.flow", 0.9), "--url", &node.url, "--token", OWNER]);
+    assert_eq!(code, 1, "an owner may not read /metrics: {out}");
+    let (code, out) = eval(&[
+        &slo("bp.m.flow", 0.9),
+        "--prometheus",
+        &prom.url,
+        "--window",
+        "1h",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "promote via Prometheus: {out}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["decision"], "promote");
+    assert_eq!(v["burn_rates"].as_array().unwrap().len(), 5, "{v}");
+    // Prometheus counts increases it saw: two more failures after its first scrape.
+    emit(&node, "demo.fail").await;
+    emit(&node, "demo.fail").await;
+    until_query(&prom, "sum(xyn_runs_total{blueprint=\"bp.m.fail\"})", 5.0).await;
+    let (code, out) = eval(&[&slo("bp.m.fail", 0.9), "--prometheus", &prom.url]);
+    assert_eq!(code, 2, "rollback via Prometheus: {out}");
+    assert!(
+        out.contains("ALERT page"),
+        "a failing blueprint burns its budget: {out}"
+    );
 
     // Every query of the Grafana dashboard in docs/ is valid PromQL over these metrics and
     // has data here.
