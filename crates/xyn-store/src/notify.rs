@@ -97,6 +97,22 @@ pub struct NotifyingStore {
     /// The highest `seq` announced so far.
     announced: Arc<AtomicI64>,
     writes: Arc<WriteHealth>,
+    observer: Option<Arc<dyn CommitObserver>>,
+}
+
+/// Told about every commit made through this process's store (metrics). Called on the
+/// committing task: it must be quick and must not block.
+pub trait CommitObserver: Send + Sync {
+    /// A commit succeeded: the batch's agent footprints (LLM usage), the events as stored,
+    /// and how long the commit took.
+    fn committed(
+        &self,
+        footprints: &[Footprint],
+        events: &[StoredEvent],
+        elapsed: std::time::Duration,
+    );
+    /// A commit failed (conflicts and refusals included).
+    fn failed(&self, elapsed: std::time::Duration);
 }
 
 impl NotifyingStore {
@@ -113,16 +129,13 @@ impl NotifyingStore {
                 announced,
                 tx: tx.clone(),
                 writes: writes.clone(),
+                observer: None,
             },
             EventFeed { tx, writes },
         )
     }
-}
 
-#[async_trait]
-impl Store for NotifyingStore {
-    async fn commit(&self, batch: WriteBatch) -> StoreResult<Vec<StoredEvent>> {
-        let result = self.inner.commit(batch).await;
+    fn announce(&self, result: StoreResult<Vec<StoredEvent>>) -> StoreResult<Vec<StoredEvent>> {
         self.writes.note(&result);
         let events = result?;
         // Whoever raises `announced` first (this commit or the relay) announces; a subscriber
@@ -134,6 +147,36 @@ impl Store for NotifyingStore {
             let _ = self.tx.send(events.clone().into());
         }
         Ok(events)
+    }
+
+    /// Tells `observer` about every commit made through this wrapper.
+    pub fn with_observer(mut self, observer: Arc<dyn CommitObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+}
+
+#[async_trait]
+impl Store for NotifyingStore {
+    async fn commit(&self, batch: WriteBatch) -> StoreResult<Vec<StoredEvent>> {
+        let Some(observer) = &self.observer else {
+            return self.announce(self.inner.commit(batch).await);
+        };
+        // The agents' footprints (LLM usage) are handed over after the commit; the batch
+        // itself moves into the store. Most commits have none: no allocation then.
+        let started = std::time::Instant::now();
+        let footprints: Vec<Footprint> = batch
+            .footprints
+            .iter()
+            .filter(|f| f.source_kind == "agent")
+            .cloned()
+            .collect();
+        let result = self.inner.commit(batch).await;
+        match &result {
+            Ok(events) => observer.committed(&footprints, events, started.elapsed()),
+            Err(_) => observer.failed(started.elapsed()),
+        }
+        self.announce(result)
     }
     async fn get_event(&self, id: EventId) -> StoreResult<Option<StoredEvent>> {
         self.inner.get_event(id).await

@@ -253,7 +253,8 @@ fn is_public(path: &str) -> bool {
 }
 
 fn operator_only(path: &str) -> bool {
-    path.starts_with("/api/internal/")
+    path == "/metrics"
+        || path.starts_with("/api/internal/")
         || path == "/ui/operator"
         || path.starts_with("/ui/operator/")
 }
@@ -553,6 +554,7 @@ mod tests {
     fn route_classes() {
         assert!(operator_only("/api/internal/stats"));
         assert!(operator_only("/ui/operator/audit"));
+        assert!(operator_only("/metrics"));
         assert!(!operator_only("/api/v1/events"));
         assert!(is_public("/hooks/x") && is_public("/ui/login") && is_public("/ui/static/app.css"));
         assert!(!is_public("/ui/events"));

@@ -20,6 +20,9 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     process(&s, req, |req| next.run(req)).await
 }
 
+/// The route label of health probes answered by [`health_fast`].
+pub const HEALTH_ROUTE: &str = "/api/v1/health";
+
 /// The answer to a plain `GET /api/v1/health` (no query, no body, a well-formed or absent
 /// correlation id, and on a node with tokens a valid bearer token), or `None` when the request
 /// needs anything else: then the full edge and the router answer it, refusals included.
@@ -88,6 +91,7 @@ where
     if ui {
         hardening::server_timing(started, &mut resp);
     }
+    crate::metrics::record(s, &method, &resp, started);
     let status = resp.status().as_u16();
     if (400..500).contains(&status) {
         tracing::info!(%method, status, correlation_id = %id,

@@ -23,6 +23,7 @@ pub mod extract;
 pub mod framing;
 pub mod hardening;
 pub mod hooks;
+pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
@@ -80,6 +81,8 @@ pub struct WebConfig {
     /// The key list cursors are signed with (see [`dto::install_cursor_key`]); `None`: a
     /// random key for this process.
     pub cursor_key: Option<Vec<u8>>,
+    /// The node's metrics (`GET /metrics`, HTTP request metrics); `None`: turned off.
+    pub metrics: Option<xyn_metrics::Metrics>,
 }
 
 impl Default for WebConfig {
@@ -99,6 +102,7 @@ impl Default for WebConfig {
             hooks: BTreeMap::new(),
             outbox_dispatched: false,
             cursor_key: None,
+            metrics: None,
         }
     }
 }
@@ -183,6 +187,8 @@ pub fn app(state: AppState) -> Router {
         .max(state.config.max_upload_bytes);
     routes::router()
         .merge(ui::router())
+        .route("/metrics", axum::routing::get(metrics::render))
+        .route_layer(axum::middleware::from_fn(metrics::label_route))
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state, edge::layer))
@@ -249,7 +255,11 @@ pub async fn serve(
                     let router = router.clone();
                     let state = state.clone();
                     async move {
+                        let started = std::time::Instant::now();
                         if let Some(resp) = edge::health_fast(&state, &req) {
+                            if let Some(m) = &state.config.metrics {
+                                m.http_request(edge::HEALTH_ROUTE, "GET", 200, started.elapsed());
+                            }
                             return Ok(resp);
                         }
                         let mut req = req;

@@ -106,6 +106,9 @@ pub enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Service level objectives as code (OpenSLO v1).
+    #[command(subcommand)]
+    Slo(crate::slo_cmd::SloCmd),
     /// The sandbox worker process (started by the node, not by hand).
     #[command(hide = true, disable_help_flag = true)]
     SandboxWorker {
@@ -504,6 +507,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
         )),
         Command::Doctor(args) => rt()?.block_on(crate::doctor::run(args)),
+        Command::Slo(cmd) => crate::slo_cmd::run(cmd),
         Command::Retention(RetentionCmd::Run {
             older_than,
             include_unpublished,

@@ -34,6 +34,9 @@ pub struct FileConfig {
     /// `container.exec`: the engine, the images and networks allowed, the maximums.
     #[serde(default)]
     pub containers: ContainersSection,
+    /// `[telemetry]`: Prometheus metrics.
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
 }
 
 /// `[containers]`.
@@ -62,6 +65,13 @@ pub struct ContainersSection {
 pub struct GitSection {
     #[serde(default)]
     pub clone_sources: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// Record metrics and serve `GET /metrics` (default true; `XYN_METRICS=0` turns them off).
+    pub metrics: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -502,6 +512,17 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         .map(|w| duration("retention window", &w))
         .transpose()?;
     node.http_call = http_call;
+    let metrics = match env("XYN_METRICS").as_deref() {
+        Some("0" | "false" | "off") => false,
+        Some("1" | "true" | "on") => true,
+        Some(other) => {
+            anyhow::bail!("XYN_METRICS: {other:?} is not one of 0, 1, true, false, on, off")
+        }
+        None => file.telemetry.metrics.unwrap_or(true),
+    };
+    if metrics {
+        web.metrics = Some(xyn_metrics::Metrics::new());
+    }
     Ok(Settings {
         node,
         sandbox_limits,

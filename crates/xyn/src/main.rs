@@ -17,6 +17,7 @@ mod pack_install;
 mod pack_live;
 mod retention;
 mod serve;
+mod slo_cmd;
 
 use std::process::ExitCode;
 

@@ -167,7 +167,10 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         });
     }
     // Every commit's events are announced to live views (SSE, the UI's event console).
-    let (notifying, feed) = xyn_store::notify::NotifyingStore::new(store.clone(), 1024);
+    let (mut notifying, feed) = xyn_store::notify::NotifyingStore::new(store.clone(), 1024);
+    if let Some(m) = &settings.web.metrics {
+        notifying = notifying.with_observer(Arc::new(m.clone()));
+    }
     let blobs = BlobStore::open(args.data_dir.join("artifacts"))
         .context("cannot open the artifact store")?;
     let http = xyn_actions::http_client();

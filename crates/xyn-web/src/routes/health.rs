@@ -71,7 +71,7 @@ pub fn health_json(s: &AppState) -> Vec<u8> {
 
 /// The outbox lag as last read; a read is started in the background when it is older than
 /// 5 s (so probes never wait for the store, and an unprobed node reads nothing).
-fn outbox_lag(s: &AppState) -> Option<xyn_store::OutboxLag> {
+pub(crate) fn outbox_lag(s: &AppState) -> Option<xyn_store::OutboxLag> {
     let (at, lag) = {
         let c = s.outbox.lock().unwrap_or_else(|e| e.into_inner());
         (c.0, c.1.clone())
