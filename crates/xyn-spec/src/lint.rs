@@ -181,7 +181,7 @@ fn lint_operation(
         None => {}
         Some(Value::Array(a)) => {
             for (j, c) in a.iter().enumerate() {
-                if !c.as_str().is_some_and(|s| !s.is_empty()) {
+                if c.as_str().is_none_or(|s| s.is_empty()) {
                     diag(
                         out,
                         format!("{at}.errors[{j}]"),
