@@ -82,6 +82,20 @@ pub enum Command {
     /// Build, sign, verify, inspect, install, list and remove packs.
     #[command(subcommand)]
     Pack(crate::pack_cmd::PackCmd),
+    /// Operation specs: canonical formatting, lint, conformance check, bounded verification.
+    #[command(subcommand)]
+    Spec(crate::spec_cmd::SpecCmd),
+    /// Run every spec's examples and generated cases under DIR (default: .).
+    Test {
+        /// Directory to search for `*.xynspec.json`.
+        dir: Option<std::path::PathBuf>,
+        /// The seed for generated cases (printed with every property failure).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Generated cases per operation.
+        #[arg(long, default_value_t = 200)]
+        cases: usize,
+    },
     /// Check the store, migrations, leases, outbox lag, NATS and the sandbox protections.
     Doctor(crate::doctor::DoctorArgs),
     /// Remove events and footprints older than a window (keeping a signed checkpoint).
@@ -531,6 +545,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pack(cmd) => crate::pack_cmd::pack(cmd),
         Command::Backup { data_dir, to } => crate::backup::backup(&data_dir, &to),
         Command::Restore { from, data_dir } => crate::backup::restore(&from, &data_dir),
+        Command::Spec(cmd) => crate::spec_cmd::spec(cmd),
+        Command::Test { dir, seed, cases } => crate::spec_cmd::test(dir, seed, cases),
         Command::SandboxWorker { args } => {
             let args = xyn_sandbox::worker::WorkerArgs::parse(&args)
                 .map_err(|e| anyhow::anyhow!("sandbox-worker: {e}"))?;

@@ -18,6 +18,7 @@ mod pack_live;
 mod retention;
 mod serve;
 mod slo_cmd;
+mod spec_cmd;
 
 use std::process::ExitCode;
 
