@@ -14,6 +14,7 @@ mod pack_cmd;
 mod pack_install;
 mod retention;
 mod serve;
+mod tls_cmd;
 
 use std::process::ExitCode;
 
