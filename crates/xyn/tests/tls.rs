@@ -295,7 +295,9 @@ async fn sighup_serves_the_new_certificate_and_keeps_open_connections() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(connect(&addr, "localhost", cfg_old).await.is_err());
+    // A fresh client (no resumable session) trusting only the old certificate is refused.
+    let fresh_old = client_config(&old, &[&rustls::version::TLS13], &[b"http/1.1"]);
+    assert!(connect(&addr, "localhost", fresh_old).await.is_err());
     let (head, _) = get(&mut open, "/api/v1/health").await;
     assert!(
         head.starts_with("HTTP/1.1 200"),
