@@ -54,7 +54,7 @@ pub struct Remote {
 pub enum Command {
     /// Run a node: API, engine and workers in one process on embedded SQLite, or one role of
     /// a cluster on PostgreSQL (--database-url, --role).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// TLS helpers: a self-signed certificate for development.
     #[command(subcommand)]
     Tls(crate::tls_cmd::TlsCmd),
@@ -471,7 +471,7 @@ fn rt() -> Result<tokio::runtime::Runtime> {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => crate::serve::serve(args),
+        Command::Serve(args) => crate::serve::serve(*args),
         Command::Tls(cmd) => crate::tls_cmd::run(cmd),
         Command::Blueprint(BlueprintCmd::Validate { files, json }) => {
             output::validate_files(&files, json)
