@@ -26,8 +26,10 @@ pub mod hooks;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod redirect;
 pub mod routes;
 pub mod sse;
+pub mod tls;
 pub mod ui;
 
 use std::collections::BTreeMap;
@@ -201,6 +203,16 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, None, shutdown).await
+}
+
+/// [`serve`] over TLS when `tls` is given (see [`tls`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<tls::TlsListener>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let grace = state.config.shutdown_grace;
     let limits = conn::Limits {
         slow: state.config.request_timeout + state.config.header_read_timeout,
@@ -223,6 +235,7 @@ pub async fn serve(
     let stop_streams = state.shutdown.clone();
     let router = app(state.clone());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let acceptor = tls.as_ref().map(tls::TlsListener::acceptor);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -240,8 +253,11 @@ pub async fn serve(
                 };
                 let Some(admitted) = gate.admit() else {
                     // At the limit: a clear refusal instead of a stalled connection. The
-                    // answer fits the socket buffer, so it is written without waiting.
-                    let _ = stream.try_write(&conn::refusal_bytes(503));
+                    // answer fits the socket buffer, so it is written without waiting (over
+                    // TLS the connection is simply closed: there is no session to answer in).
+                    if acceptor.is_none() {
+                        let _ = stream.try_write(&conn::refusal_bytes(503));
+                    }
                     if refused_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                         tracing::warn!(max_connections, "connection refused: at the connection limit (logged at most every 10 s)");
                         refused_at = Some(std::time::Instant::now());
@@ -249,52 +265,24 @@ pub async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let router = router.clone();
-                let state = state.clone();
-                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    let router = router.clone();
-                    let state = state.clone();
-                    async move {
-                        let started = std::time::Instant::now();
-                        if let Some(resp) = edge::health_fast(&state, &req) {
-                            if let Some(m) = &state.config.metrics {
-                                m.http_request(edge::HEALTH_ROUTE, "GET", 200, started.elapsed());
-                            }
-                            return Ok(resp);
-                        }
-                        let mut req = req;
-                        req.extensions_mut().insert(ratelimit::ClientAddr(peer.ip()));
-                        router.oneshot(req.map(Body::new)).await
+                let svc = Service { router: router.clone(), state: state.clone(), peer: peer.ip(), https: acceptor.is_some() };
+                let watcher = graceful.watcher();
+                match &acceptor {
+                    None => {
+                        connection(stream, false, svc, watcher, limits, admitted);
                     }
-                });
-                let pending = conn::Pending::new();
-                // Framing checks hyper does not make (TE with CL, request-line length),
-                // and a lingering close (see `framing`).
-                let io = TokioIo::new(conn::Watched::new(framing::Framed::new(stream), pending.clone()));
-                let mut b = hyper::server::conn::http1::Builder::new();
-                b.max_buf_size(framing::MAX_HEAD + 8 * 1024).keep_alive(true).half_close(true);
-                let c = graceful.watch(b.serve_connection(io, svc));
-                let conn_task = tokio::spawn(async move {
-                    if let Err(e) = c.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    Some(acceptor) => {
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            // The handshake happens off the accept loop, bounded like a
+                            // first request byte; the connection's place is held meanwhile.
+                            let Some((stream, h2)) = tls::handshake(&acceptor, stream, limits.first_byte).await else {
+                                return;
+                            };
+                            connection(stream, h2, svc, watcher, limits, admitted);
+                        });
                     }
-                });
-                // The watchdog runs beside the connection (not polled with it on every wake-up)
-                // and ends with it; the connection's place is freed when both are done.
-                let abort = conn_task.abort_handle();
-                tokio::spawn(async move {
-                    let _admitted = admitted;
-                    tokio::select! {
-                        _ = conn_task => {}
-                        why = conn::watchdog(pending, limits) => {
-                            abort.abort();
-                            match why {
-                                conn::Closed::Slow => tracing::info!("closed a connection whose request was not complete in time"),
-                                conn::Closed::Silent | conn::Closed::Idle => tracing::debug!(reason = ?why, "closed an idle connection"),
-                            }
-                        }
-                    }
-                });
+                }
             }
             () = &mut shutdown => break,
         }
@@ -308,4 +296,105 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// What answers the requests of one connection.
+#[derive(Clone)]
+struct Service {
+    router: Router,
+    state: AppState,
+    peer: std::net::IpAddr,
+    https: bool,
+}
+
+impl Service {
+    async fn call(
+        self,
+        req: hyper::Request<Incoming>,
+    ) -> Result<axum::response::Response, std::convert::Infallible> {
+        let https = self.https;
+        let started = std::time::Instant::now();
+        let mut resp = match edge::health_fast(&self.state, &req) {
+            Some(resp) => {
+                if let Some(m) = &self.state.config.metrics {
+                    m.http_request(edge::HEALTH_ROUTE, "GET", 200, started.elapsed());
+                }
+                resp
+            }
+            None => {
+                let mut req = req;
+                req.extensions_mut()
+                    .insert(ratelimit::ClientAddr(self.peer));
+                if https {
+                    req.extensions_mut().insert(tls::Https);
+                }
+                self.router.oneshot(req.map(Body::new)).await?
+            }
+        };
+        if https {
+            tls::hsts(&mut resp);
+        }
+        Ok(resp)
+    }
+}
+
+/// Serves one connection (HTTP/1.1, or HTTP/2 when ALPN chose it) beside its watchdog; the
+/// connection's place is freed when both are done.
+fn connection<T>(
+    stream: T,
+    h2: bool,
+    svc: Service,
+    watcher: hyper_util::server::graceful::Watcher,
+    limits: conn::Limits,
+    admitted: conn::Admitted,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc =
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| svc.clone().call(req));
+    let pending = conn::Pending::new();
+    let conn_task = if h2 {
+        let io = TokioIo::new(conn::Watched::new(stream, pending.clone()));
+        let mut b = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        b.max_header_list_size(64 * 1024);
+        let c = watcher.watch(b.serve_connection(io, svc));
+        tokio::spawn(async move {
+            if let Err(e) = c.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        })
+    } else {
+        // Framing checks hyper does not make (TE with CL, request-line length), and a
+        // lingering close (see `framing`).
+        let io = TokioIo::new(conn::Watched::new(
+            framing::Framed::new(stream),
+            pending.clone(),
+        ));
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.max_buf_size(framing::MAX_HEAD + 8 * 1024)
+            .keep_alive(true)
+            .half_close(true);
+        let c = watcher.watch(b.serve_connection(io, svc));
+        tokio::spawn(async move {
+            if let Err(e) = c.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        })
+    };
+    // The watchdog runs beside the connection (not polled with it on every wake-up) and ends
+    // with it.
+    let abort = conn_task.abort_handle();
+    tokio::spawn(async move {
+        let _admitted = admitted;
+        tokio::select! {
+            _ = conn_task => {}
+            why = conn::watchdog(pending, limits) => {
+                abort.abort();
+                match why {
+                    conn::Closed::Slow => tracing::info!("closed a connection whose request was not complete in time"),
+                    conn::Closed::Silent | conn::Closed::Idle => tracing::debug!(reason = ?why, "closed an idle connection"),
+                }
+            }
+        }
+    });
 }

@@ -54,7 +54,10 @@ pub struct Remote {
 pub enum Command {
     /// Run a node: API, engine and workers in one process on embedded SQLite, or one role of
     /// a cluster on PostgreSQL (--database-url, --role).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// TLS helpers: a self-signed certificate for development.
+    #[command(subcommand)]
+    Tls(crate::tls_cmd::TlsCmd),
     /// Emit and list events.
     #[command(subcommand)]
     Event(EventCmd),
@@ -229,6 +232,8 @@ pub struct ServeArgs {
     pub lease: String,
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub tls: crate::tls_cmd::TlsArgs,
 }
 
 /// Which store to open.
@@ -505,7 +510,8 @@ fn rt() -> Result<tokio::runtime::Runtime> {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => crate::serve::serve(args),
+        Command::Serve(args) => crate::serve::serve(*args),
+        Command::Tls(cmd) => crate::tls_cmd::run(cmd),
         Command::Blueprint(BlueprintCmd::Validate { files, json }) => {
             output::validate_files(&files, json)
         }

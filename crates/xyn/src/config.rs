@@ -135,6 +135,25 @@ pub struct WebSection {
     pub idle_timeout: Option<String>,
     /// Most open connections (default: three quarters of the open-file limit).
     pub max_connections: Option<usize>,
+    /// HTTPS: certificate chain and private key (PEM), reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Also accept TLS 1.2 (TLS 1.3 only by default).
+    #[serde(default)]
+    pub tls12: bool,
+    /// A plain-HTTP listener that redirects to HTTPS (and answers ACME HTTP-01).
+    pub redirect_http: Option<String>,
+    /// Hosts to get certificates for with ACME.
+    #[serde(default)]
+    pub acme_hosts: Vec<String>,
+    /// ACME directory URL (default: Let's Encrypt).
+    pub acme_directory: Option<String>,
+    /// `http-01` (default) or `tls-alpn-01`.
+    pub acme_challenge: Option<String>,
+    /// Contact e-mail for the ACME account.
+    pub acme_email: Option<String>,
+    /// PEM root of the ACME directory's HTTPS certificate (test CAs such as pebble).
+    pub acme_ca_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -250,6 +269,8 @@ pub struct Settings {
     pub git_clone_sources: Vec<PathBuf>,
     /// `[containers]` (the node label is set by `xyn serve` from the data directory).
     pub containers: xyn_containers::Settings,
+    /// The TLS keys of `[web]` (paths resolved against the configuration file's directory).
+    pub tls: crate::tls_cmd::TlsFile,
 }
 
 fn duration(what: &str, s: &str) -> Result<u64> {
@@ -408,6 +429,18 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
             }
         })
         .collect();
+    let rel = |p: Option<PathBuf>| p.map(|p| if p.is_absolute() { p } else { base.join(p) });
+    let tls = crate::tls_cmd::TlsFile {
+        cert: rel(file.web.tls_cert.clone()),
+        key: rel(file.web.tls_key.clone()),
+        tls12: file.web.tls12,
+        redirect_http: file.web.redirect_http.clone(),
+        acme_hosts: file.web.acme_hosts.clone(),
+        acme_directory: file.web.acme_directory.clone(),
+        acme_challenge: file.web.acme_challenge.clone(),
+        acme_email: file.web.acme_email.clone(),
+        acme_ca_root: rel(file.web.acme_ca_root.clone()),
+    };
     let mut web = xyn_web::WebConfig {
         max_body_bytes: node.max_event_bytes + 64 * 1024,
         ..Default::default()
@@ -536,5 +569,6 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         listen,
         git_clone_sources,
         containers,
+        tls,
     })
 }

@@ -19,6 +19,7 @@ mod retention;
 mod serve;
 mod slo_cmd;
 mod spec_cmd;
+mod tls_cmd;
 
 use std::process::ExitCode;
 

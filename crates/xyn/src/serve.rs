@@ -340,11 +340,34 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    egress.set_listeners(vec![addr]);
-    tracing::info!(url = %format!("http://{addr}"), data_dir = %args.data_dir.display(), store = %store.describe(),
+    let https = crate::tls_cmd::start(&args.tls, &settings.tls, &args.data_dir)?;
+    let scheme = if https.is_some() { "https" } else { "http" };
+    let mut own = vec![addr];
+    if let Some(h) = &https
+        && let Some(r) = &h.redirect
+    {
+        let l = tokio::net::TcpListener::bind(r)
+            .await
+            .with_context(|| format!("cannot listen on {r}"))?;
+        let raddr = l.local_addr()?;
+        own.push(raddr);
+        tracing::info!(url = %format!("http://{raddr}"), "redirecting plain HTTP to HTTPS");
+        eprintln!(
+            "xyn redirecting http://{raddr} to https (port {})",
+            addr.port()
+        );
+        tokio::spawn(xyn_web::redirect::serve(
+            l,
+            addr.port(),
+            h.tokens.clone(),
+            shutdown_signal(),
+        ));
+    }
+    egress.set_listeners(own);
+    tracing::info!(url = %format!("{scheme}://{addr}"), data_dir = %args.data_dir.display(), store = %store.describe(),
         auth = if auth_on { "tokens" } else { "open" }, hooks = settings.web.hooks.len(), "xyn listening");
     eprintln!(
-        "xyn listening on http://{addr} (data in {})",
+        "xyn listening on {scheme}://{addr} (data in {})",
         args.data_dir.display()
     );
 
@@ -360,7 +383,13 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         args.data_dir.clone(),
     );
     let state = xyn_web::AppState::with_packs(node.clone(), feed, web, Some(Arc::new(packs)));
-    xyn_web::serve(listener, state, shutdown_signal()).await?;
+    xyn_web::serve_with(
+        listener,
+        state,
+        https.map(|h| h.listener),
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("shutting down");
     node.shutdown();
     drop(dispatcher);
