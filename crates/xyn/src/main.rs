@@ -3,8 +3,8 @@
 //! data directory directly).
 
 mod action_cmd;
-mod backup;
 mod app_cmd;
+mod backup;
 mod cli;
 mod client;
 mod config;

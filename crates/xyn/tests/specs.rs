@@ -23,7 +23,11 @@ fn xyn(args: &[&str]) -> (i32, String) {
 fn example_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for f in ["clamp.xynspec.json", "clamp.xynspec.examples.jsonl"] {
-        std::fs::copy(repo_root().join("examples/specs").join(f), dir.path().join(f)).unwrap();
+        std::fs::copy(
+            repo_root().join("examples/specs").join(f),
+            dir.path().join(f),
+        )
+        .unwrap();
     }
     dir
 }
@@ -70,7 +74,9 @@ fn wrong_implementations_and_examples_fail_with_what_reproduces_them() {
     // A wrong example: its line number and a diff.
     let dir = example_dir();
     let ex = dir.path().join("clamp.xynspec.examples.jsonl");
-    let lines = std::fs::read_to_string(&ex).unwrap().replace("\"output\":10", "\"output\":9");
+    let lines = std::fs::read_to_string(&ex)
+        .unwrap()
+        .replace("\"output\":10", "\"output\":9");
     std::fs::write(&ex, lines).unwrap();
     let (code, out) = xyn(&["test", dir.path().to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
