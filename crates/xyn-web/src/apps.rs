@@ -188,10 +188,10 @@ where
     });
     // hyper's own refusals get the standard error body (`Watched`), as on the node's API.
     let pending = crate::conn::Pending::new();
-    let io = TokioIo::new(crate::conn::Watched::new(
-        crate::framing::Framed::new(io),
-        pending,
-    ));
+    // The watchdog sees bytes as they arrive (before `Framed` holds a head back).
+    let io = TokioIo::new(crate::framing::Framed::new(crate::conn::Watched::new(
+        io, pending,
+    )));
     let mut b = hyper::server::conn::http1::Builder::new();
     // half_close: the end of the stream `Framed` gives hyper after a refused request must
     // not cut the answers to the requests before it.

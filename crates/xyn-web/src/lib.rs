@@ -366,10 +366,12 @@ fn connection<T>(
     } else {
         // Framing checks hyper does not make (TE with CL, request-line length), and a
         // lingering close (see `framing`).
-        let io = TokioIo::new(conn::Watched::new(
-            framing::Framed::new(stream),
+        // The watchdog sees the bytes as they arrive, before the framing checks hold a head
+        // back until it is complete.
+        let io = TokioIo::new(framing::Framed::new(conn::Watched::new(
+            stream,
             pending.clone(),
-        ));
+        )));
         let mut b = hyper::server::conn::http1::Builder::new();
         b.max_buf_size(framing::MAX_HEAD + 8 * 1024)
             .keep_alive(true)
