@@ -24,12 +24,19 @@ pub enum SpecCmd {
         check: bool,
     },
     /// Check a spec's shape, JSON Schemas, jq clauses and its examples (errors with JSON paths).
-    Lint { file: PathBuf },
+    Lint {
+        /// The spec file (`<id>.xynspec.json`; its examples are read beside it).
+        file: PathBuf,
+    },
     /// Lint, then check conformance: the subject's implementation compiles and every example's
     /// input satisfies `requires`.
-    Check { file: PathBuf },
+    Check {
+        /// The spec file (`<id>.xynspec.json`; its examples are read beside it).
+        file: PathBuf,
+    },
     /// Prove each operation over a finite input domain, or falsify it with a counterexample.
     Verify {
+        /// The spec file (`<id>.xynspec.json`).
         file: PathBuf,
         /// The most inputs to enumerate.
         #[arg(long, default_value_t = 100_000)]
