@@ -89,10 +89,20 @@ async fn three_workers_share_the_runs_and_survive_a_sigkill() {
         }));
     }
 
-    // Kill worker 0 once it holds runs and a good part of the work is done.
+    // Kill worker 0 once it holds runs and a good part of the work is done. It is frozen
+    // (SIGSTOP) while the runs it holds are read, so none can finish between that reading and
+    // the kill; when it holds none at that instant it is thawed and the wait goes on.
     let victim = workers[0].pid();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &victim.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {victim}");
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let orphaned: Vec<String> = loop {
         // Runs it holds whose action step is running (started durably, not finished).
         let held = db
             .count(&format!(
@@ -104,7 +114,19 @@ async fn three_workers_share_the_runs_and_survive_a_sigkill() {
             .count("SELECT COUNT(*) FROM runs WHERE status = 'completed'")
             .await;
         if held > 0 && done >= 100 {
-            break;
+            signal("-STOP");
+            let held: Vec<String> = db
+                .query(&format!(
+                    "SELECT run_id FROM run_queue WHERE owner LIKE '%:{victim}:%'"
+                ))
+                .await
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !held.is_empty() {
+                break held;
+            }
+            signal("-CONT");
         }
         assert!(
             Instant::now() < deadline,
@@ -113,17 +135,8 @@ async fn three_workers_share_the_runs_and_survive_a_sigkill() {
             support::tail(&api.stdout_log(), 20)
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
     workers[0].kill9();
-    let orphaned: Vec<String> = db
-        .query(&format!(
-            "SELECT run_id FROM run_queue WHERE owner LIKE '%:{victim}:%'"
-        ))
-        .await
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(!orphaned.is_empty());
     for t in tasks {
         t.await.unwrap();
     }
