@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{BIN, repo_root, services::free_port};
+use support::{BIN, repo_root};
 
 /// A running `xyn app dev`.
 struct Dev {
@@ -30,24 +30,38 @@ impl Drop for Dev {
 
 fn dev(dir: &Path) -> Dev {
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(BIN)
+    // Port 0: the dev server picks a free port and says which (a port probed beforehand could
+    // be taken by another test's server in between).
+    let mut child = Command::new(BIN)
         .args(["app", "dev"])
         .arg(dir)
-        .args(["--listen", &addr, "--workers", "3", "--data-dir"])
+        .args(["--listen", "127.0.0.1:0", "--workers", "3", "--data-dir"])
         .arg(data.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let d = Dev { child, addr, data };
-    let until = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&d.addr).is_err() {
-        assert!(Instant::now() < until, "xyn app dev did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    d
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split(" at http://").nth(1)
+                && line.starts_with("serving ")
+                && let Some(t) = tx.take()
+            {
+                let _ = t.send(rest.split('/').next().unwrap_or_default().to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("xyn app dev did not start");
+    Dev { child, addr, data }
 }
 
 fn echo() -> Dev {
