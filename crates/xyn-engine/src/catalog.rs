@@ -122,39 +122,15 @@ impl Node {
                 created: false,
             });
         }
-        let now = inner.clock.now();
-        let version = BlueprintVersion {
-            blueprint_id: plan.id.clone(),
-            version: latest.as_ref().map_or(1, |l| l.version + 1),
-            name: plan.name.clone(),
-            definition: plan.definition.clone(),
-            source: text.to_string(),
-            digest: plan.digest.clone(),
-            created_at: now,
-            created_by: actor.to_string(),
-            origin: origin.to_string(),
-        };
-        let event = Event {
-            event_id: EventId(inner.ids.new_uuid()),
-            event_name: names::BLUEPRINT_APPLIED.into(),
-            occurred_at: now,
-            env_id: inner.config.env_id.clone(),
-            actor: actor.to_string(),
-            correlation_id: inner.ids.new_uuid().to_string(),
-            run_id: None,
-            step_id: None,
-            resource: Some(xyn_core::Resource {
-                kind: "blueprint".into(),
-                id: plan.id.clone(),
-            }),
-            data: json!({
-                "blueprint_id": plan.id,
-                "version": version.version,
-                "digest": plan.digest,
-                "origin": origin,
-                "previous_version": latest.as_ref().map(|l| l.version),
-            }),
-        };
+        let (version, event) = new_version(
+            inner,
+            &plan,
+            text,
+            origin,
+            actor,
+            latest.as_ref(),
+            inner.clock.now(),
+        );
         inner
             .store
             .commit(WriteBatch {
@@ -203,38 +179,9 @@ impl Node {
             if latest.as_ref().is_some_and(|l| l.digest == plan.digest) {
                 continue;
             }
-            let version = BlueprintVersion {
-                blueprint_id: plan.id.clone(),
-                version: latest.as_ref().map_or(1, |l| l.version + 1),
-                name: plan.name.clone(),
-                definition: plan.definition.clone(),
-                source: text.to_string(),
-                digest: plan.digest.clone(),
-                created_at: now,
-                created_by: actor.to_string(),
-                origin: origin.to_string(),
-            };
-            events.push(Event {
-                event_id: EventId(inner.ids.new_uuid()),
-                event_name: names::BLUEPRINT_APPLIED.into(),
-                occurred_at: now,
-                env_id: inner.config.env_id.clone(),
-                actor: actor.to_string(),
-                correlation_id: inner.ids.new_uuid().to_string(),
-                run_id: None,
-                step_id: None,
-                resource: Some(xyn_core::Resource {
-                    kind: "blueprint".into(),
-                    id: plan.id.clone(),
-                }),
-                data: json!({
-                    "blueprint_id": plan.id,
-                    "version": version.version,
-                    "digest": plan.digest,
-                    "origin": origin,
-                    "previous_version": latest.as_ref().map(|l| l.version),
-                }),
-            });
+            let (version, event) =
+                new_version(inner, plan, text, origin, actor, latest.as_ref(), now);
+            events.push(event);
             fresh.push((plan.clone(), version.version));
             versions.push(version);
         }
@@ -443,4 +390,50 @@ pub(crate) struct FilterFailure {
     pub blueprint_id: String,
     pub version: i64,
     pub error: xyn_core::jq::JqRunError,
+}
+
+/// The next version of a blueprint and its `xyn.blueprint.applied` event (one shape for a single
+/// apply and for a pack's set).
+fn new_version(
+    inner: &crate::Inner,
+    plan: &Plan,
+    text: &str,
+    origin: &str,
+    actor: &str,
+    latest: Option<&BlueprintVersion>,
+    now: xyn_core::Timestamp,
+) -> (BlueprintVersion, Event) {
+    let version = BlueprintVersion {
+        blueprint_id: plan.id.clone(),
+        version: latest.map_or(1, |l| l.version + 1),
+        name: plan.name.clone(),
+        definition: plan.definition.clone(),
+        source: text.to_string(),
+        digest: plan.digest.clone(),
+        created_at: now,
+        created_by: actor.to_string(),
+        origin: origin.to_string(),
+    };
+    let event = Event {
+        event_id: EventId(inner.ids.new_uuid()),
+        event_name: names::BLUEPRINT_APPLIED.into(),
+        occurred_at: now,
+        env_id: inner.config.env_id.clone(),
+        actor: actor.to_string(),
+        correlation_id: inner.ids.new_uuid().to_string(),
+        run_id: None,
+        step_id: None,
+        resource: Some(xyn_core::Resource {
+            kind: "blueprint".into(),
+            id: plan.id.clone(),
+        }),
+        data: json!({
+            "blueprint_id": plan.id,
+            "version": version.version,
+            "digest": plan.digest,
+            "origin": origin,
+            "previous_version": latest.map(|l| l.version),
+        }),
+    };
+    (version, event)
 }
