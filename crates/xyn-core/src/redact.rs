@@ -43,6 +43,43 @@ pub fn redact_str(s: &str, secrets: &[String]) -> Option<String> {
     out
 }
 
+/// Replaces every occurrence of each secret value by `[redacted:<label>]` (the label is the
+/// secret's path), in the strings of `v` and its keys. Values shorter than 4 characters are
+/// ignored, as in [`redact_value`].
+pub fn redact_labelled(v: &mut Value, secrets: &[(String, String)]) {
+    match v {
+        Value::String(s) => {
+            if let Some(r) = redact_labelled_str(s, secrets) {
+                *s = r;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| redact_labelled(x, secrets)),
+        Value::Object(m) => {
+            let keys: Vec<String> = m.keys().cloned().collect();
+            for k in keys {
+                if let Some(mut x) = m.remove(&k) {
+                    redact_labelled(&mut x, secrets);
+                    let k2 = redact_labelled_str(&k, secrets).unwrap_or(k);
+                    m.insert(k2, x);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The string with every labelled secret replaced, or `None` when nothing had to change.
+pub fn redact_labelled_str(s: &str, secrets: &[(String, String)]) -> Option<String> {
+    let mut out: Option<String> = None;
+    for (label, sec) in secrets.iter().filter(|(_, s)| s.len() >= 4) {
+        let cur = out.as_deref().unwrap_or(s);
+        if cur.contains(sec.as_str()) {
+            out = Some(cur.replace(sec.as_str(), &format!("[redacted:{label}]")));
+        }
+    }
+    out
+}
+
 /// Header names whose values are always redacted when recorded.
 pub fn is_sensitive_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
@@ -72,6 +109,20 @@ mod tests {
         assert_eq!(
             v,
             json!({"a": "Bearer [REDACTED]", "b": ["x [REDACTED] y"], "[REDACTED]": 1, "n": 5})
+        );
+    }
+
+    #[test]
+    fn labelled_redaction_names_the_path() {
+        let mut v = json!({"echo": "key=sk-live-123 and sk-live-123", "sk-live-123": ["x"]});
+        redact_labelled(
+            &mut v,
+            &[("sys/p/providers/openai".into(), "sk-live-123".into())],
+        );
+        assert_eq!(
+            v,
+            json!({"echo": "key=[redacted:sys/p/providers/openai] and [redacted:sys/p/providers/openai]",
+                   "[redacted:sys/p/providers/openai]": ["x"]})
         );
     }
 

@@ -1,7 +1,8 @@
 //! The one template syntax of Xyn: `{{ path }}` with an optional `| json` or `| default(<json>)`.
 //!
 //! Roots: `inputs.<name>`, `event.<field>` (`event.data.x`, `event.event_id`, …),
-//! `steps.<id>.outputs.<path>` (also `steps.<id>.status`), `secrets.<ref>` and `run.<field>`.
+//! `steps.<id>.outputs.<path>` (also `steps.<id>.status`), `secrets.<ref>` and `run.<field>`;
+//! `secret "<path>"` names a secret of the secret store by its path.
 //! Paths use `.key` and `[index]`.
 //!
 //! A string that is exactly one `{{ … }}` renders to the referenced JSON value itself (so
@@ -213,7 +214,27 @@ fn parse_expr(inner: &str) -> Result<Expr, String> {
     if path_text.is_empty() {
         return Err("empty expression".into());
     }
-    let (root, path) = parse_path(path_text)?;
+    let (root, path) = match path_text.strip_prefix("secret") {
+        // `{{secret "sys/prod/providers/openai"}}`: a reference to the secret store by path.
+        Some(rest) if rest.starts_with(|c: char| c.is_whitespace() || c == '"') => {
+            let lit = rest.trim();
+            let p: String = serde_json::from_str(lit).map_err(|_| {
+                format!(
+                    "secret needs a quoted path, like secret \"team/<team_id>/<name>\", got {lit:?}"
+                )
+            })?;
+            if p.is_empty()
+                || p.contains(|c: char| c.is_whitespace() || c.is_control())
+                || !p.contains('/')
+            {
+                return Err(format!(
+                    "{p:?} is not a secret path (like team/<team_id>/<name>)"
+                ));
+            }
+            (Root::Secrets, vec![Seg::Key(p)])
+        }
+        _ => parse_path(path_text)?,
+    };
     let mut filters = Vec::new();
     for f in pieces {
         let f = f.trim();
@@ -585,5 +606,48 @@ mod tests {
         let bad = json!({"a": {"b": "{{oops"}});
         let errs = TemplateValue::parse(&bad).unwrap_err();
         assert_eq!(errs[0].0, ".a.b");
+    }
+}
+
+#[cfg(test)]
+mod secret_path_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secret_references_by_path_mask_and_resolve() {
+        let t = Template::parse("Bearer {{secret \"sys/prod/providers/openai\"}}").unwrap();
+        let e = t.exprs().next().unwrap();
+        assert_eq!(
+            (e.root, e.first_key()),
+            (Root::Secrets, Some("sys/prod/providers/openai"))
+        );
+        assert_eq!(
+            t.render(&json!({}), &mut SecretAccess::Mask).unwrap(),
+            json!("Bearer [secret:sys/prod/providers/openai]")
+        );
+        let lookup = |n: &str| (n == "sys/prod/providers/openai").then(|| "sk-123".to_string());
+        let mut access = SecretAccess::resolve(&lookup);
+        assert_eq!(
+            t.render(&json!({}), &mut access).unwrap(),
+            json!("Bearer sk-123")
+        );
+        assert_eq!(access.used(), ["sk-123".to_string()]);
+        let missing = Template::parse("{{ secret \"team/t/none\" }}").unwrap();
+        assert_eq!(
+            missing.render(&json!({}), &mut SecretAccess::resolve(&lookup)),
+            Err(RenderError::MissingSecret("team/t/none".into()))
+        );
+        for bad in [
+            "{{secret team/t/x}}",
+            "{{secret \"\"}}",
+            "{{secret \"a b/c\"}}",
+            "{{secret \"plain\"}}",
+            "{{secret \"a/\\nb\"}}",
+        ] {
+            assert!(Template::parse(bad).is_err(), "{bad}");
+        }
+        // `secrets.x` still means the named secret.
+        assert!(Template::parse("{{secrets.token}}").is_ok());
     }
 }

@@ -21,6 +21,8 @@ mod drafts;
 mod driver;
 mod intake;
 mod scheduler;
+mod secret_admin;
+mod secret_refs;
 mod steps;
 
 use std::collections::HashMap;
@@ -81,7 +83,12 @@ pub struct EnvSecrets;
 
 impl Secrets for EnvSecrets {
     fn get(&self, name: &str) -> Option<String> {
-        std::env::var(secret_env_var(name)).ok()
+        let var = secret_env_var(name);
+        // The secret store's own passphrase shares the prefix: it is never a readable secret.
+        if xyn_secrets::env::RESERVED_VARS.contains(&var.as_str()) {
+            return None;
+        }
+        std::env::var(var).ok()
     }
 }
 
@@ -156,6 +163,8 @@ pub struct NodeParts {
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
     pub secrets: Arc<dyn Secrets>,
+    /// The secret store that `{{secret "<path>"}}` references read (local, then environment).
+    pub secret_store: Option<xyn_secrets::Secrets>,
     pub actions: Registry,
     pub agents: Router,
     pub http: reqwest::Client,
@@ -187,6 +196,7 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
     pub secrets: Arc<dyn Secrets>,
+    pub secret_store: Option<xyn_secrets::Secrets>,
     /// Swapped whole when packs add or replace actions on a running node.
     pub actions: std::sync::RwLock<Arc<Registry>>,
     pub agents: Arc<Router>,
@@ -212,6 +222,7 @@ impl Node {
             clock: parts.clock,
             ids: parts.ids,
             secrets: parts.secrets,
+            secret_store: parts.secret_store,
             actions: std::sync::RwLock::new(Arc::new(parts.actions)),
             agents: Arc::new(parts.agents),
             http: parts.http,

@@ -13,7 +13,7 @@ use xyn_agents::ChatRequest;
 use xyn_core::blueprint::{StepBody, TransformBody};
 use xyn_core::footprint::{self, Footprint};
 use xyn_core::records::Artifact;
-use xyn_core::redact::{redact_str, redact_value};
+use xyn_core::redact::{redact_labelled, redact_str, redact_value};
 use xyn_core::run::{RunMachine, error_value};
 use xyn_core::template::{RenderError, SecretAccess, TemplateValue};
 use xyn_core::{ArtifactId, IdSource, RunId, StepId, XynError, codes};
@@ -204,7 +204,18 @@ impl Node {
             .render(&ctx, &mut SecretAccess::Mask)
             .unwrap_or(Value::Null);
         inner.actions().redact(&action, &mut recorded);
-        let lookup = |n: &str| inner.secrets.get(n);
+        let refs = match self
+            .resolve_secret_refs(m, i, with.exprs().into_iter().map(|(_, e)| e))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                m.start_step(ids, inner.clock.now(), i, recorded);
+                m.fail_step(ids, inner.clock.now(), i, e, false);
+                return Ok(Progress::Continue);
+            }
+        };
+        let lookup = |n: &str| refs.get(n).or_else(|| inner.secrets.get(n));
         let mut access = SecretAccess::resolve(&lookup);
         let input = match with.render(&ctx, &mut access) {
             Ok(v) => v,
@@ -271,6 +282,7 @@ impl Node {
             }
             Ok(Ok(out)) => {
                 let mut output = out.output;
+                redact_labelled(&mut output, &refs.labelled);
                 redact_value(&mut output, &secrets);
                 inner.actions().redact(&action, &mut output);
                 let (run_id, step_id) = (m.run.run_id, m.steps[i].step_id);
@@ -299,6 +311,7 @@ impl Node {
             }
             Ok(Err(err)) => {
                 let mut v = err.to_value();
+                redact_labelled(&mut v, &refs.labelled);
                 redact_value(&mut v, &secrets);
                 inner.actions().redact(&action, &mut v);
                 m.fail_step(ids, now, i, v, err.retryable);
@@ -377,7 +390,19 @@ impl Node {
         };
         let recorded_prompt = render(&prompt, &mut SecretAccess::Mask).unwrap_or_default();
         let recorded = json!({"provider": provider, "model": model, "prompt": recorded_prompt});
-        let lookup = |n: &str| inner.secrets.get(n);
+        let mut exprs: Vec<&xyn_core::template::Expr> = prompt.exprs().collect();
+        exprs.extend(system.iter().flat_map(|t| t.exprs()));
+        let option_exprs = options.as_ref().map(|o| o.exprs()).unwrap_or_default();
+        exprs.extend(option_exprs.into_iter().map(|(_, e)| e));
+        let refs = match self.resolve_secret_refs(m, i, exprs).await {
+            Ok(r) => r,
+            Err(e) => {
+                m.start_step(ids, inner.clock.now(), i, recorded);
+                m.fail_step(ids, inner.clock.now(), i, e, false);
+                return Ok(Progress::Continue);
+            }
+        };
+        let lookup = |n: &str| refs.get(n).or_else(|| inner.secrets.get(n));
         let mut access = SecretAccess::resolve(&lookup);
         let rendered = (|| -> Result<(String, Option<String>, Value), RenderError> {
             let p = render(&prompt, &mut access)?;
@@ -454,6 +479,7 @@ impl Node {
             Ok(Err(e)) => {
                 let mut v = json!({"code": e.code, "message": e.message, "retryable": e.retryable,
                     "status": e.status, "provider_code": e.provider_code});
+                redact_labelled(&mut v, &refs.labelled);
                 redact_value(&mut v, &secrets);
                 m.fail_step(ids, now, i, v, e.retryable);
             }
@@ -462,6 +488,8 @@ impl Node {
                     "request": resp.wire_request});
                 let mut response_doc = json!({"provider": resp.provider, "model": resp.model,
                     "request_id": resp.request_id, "response": resp.wire_response});
+                redact_labelled(&mut prompt_doc, &refs.labelled);
+                redact_labelled(&mut response_doc, &refs.labelled);
                 redact_value(&mut prompt_doc, &secrets);
                 redact_value(&mut response_doc, &secrets);
                 let mut artifact_ids = Vec::new();
@@ -512,6 +540,9 @@ impl Node {
                     ));
                 }
                 let mut text = resp.text.clone();
+                if let Some(r) = xyn_core::redact::redact_labelled_str(&text, &refs.labelled) {
+                    text = r;
+                }
                 if let Some(r) = redact_str(&text, &secrets) {
                     text = r;
                 }

@@ -18,6 +18,7 @@
 pub mod blob;
 pub mod notify;
 pub mod postgres;
+pub mod secrets;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -542,6 +543,38 @@ pub trait Store: Send + Sync + 'static {
     async fn checkpoint(&self) -> StoreResult<Option<Checkpoint>>;
     /// Schema version applied and the newest this build knows.
     async fn schema_version(&self) -> StoreResult<(i64, i64)>;
+
+    // The encrypted secret store's rows (`secrets.rs`): bytes in, bytes out.
+
+    /// Adds a version; refused with a conflict unless `row.version` is the path's latest + 1.
+    async fn secret_put(&self, row: secrets::SecretVersionRow) -> StoreResult<()>;
+    /// The given version of a secret, or its latest.
+    async fn secret_get(
+        &self,
+        path: &str,
+        version: Option<i64>,
+    ) -> StoreResult<Option<secrets::SecretVersionRow>>;
+    /// Every secret whose path starts with `prefix`, by path.
+    async fn secret_list(&self, prefix: &str) -> StoreResult<Vec<secrets::SecretMetaRow>>;
+    /// A secret's versions, oldest first.
+    async fn secret_versions(&self, path: &str) -> StoreResult<Vec<secrets::SecretVersionInfo>>;
+    /// Removes every version of a secret; the number of versions removed.
+    async fn secret_delete(&self, path: &str) -> StoreResult<u64>;
+    /// Every wrapped data key (what master-key rotation rewraps).
+    async fn secret_wrapped_keys(&self) -> StoreResult<Vec<secrets::WrappedKeyRow>>;
+    /// The master key's description, once one was set.
+    async fn secret_master(&self) -> StoreResult<Option<secrets::MasterKeyRow>>;
+    /// Sets the master key's description; a conflict when one is set already.
+    async fn secret_master_init(&self, row: secrets::MasterKeyRow) -> StoreResult<()>;
+    /// In one transaction: replaces the master key `old_key_id` by `new` and every wrapped
+    /// data key by its rewrapped form. A conflict, changing nothing, when the master key is
+    /// not `old_key_id` any more or a version wrapped by it is not in `rewrapped`.
+    async fn secret_rotate(
+        &self,
+        old_key_id: &str,
+        new: secrets::MasterKeyRow,
+        rewrapped: Vec<secrets::WrappedKeyRow>,
+    ) -> StoreResult<()>;
 
     /// Counters of what the store did since it was opened.
     fn stats(&self) -> StoreStats;

@@ -283,6 +283,45 @@ impl Store for NotifyingStore {
     async fn schema_version(&self) -> StoreResult<(i64, i64)> {
         self.inner.schema_version().await
     }
+    async fn secret_put(&self, row: crate::secrets::SecretVersionRow) -> StoreResult<()> {
+        self.inner.secret_put(row).await
+    }
+    async fn secret_get(
+        &self,
+        path: &str,
+        version: Option<i64>,
+    ) -> StoreResult<Option<crate::secrets::SecretVersionRow>> {
+        self.inner.secret_get(path, version).await
+    }
+    async fn secret_list(&self, prefix: &str) -> StoreResult<Vec<crate::secrets::SecretMetaRow>> {
+        self.inner.secret_list(prefix).await
+    }
+    async fn secret_versions(
+        &self,
+        path: &str,
+    ) -> StoreResult<Vec<crate::secrets::SecretVersionInfo>> {
+        self.inner.secret_versions(path).await
+    }
+    async fn secret_delete(&self, path: &str) -> StoreResult<u64> {
+        self.inner.secret_delete(path).await
+    }
+    async fn secret_wrapped_keys(&self) -> StoreResult<Vec<crate::secrets::WrappedKeyRow>> {
+        self.inner.secret_wrapped_keys().await
+    }
+    async fn secret_master(&self) -> StoreResult<Option<crate::secrets::MasterKeyRow>> {
+        self.inner.secret_master().await
+    }
+    async fn secret_master_init(&self, row: crate::secrets::MasterKeyRow) -> StoreResult<()> {
+        self.inner.secret_master_init(row).await
+    }
+    async fn secret_rotate(
+        &self,
+        old_key_id: &str,
+        new: crate::secrets::MasterKeyRow,
+        rewrapped: Vec<crate::secrets::WrappedKeyRow>,
+    ) -> StoreResult<()> {
+        self.inner.secret_rotate(old_key_id, new, rewrapped).await
+    }
     fn stats(&self) -> StoreStats {
         self.inner.stats()
     }

@@ -24,6 +24,7 @@
 
 mod rows;
 mod schema;
+mod secrets;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -2641,6 +2642,73 @@ impl Store for PgStore {
             None => 0,
         };
         Ok((v, schema::MIGRATIONS.len() as i64))
+    }
+
+    async fn secret_put(&self, row: crate::secrets::SecretVersionRow) -> StoreResult<()> {
+        let mut pc = self.pool.get().await?;
+        secrets::put(&mut pc.conn()?.client, row).await
+    }
+
+    async fn secret_get(
+        &self,
+        path: &str,
+        version: Option<i64>,
+    ) -> StoreResult<Option<crate::secrets::SecretVersionRow>> {
+        let path = path.to_string();
+        let rows = match version {
+            Some(v) => self.query(secrets::GET_VERSION, &[&path, &v]).await?,
+            None => self.query(secrets::GET_LATEST, &[&path]).await?,
+        };
+        rows.first().map(secrets::version_row).transpose()
+    }
+
+    async fn secret_list(&self, prefix: &str) -> StoreResult<Vec<crate::secrets::SecretMetaRow>> {
+        let prefix = prefix.to_string();
+        let rows = self.query(secrets::LIST, &[&prefix]).await?;
+        map_rows(&rows, secrets::meta_row)
+    }
+
+    async fn secret_versions(
+        &self,
+        path: &str,
+    ) -> StoreResult<Vec<crate::secrets::SecretVersionInfo>> {
+        let path = path.to_string();
+        let rows = self.query(secrets::VERSIONS, &[&path]).await?;
+        map_rows(&rows, secrets::version_info)
+    }
+
+    async fn secret_delete(&self, path: &str) -> StoreResult<u64> {
+        let mut pc = self.pool.get().await?;
+        pc.conn()?
+            .client
+            .execute("DELETE FROM secrets WHERE path = $1", &[&path])
+            .await
+            .map_err(pg_err)
+    }
+
+    async fn secret_wrapped_keys(&self) -> StoreResult<Vec<crate::secrets::WrappedKeyRow>> {
+        let rows = self.query(secrets::WRAPPED, &[]).await?;
+        map_rows(&rows, secrets::wrapped_row)
+    }
+
+    async fn secret_master(&self) -> StoreResult<Option<crate::secrets::MasterKeyRow>> {
+        let rows = self.query(secrets::MASTER, &[]).await?;
+        rows.first().map(secrets::master_row).transpose()
+    }
+
+    async fn secret_master_init(&self, row: crate::secrets::MasterKeyRow) -> StoreResult<()> {
+        let mut pc = self.pool.get().await?;
+        secrets::master_init(&mut pc.conn()?.client, row).await
+    }
+
+    async fn secret_rotate(
+        &self,
+        old_key_id: &str,
+        new: crate::secrets::MasterKeyRow,
+        rewrapped: Vec<crate::secrets::WrappedKeyRow>,
+    ) -> StoreResult<()> {
+        let mut pc = self.pool.get().await?;
+        secrets::rotate(&mut pc.conn()?.client, old_key_id, new, rewrapped).await
     }
 
     fn stats(&self) -> StoreStats {

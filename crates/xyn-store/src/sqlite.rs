@@ -11,6 +11,7 @@
 
 pub(crate) mod rows;
 mod schema;
+mod secrets;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1681,6 +1682,60 @@ impl Store for SqliteStore {
             Ok((v, schema::MIGRATIONS.len() as i64))
         })
         .await
+    }
+
+    async fn secret_put(&self, row: crate::secrets::SecretVersionRow) -> StoreResult<()> {
+        self.write(move |c| secrets::put(c, row)).await
+    }
+
+    async fn secret_get(
+        &self,
+        path: &str,
+        version: Option<i64>,
+    ) -> StoreResult<Option<crate::secrets::SecretVersionRow>> {
+        let path = path.to_string();
+        self.read(move |c| secrets::get(c, &path, version)).await
+    }
+
+    async fn secret_list(&self, prefix: &str) -> StoreResult<Vec<crate::secrets::SecretMetaRow>> {
+        let prefix = prefix.to_string();
+        self.read(move |c| secrets::list(c, &prefix)).await
+    }
+
+    async fn secret_versions(
+        &self,
+        path: &str,
+    ) -> StoreResult<Vec<crate::secrets::SecretVersionInfo>> {
+        let path = path.to_string();
+        self.read(move |c| secrets::versions(c, &path)).await
+    }
+
+    async fn secret_delete(&self, path: &str) -> StoreResult<u64> {
+        let path = path.to_string();
+        self.write(move |c| secrets::delete(c, &path)).await
+    }
+
+    async fn secret_wrapped_keys(&self) -> StoreResult<Vec<crate::secrets::WrappedKeyRow>> {
+        self.read(secrets::wrapped_keys).await
+    }
+
+    async fn secret_master(&self) -> StoreResult<Option<crate::secrets::MasterKeyRow>> {
+        self.read(secrets::master).await
+    }
+
+    async fn secret_master_init(&self, row: crate::secrets::MasterKeyRow) -> StoreResult<()> {
+        self.write(move |c| secrets::master_init(c, row)).await
+    }
+
+    async fn secret_rotate(
+        &self,
+        old_key_id: &str,
+        new: crate::secrets::MasterKeyRow,
+        rewrapped: Vec<crate::secrets::WrappedKeyRow>,
+    ) -> StoreResult<()> {
+        let old = old_key_id.to_string();
+        self.write(move |c| secrets::rotate(c, &old, new, rewrapped))
+            .await
     }
 
     fn stats(&self) -> StoreStats {

@@ -22,6 +22,7 @@ use crate::dto::ErrorResponse;
         (name = "health"), (name = "events"), (name = "runs"), (name = "blueprints"),
         (name = "drafts"), (name = "artifacts"), (name = "footprints"), (name = "audit"),
         (name = "packs", description = "Signed bundles of blueprints and actions"),
+        (name = "secrets", description = "The encrypted secret store: metadata out, values in only"),
         (name = "hooks", description = "Webhook intake; authenticated by the source's secret"),
         (name = "internal", description = "Not stable; operator-only")
     )
@@ -87,6 +88,13 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let (_, api) = crate::routes::api().split_for_parts();
     let mut doc = ApiDoc::openapi();
     doc.merge(api);
+    // A secret's path keeps its slashes in the URL (the router matches the rest of the path);
+    // OpenAPI names that parameter plainly.
+    if let Some(item) = doc.paths.paths.remove("/api/v1/secrets/{*path}") {
+        doc.paths
+            .paths
+            .insert("/api/v1/secrets/{path}".into(), item);
+    }
     for item in doc.paths.paths.values_mut() {
         for op in [&mut item.get, &mut item.head].into_iter().flatten() {
             add_common(op, false);

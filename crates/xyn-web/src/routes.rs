@@ -12,6 +12,7 @@ pub mod health;
 pub mod internal;
 pub mod packs;
 pub mod runs;
+pub mod secrets;
 
 use axum::Router;
 use axum::response::IntoResponse;
@@ -51,6 +52,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(footprints::list))
         .routes(routes!(footprints::rollup))
         .routes(routes!(audit::verify))
+        .routes(routes!(secrets::list))
+        .routes(routes!(secrets::put, secrets::remove))
         .routes(routes!(packs::list, packs::install))
         .routes(routes!(packs::get_one, packs::remove))
         .routes(routes!(internal::stats))

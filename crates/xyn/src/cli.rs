@@ -123,6 +123,9 @@ pub enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// The encrypted secret store: set, get, list, rm, rotate-master.
+    #[command(subcommand)]
+    Secret(crate::secret_cmd::SecretCmd),
     /// Service level objectives as code (OpenSLO v1).
     #[command(subcommand)]
     Slo(crate::slo_cmd::SloCmd),
@@ -552,6 +555,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Backup { data_dir, to } => crate::backup::backup(&data_dir, &to),
         Command::Restore { from, data_dir } => crate::backup::restore(&from, &data_dir),
         Command::Spec(cmd) => crate::spec_cmd::spec(cmd),
+        Command::Secret(cmd) => crate::secret_cmd::run(cmd),
         Command::Test { dir, seed, cases } => crate::spec_cmd::test(dir, seed, cases),
         Command::SandboxWorker { args } => {
             let args = xyn_sandbox::worker::WorkerArgs::parse(&args)

@@ -252,12 +252,31 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
             "--allow-weak-sandbox: untrusted actions run even where the worker cannot be sealed"
         );
     }
+    // The secret store: encrypted in the node's store, keyed by the data dir's key file or
+    // by XYN_SECRET_PASSPHRASE; a wrong key stops the node here, before it serves anything.
+    let local_secrets = Arc::new(xyn_secrets::local::LocalSecretStore::new(
+        store.clone(),
+        xyn_secrets::local::KeySource::from_env(
+            &args.data_dir,
+            std::env::var(xyn_secrets::local::PASSPHRASE_VAR).ok(),
+        ),
+    ));
+    local_secrets
+        .unlock()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("cannot unlock the secret store")?;
+    let secret_store = xyn_secrets::Secrets::new(
+        local_secrets,
+        Arc::new(xyn_secrets::env::EnvSecretStore::from_process()),
+    );
     let node = Node::start(NodeParts {
         store: Arc::new(notifying),
         blobs,
         clock: Arc::new(SystemClock),
         ids: Arc::new(UuidV7Ids),
         secrets: Arc::new(EnvSecrets),
+        secret_store: Some(secret_store),
         actions,
         agents,
         http,

@@ -204,4 +204,27 @@ CREATE TABLE footprint_rollups (
 CREATE FUNCTION xyn_now_us() RETURNS BIGINT LANGUAGE sql VOLATILE AS
     $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT $$;
 "#,
+    // 2: the encrypted secret store (ciphertext and wrapped data keys only).
+    r#"
+CREATE TABLE secret_master (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    key_id     TEXT    NOT NULL,
+    kind       TEXT    NOT NULL,
+    params     TEXT    NOT NULL,
+    check_blob BYTEA   NOT NULL,
+    created_at BIGINT  NOT NULL
+);
+
+CREATE TABLE secrets (
+    path        TEXT    COLLATE "C" NOT NULL,
+    version     BIGINT  NOT NULL,
+    created_at  BIGINT  NOT NULL,
+    created_by  TEXT    NOT NULL,
+    key_id      TEXT    NOT NULL,
+    wrapped_key BYTEA   NOT NULL,
+    nonce       BYTEA   NOT NULL,
+    ciphertext  BYTEA   NOT NULL,
+    PRIMARY KEY (path, version)
+);
+"#,
 ];

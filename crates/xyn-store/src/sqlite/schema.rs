@@ -197,4 +197,29 @@ CREATE TABLE footprint_rollups (
     PRIMARY KEY (day, metric, source_kind, source_ref, unit, class)
 );
 "#,
+    // 3: the encrypted secret store (ciphertext and wrapped data keys only).
+    r#"
+-- The master key's description and check value: one row.
+CREATE TABLE secret_master (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    key_id     TEXT    NOT NULL,
+    kind       TEXT    NOT NULL,
+    params     TEXT    NOT NULL,
+    check_blob BLOB    NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+-- Every version of every secret, encrypted with its own data key, wrapped by the master key.
+CREATE TABLE secrets (
+    path        TEXT    NOT NULL,
+    version     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    created_by  TEXT    NOT NULL,
+    key_id      TEXT    NOT NULL,
+    wrapped_key BLOB    NOT NULL,
+    nonce       BLOB    NOT NULL,
+    ciphertext  BLOB    NOT NULL,
+    PRIMARY KEY (path, version)
+);
+"#,
 ];

@@ -1059,6 +1059,127 @@ pub async fn footprints_roll_up_by_day_and_metric(s: Arc<dyn Store>) {
     assert_eq!(of_run.len(), 2);
 }
 
+pub async fn secrets_keep_versions_and_rotate_all_or_nothing(s: Arc<dyn Store>) {
+    use xyn_store::secrets::{MasterKeyRow, SecretVersionRow, WrappedKeyRow};
+    let master = |id: &str| MasterKeyRow {
+        key_id: id.into(),
+        kind: "key_file".into(),
+        params: "{}".into(),
+        check: vec![1, 2, 3],
+        created_at: ts(1),
+    };
+    let row = |path: &str, version: i64, key: &str| SecretVersionRow {
+        path: path.into(),
+        version,
+        created_at: ts(version),
+        created_by: format!("actor-{version}"),
+        key_id: key.into(),
+        wrapped_key: vec![version as u8; 40],
+        nonce: vec![7; 24],
+        ciphertext: vec![0, 255, 9, version as u8],
+    };
+    assert_eq!(s.secret_master().await.unwrap(), None);
+    // No put before a master key is set.
+    assert!(matches!(
+        s.secret_put(row("team/a/x", 1, "k1")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.secret_master_init(master("k1")).await.unwrap();
+    assert!(matches!(
+        s.secret_master_init(master("k2")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.secret_master().await.unwrap(), Some(master("k1")));
+    s.secret_put(row("team/a/x", 1, "k1")).await.unwrap();
+    s.secret_put(row("team/a/x", 2, "k1")).await.unwrap();
+    s.secret_put(row("team/a/y", 1, "k1")).await.unwrap();
+    s.secret_put(row("team/ab/z", 1, "k1")).await.unwrap();
+    // Versions only go one up; a wrapped key of another master key is refused.
+    for bad in [
+        row("team/a/x", 2, "k1"),
+        row("team/a/x", 4, "k1"),
+        row("team/a/x", 3, "kx"),
+    ] {
+        assert!(matches!(
+            s.secret_put(bad).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    assert_eq!(
+        s.secret_get("team/a/x", None).await.unwrap(),
+        Some(row("team/a/x", 2, "k1"))
+    );
+    assert_eq!(
+        s.secret_get("team/a/x", Some(1)).await.unwrap(),
+        Some(row("team/a/x", 1, "k1"))
+    );
+    assert_eq!(s.secret_get("team/a/x", Some(3)).await.unwrap(), None);
+    assert_eq!(s.secret_get("team/a", None).await.unwrap(), None);
+    let listed = s.secret_list("team/a/").await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|m| (
+                m.path.as_str(),
+                m.latest_version,
+                m.versions,
+                m.updated_by.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        vec![("team/a/x", 2, 2, "actor-2"), ("team/a/y", 1, 1, "actor-1")]
+    );
+    assert_eq!((listed[0].created_at, listed[0].updated_at), (ts(1), ts(2)));
+    assert_eq!(s.secret_list("").await.unwrap().len(), 3);
+    // A prefix is matched literally (no LIKE wildcards).
+    assert_eq!(s.secret_list("team/_").await.unwrap().len(), 0);
+    let v = s.secret_versions("team/a/x").await.unwrap();
+    assert_eq!(v.iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 2]);
+    // Rotation: all rewrapped or nothing changes.
+    let all = s.secret_wrapped_keys().await.unwrap();
+    assert_eq!(all.len(), 4);
+    let rewrap = |w: &WrappedKeyRow| WrappedKeyRow {
+        key_id: "k2".into(),
+        wrapped_key: vec![42; 40],
+        ..w.clone()
+    };
+    let partial: Vec<WrappedKeyRow> = all.iter().take(3).map(rewrap).collect();
+    assert!(matches!(
+        s.secret_rotate("k1", master("k2"), partial).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.secret_master().await.unwrap(), Some(master("k1")));
+    assert!(
+        s.secret_wrapped_keys()
+            .await
+            .unwrap()
+            .iter()
+            .all(|w| w.key_id == "k1")
+    );
+    let full: Vec<WrappedKeyRow> = all.iter().map(rewrap).collect();
+    assert!(matches!(
+        s.secret_rotate("k0", master("k2"), full.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.secret_rotate("k1", master("k2"), full).await.unwrap();
+    assert_eq!(
+        s.secret_master().await.unwrap().map(|m| m.key_id),
+        Some("k2".into())
+    );
+    let got = s.secret_get("team/a/x", Some(1)).await.unwrap().unwrap();
+    assert_eq!((got.key_id.as_str(), got.wrapped_key), ("k2", vec![42; 40]));
+    // The data itself is untouched by rotation.
+    assert_eq!(got.ciphertext, row("team/a/x", 1, "k1").ciphertext);
+    assert!(matches!(
+        s.secret_put(row("team/a/x", 3, "k1")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.secret_put(row("team/a/x", 3, "k2")).await.unwrap();
+    assert_eq!(s.secret_delete("team/a/x").await.unwrap(), 3);
+    assert_eq!(s.secret_delete("team/a/x").await.unwrap(), 0);
+    assert_eq!(s.secret_get("team/a/x", None).await.unwrap(), None);
+    assert_eq!(s.secret_list("").await.unwrap().len(), 2);
+}
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($name:ident, $make:expr) => {
@@ -1094,6 +1215,7 @@ macro_rules! conformance_suite {
             check!(a_singleton_has_one_holder_at_a_time);
             check!(retention_prunes_a_prefix_and_the_chain_verifies_from_its_checkpoint);
             check!(footprints_roll_up_by_day_and_metric);
+            check!(secrets_keep_versions_and_rotate_all_or_nothing);
         }
     };
 }
