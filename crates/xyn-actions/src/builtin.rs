@@ -15,7 +15,7 @@ pub fn all() -> Vec<Arc<dyn Action>> {
     vec![
         Arc::new(HttpCall),
         Arc::new(EventsEmit),
-        Arc::new(SshRun),
+        Arc::new(SshRun::default()),
         Arc::new(DraftsSave),
         Arc::new(BlueprintsValidate),
         Arc::new(BlueprintsPromote),

@@ -9,6 +9,6 @@ pub mod rules;
 pub use addr::{embedded_v4, is_public};
 pub use egress::{
     Destinations, Egress, EgressError, ErrorKind, MARKER_HEADER, OutRequest, OutResponse,
-    SecretBinding, host_only_header, marker,
+    SecretBinding, host_only_header, marker, parse_host,
 };
 pub use rules::{HostPattern, HostRule};

@@ -25,7 +25,8 @@ pub struct FileConfig {
     pub hooks: std::collections::BTreeMap<String, HookSection>,
     #[serde(default)]
     pub retention: RetentionSection,
-    /// Built-in actions: `[actions.http]`, where `http.call` may connect.
+    /// Built-in actions: `[actions.http]`, where `http.call` may connect; `[actions.ssh]`,
+    /// where `ssh.run` may connect, its host keys and credentials.
     #[serde(default)]
     pub actions: ActionsSection,
     /// The node's Git repositories: `[git] clone_sources`.
@@ -79,6 +80,81 @@ pub struct TelemetrySection {
 pub struct ActionsSection {
     #[serde(default)]
     pub http: ActionsHttpSection,
+    #[serde(default)]
+    pub ssh: ActionsSshSection,
+}
+
+/// `[actions.ssh]`: where `ssh.run` may connect and how it checks and authenticates.
+/// `allow` lists destinations as `[actions.http] allow` does, a rule without a port meaning
+/// port 22; a name listed exactly may resolve to a private address (internal hosts are the
+/// usual target). Without it, any public address. Paths are relative to the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionsSshSection {
+    pub allow: Option<Vec<String>>,
+    /// The known_hosts file (default `<data-dir>/ssh/known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+    /// Pinned host keys, known_hosts lines: `"[10.0.0.5]:2222 ssh-ed25519 AAAA…"`.
+    #[serde(default)]
+    pub host_keys: Vec<String>,
+    /// The private key used when a step names none (`XYN_SSH_IDENTITY_FILE` wins).
+    pub identity_file: Option<PathBuf>,
+    /// The user when a step names none.
+    pub user: Option<String>,
+    /// TCP connect, handshake and authentication, e.g. "10s".
+    pub connect_timeout: Option<String>,
+    /// How long an idle authenticated connection is kept for the next step, e.g. "30s";
+    /// "0s" turns pooling off.
+    pub pool_idle: Option<String>,
+}
+
+/// The `[actions.ssh]` settings; `known_hosts` stays `None` when unset (the node puts it in
+/// its data directory).
+fn ssh_settings(
+    s: &ActionsSshSection,
+    source: Option<&Path>,
+    base: &Path,
+) -> Result<xyn_actions::ssh::SshSettings> {
+    let where_ = || source.map_or_else(|| "xyn.toml".into(), |p| p.display().to_string());
+    let mut d = xyn_actions::ssh::default_destinations();
+    if let Some(allow) = &s.allow {
+        d.any_public = false;
+        for h in allow {
+            d.rules
+                .push(xyn_actions::net::HostRule::parse(h).map_err(|e| {
+                    anyhow::anyhow!("bad config {}: [actions.ssh] allow: {e}", where_())
+                })?);
+        }
+    }
+    let rel = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            base.join(p)
+        }
+    };
+    let mut out = xyn_actions::ssh::SshSettings {
+        destinations: d,
+        known_hosts: s.known_hosts.as_ref().map(rel),
+        host_keys: s.host_keys.clone(),
+        identity_file: std::env::var_os("XYN_SSH_IDENTITY_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| s.identity_file.as_ref().map(rel)),
+        user: s.user.clone(),
+        ..Default::default()
+    };
+    if let Some(t) = &s.connect_timeout {
+        out.connect_timeout =
+            std::time::Duration::from_millis(duration("[actions.ssh] connect_timeout", t)?.max(1));
+    }
+    if let Some(t) = &s.pool_idle {
+        out.pool_idle = std::time::Duration::from_millis(duration("[actions.ssh] pool_idle", t)?);
+    }
+    // Pinned keys are checked now, so a typo stops the node instead of every step.
+    xyn_actions::ssh::SshRun::new(out.clone())
+        .map_err(|e| anyhow::anyhow!("bad config {}: [actions.ssh] host_keys: {e}", where_()))?;
+    Ok(out)
 }
 
 /// `[actions.http]`: `allow` lists the destinations `http.call` may reach (`host`,
@@ -271,6 +347,8 @@ pub struct Settings {
     pub containers: xyn_containers::Settings,
     /// The TLS keys of `[web]` (paths resolved against the configuration file's directory).
     pub tls: crate::tls_cmd::TlsFile,
+    /// `[actions.ssh]` (`known_hosts` unset: the node's data directory).
+    pub ssh: xyn_actions::ssh::SshSettings,
 }
 
 fn duration(what: &str, s: &str) -> Result<u64> {
@@ -429,6 +507,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
             }
         })
         .collect();
+    let ssh = ssh_settings(&file.actions.ssh, source.as_deref(), &base)?;
     let rel = |p: Option<PathBuf>| p.map(|p| if p.is_absolute() { p } else { base.join(p) });
     let tls = crate::tls_cmd::TlsFile {
         cert: rel(file.web.tls_cert.clone()),
@@ -570,5 +649,6 @@ pub fn load(explicit: Option<&Path>) -> Result<Settings> {
         git_clone_sources,
         containers,
         tls,
+        ssh,
     })
 }

@@ -214,6 +214,17 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         settings.git_clone_sources.clone(),
         containers,
     );
+    // `ssh.run` with the node's `[actions.ssh]`; its known_hosts file defaults to the data
+    // directory.
+    let mut ssh = settings.ssh.clone();
+    if ssh.known_hosts.is_none() {
+        ssh.known_hosts = Some(args.data_dir.join("ssh").join("known_hosts"));
+    }
+    let ssh_run =
+        xyn_actions::ssh::SshRun::new(ssh).map_err(|e| anyhow::anyhow!("[actions.ssh]: {e}"))?;
+    actions
+        .register(Arc::new(ssh_run))
+        .map_err(|e| anyhow::anyhow!("ssh.run: {e}"))?;
     for (name, e) in xyn_sandbox::action::register_installed(&sandbox, &mut actions) {
         tracing::error!(action = %name, code = %e.code, error = %e.message, "sandboxed action not registered");
         eprintln!("xyn: action {name} not registered: {}", e.message);

@@ -144,6 +144,45 @@ pub struct Egress {
     clients: Mutex<HashMap<Destinations, reqwest::Client>>,
 }
 
+/// A bare host as the node will connect to it: an IP address in any spelling the system
+/// resolver would also accept (`2130706433`, `0x7f.0.0.1`, `127.1`, `::ffff:127.0.0.1`,
+/// with or without brackets) becomes that address; a name is checked and lower-cased.
+pub fn parse_host(host: &str) -> Result<url::Host<String>, String> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(match ip {
+            IpAddr::V4(v4) => url::Host::Ipv4(v4),
+            IpAddr::V6(v6) => url::Host::Ipv6(v6),
+        });
+    }
+    if host.is_empty() || host.len() > 253 || host.starts_with('-') || host.contains('%') {
+        return Err(format!("{host:?} is not a host name or address"));
+    }
+    match url::Host::parse(host) {
+        Ok(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_string();
+            let ok = !d.is_empty()
+                && d.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if ok {
+                Ok(url::Host::Domain(d))
+            } else {
+                Err(format!("{host:?} is not a host name or address"))
+            }
+        }
+        Ok(other) => Ok(other),
+        Err(_) => Err(format!("{host:?} is not a host name or address")),
+    }
+}
+
 fn target_of(u: &Url) -> String {
     match u.host() {
         Some(url::Host::Ipv6(ip)) => format!("[{ip}]:{}", u.port_or_known_default().unwrap_or(0)),
@@ -208,6 +247,108 @@ impl Egress {
             Some(url::Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
             _ => None,
         };
+        self.check_target(dest, host, ip, port, default)
+            .map_err(|reason| (target_of(u), reason))
+    }
+
+    /// Checks a bare host (a name or an IP address in any spelling: `2130706433`,
+    /// `0x7f.1` and `::ffff:127.0.0.1` are the addresses they stand for) and a port against
+    /// the policy, before any connection (`default_port`: what a rule without a port
+    /// means). Answers the host as parsed; names are checked again by
+    /// [`Egress::resolve_checked`].
+    pub fn check_host(
+        &self,
+        dest: &Destinations,
+        host: &str,
+        port: u16,
+        default_port: u16,
+    ) -> Result<url::Host<String>, (String, String)> {
+        let parsed = parse_host(host).map_err(|reason| (format!("{host}:{port}"), reason))?;
+        let (text, ip) = match &parsed {
+            url::Host::Domain(d) => (d.clone(), None),
+            url::Host::Ipv4(v4) => (v4.to_string(), Some(IpAddr::V4(*v4))),
+            url::Host::Ipv6(v6) => (format!("[{v6}]"), Some(IpAddr::V6(*v6))),
+        };
+        self.check_target(dest, &text, ip, port, default_port)
+            .map_err(|reason| (format!("{text}:{port}"), reason))?;
+        Ok(parsed)
+    }
+
+    /// The addresses to connect to for a host [`Egress::check_host`] allowed: an IP
+    /// literal as it is; a name resolved once, then every address the policy does not
+    /// allow dropped (not public, unless a rule names the destination: `localhost`, or —
+    /// with `exact_names_private`, as for SSH, where internal hosts are the usual target —
+    /// any name listed exactly; never the node's own listeners). The caller connects to
+    /// these addresses, never to the name, so no second lookup can answer differently.
+    pub async fn resolve_checked(
+        &self,
+        dest: &Destinations,
+        host: &url::Host<String>,
+        port: u16,
+        default_port: u16,
+        exact_names_private: bool,
+    ) -> Result<Vec<SocketAddr>, EgressError> {
+        let name = match host {
+            url::Host::Ipv4(v4) => return Ok(vec![SocketAddr::new(IpAddr::V4(*v4), port)]),
+            url::Host::Ipv6(v6) => return Ok(vec![SocketAddr::new(IpAddr::V6(*v6), port)]),
+            url::Host::Domain(d) => d.clone(),
+        };
+        let named = |r: &HostRule| {
+            matches!(&r.host, HostPattern::Name(n) if *n == name)
+                && r.matches(&name, port, default_port)
+        };
+        let explicit = dest
+            .rules
+            .iter()
+            .any(|r| named(r) && (exact_names_private || r.names_private()));
+        let matched = dest
+            .rules
+            .iter()
+            .any(|r| r.matches(&name, port, default_port));
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port))
+            .await
+            .map_err(|e| {
+                EgressError::Http(format!("cannot resolve {name}: {e}"), ErrorKind::Connect)
+            })?
+            .collect();
+        let listeners = self.listeners();
+        let mut first_refused = None;
+        let ok: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| {
+                let own = own_listener(&listeners, a.ip(), Some(port));
+                let allowed =
+                    (explicit || is_public(a.ip())) && (!own || (dest.allow_node && matched));
+                if !allowed && first_refused.is_none() {
+                    first_refused = Some(a.ip());
+                }
+                allowed
+            })
+            .collect();
+        if ok.is_empty() {
+            if let Some(addr) = first_refused {
+                tracing::warn!(host = %name, address = %addr, port,
+                    "egress refused: the name resolves to an address that is not allowed");
+            }
+            return Err(EgressError::Denied {
+                target: format!("{name}:{port}"),
+                reason: "the name resolves to an address that is not allowed".into(),
+                redirect: false,
+            });
+        }
+        Ok(ok)
+    }
+
+    /// The policy for one destination; `host` as in a URL (IPv6 in brackets), `ip` when it
+    /// is an address. Answers the reason of a refusal.
+    fn check_target(
+        &self,
+        dest: &Destinations,
+        host: &str,
+        ip: Option<IpAddr>,
+        port: u16,
+        default: u16,
+    ) -> Result<(), String> {
         let matched = dest.rules.iter().any(|r| {
             // A suffix pattern never matches an IP literal.
             !(ip.is_some() && matches!(r.host, HostPattern::Suffix(_)))
@@ -226,10 +367,7 @@ impl Egress {
             }
         };
         if node() && !(dest.allow_node && matched) {
-            return Err((
-                target_of(u),
-                "the node's own address is not reachable".into(),
-            ));
+            return Err("the node's own address is not reachable".into());
         }
         if matched {
             return Ok(());
@@ -242,12 +380,9 @@ impl Egress {
             return Ok(());
         }
         if dest.any_public {
-            return Err((target_of(u), "not a public address".into()));
+            return Err("not a public address".into());
         }
-        Err((
-            target_of(u),
-            format!("host not in the {} allowlist", dest.list_name),
-        ))
+        Err(format!("host not in the {} allowlist", dest.list_name))
     }
 
     fn client(&self, dest: &Destinations) -> Result<reqwest::Client, EgressError> {
@@ -579,6 +714,83 @@ mod tests {
         ] {
             assert!(check(&e, &open, url).is_err(), "{url}");
         }
+    }
+
+    #[test]
+    fn bare_hosts_are_parsed_as_the_resolver_would_and_checked() {
+        for (host, ip) in [
+            ("2130706433", "127.0.0.1"),
+            ("0x7f000001", "127.0.0.1"),
+            ("127.1", "127.0.0.1"),
+            ("0x7f.0.0.1", "127.0.0.1"),
+            ("::ffff:127.0.0.1", "::ffff:127.0.0.1"),
+            ("[::1]", "::1"),
+        ] {
+            let parsed = parse_host(host).unwrap();
+            let want: IpAddr = ip.parse().unwrap();
+            let got = match parsed {
+                url::Host::Ipv4(v4) => IpAddr::V4(v4),
+                url::Host::Ipv6(v6) => IpAddr::V6(v6),
+                url::Host::Domain(d) => panic!("{host} parsed as the name {d}"),
+            };
+            assert_eq!(got, want, "{host}");
+        }
+        assert_eq!(
+            parse_host("Web-1.Example.COM.").unwrap(),
+            url::Host::Domain(String::from("web-1.example.com"))
+        );
+        for bad in ["-oProxyCommand=x", "a b", "", "x%y", "a/b", "a..b"] {
+            assert!(parse_host(bad).is_err(), "{bad}");
+        }
+        let e = Egress::new();
+        let open = dest(&[], true, false);
+        for host in [
+            "2130706433",
+            "localhost",
+            "169.254.169.254",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(e.check_host(&open, host, 22, 22).is_err(), "{host}");
+        }
+        assert!(e.check_host(&open, "93.184.216.34", 22, 22).is_ok());
+        let listed = dest(&["10.0.0.5", "web-1.internal:2222"], false, false);
+        assert!(e.check_host(&listed, "10.0.0.5", 22, 22).is_ok());
+        assert!(
+            e.check_host(&listed, "10.0.0.5", 2222, 22).is_err(),
+            "port 22 only"
+        );
+        assert!(e.check_host(&listed, "web-1.internal", 2222, 22).is_ok());
+        assert!(e.check_host(&listed, "web-2.internal", 2222, 22).is_err());
+    }
+
+    #[tokio::test]
+    async fn names_resolve_once_and_only_to_allowed_addresses() {
+        let e = Egress::new();
+        let open = dest(&[], true, false);
+        let host = e.check_host(&open, "localhost.", 22, 22);
+        assert!(
+            host.is_err(),
+            "loopback names are refused before resolution"
+        );
+        // `localhost` listed exactly may be private (explicitly named).
+        let listed = dest(&["localhost:2200"], false, false);
+        let h = e.check_host(&listed, "localhost", 2200, 22).unwrap();
+        let addrs = e
+            .resolve_checked(&listed, &h, 2200, 22, false)
+            .await
+            .unwrap();
+        assert!(
+            addrs
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 2200)
+        );
+        // The node's own listener is dropped after resolution even when listed.
+        e.set_listeners(vec![
+            "127.0.0.1:2200".parse().unwrap(),
+            "[::1]:2200".parse().unwrap(),
+        ]);
+        let r = e.resolve_checked(&listed, &h, 2200, 22, true).await;
+        assert!(matches!(r, Err(EgressError::Denied { .. })), "{r:?}");
     }
 
     #[test]
