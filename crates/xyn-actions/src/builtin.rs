@@ -1,4 +1,4 @@
-//! The built-in actions: `http.call`, `events.emit`, `ssh.run` and the internal platform actions of §9.3
+//! The built-in actions: `http.call`, `events.emit`, `ssh.run` and the internal platform actions for drafts
 //! (`drafts.save`, `blueprints.validate`, `blueprints.promote`).
 
 use std::sync::Arc;
@@ -80,7 +80,7 @@ impl Action for EventsEmit {
     }
 }
 
-/// `drafts.save` (§9.3.1).
+/// `drafts.save`.
 pub struct DraftsSave;
 
 #[async_trait]
@@ -133,7 +133,7 @@ impl Action for DraftsSave {
     }
 }
 
-/// `blueprints.validate` (§9.3.2).
+/// `blueprints.validate`.
 pub struct BlueprintsValidate;
 
 #[async_trait]
@@ -172,7 +172,7 @@ impl Action for BlueprintsValidate {
     }
 }
 
-/// `blueprints.promote` (§9.3.3).
+/// `blueprints.promote`.
 pub struct BlueprintsPromote;
 
 #[async_trait]

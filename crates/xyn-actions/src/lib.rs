@@ -1,4 +1,4 @@
-//! The action port of Xyn (xyn-seed-plan §9.1), the registry and the built-in actions.
+//! The action port of Xyn, the registry and the built-in actions.
 //!
 //! An [`Action`] has a name, an input and an output JSON Schema, redaction rules and an
 //! `execute` function. The [`Registry`] checks input against the schema before executing and
@@ -38,11 +38,11 @@ pub trait ArtifactSink: Send + Sync {
 /// the actions share one code path).
 #[async_trait]
 pub trait Platform: Send + Sync {
-    /// `drafts.save` (§9.3.1).
+    /// `drafts.save`.
     async fn save_draft(&self, input: Value, actor: &str) -> Result<Value, XynError>;
-    /// `blueprints.validate` (§9.3.2).
+    /// `blueprints.validate`.
     async fn validate_draft(&self, input: Value, actor: &str) -> Result<Value, XynError>;
-    /// `blueprints.promote` (§9.3.3).
+    /// `blueprints.promote`.
     async fn promote_draft(&self, input: Value, actor: &str) -> Result<Value, XynError>;
     /// `events.emit`: appends an event (and starts the runs it triggers) as
     /// `POST /api/v1/events` does, without a round trip over HTTP: it works on any port

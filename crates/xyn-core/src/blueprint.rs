@@ -1,7 +1,7 @@
 //! Blueprint v0: parse (YAML or JSON, one schema), validate (every problem, with its JSON path,
 //! a stable code and a sentence) and compile into a [`Plan`] the engine runs.
 //!
-//! The schema (xyn-seed-plan §7.2–§7.3 plus what the kernel issue adds):
+//! The schema:
 //!
 //! ```yaml
 //! id: bp.checkmk.auto_remediate        # required, stable, [a-z0-9][a-z0-9_.-]*
@@ -56,7 +56,7 @@ use crate::glob;
 use crate::jq::JqProgram;
 use crate::template::{Expr, Root, Template, TemplateValue};
 
-/// The most steps a plan may have (xyn-seed-plan §38.2).
+/// The most steps a plan may have.
 pub const MAX_STEPS: usize = 200;
 
 /// Stable validation codes.
@@ -1697,8 +1697,13 @@ pub fn bind_inputs(
     let mut out = Map::new();
     let mut issues = Vec::new();
     for spec in &plan.inputs {
+        // Given by hand, a blank text counts as not given: a form's empty field must neither
+        // satisfy a required input nor override a default.
         let found = match explicit {
-            Some(m) => m.get(&spec.name).cloned(),
+            Some(m) => m
+                .get(&spec.name)
+                .filter(|v| v.as_str().is_none_or(|s| !s.trim().is_empty()))
+                .cloned(),
             None => event.and_then(|e| e.pointer(&spec.from)).cloned(),
         }
         .filter(|v| !v.is_null());

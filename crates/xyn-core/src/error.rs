@@ -104,6 +104,8 @@ pub mod codes {
     pub const BLUEPRINT_NOT_FOUND: &str = "blueprint.not_found";
 
     pub const RUN_NOT_FOUND: &str = "run.not_found";
+    /// A short id typed for a run names more than one.
+    pub const RUN_ID_AMBIGUOUS: &str = "run.id_ambiguous";
     pub const RUN_ALREADY_FINISHED: &str = "run.already_finished";
     pub const RUN_INPUTS_INVALID: &str = "run.inputs_invalid";
 

@@ -1,4 +1,4 @@
-//! Events: the immutable records of the append-only, hash-chained log (xyn-seed-plan §29.4, §45.3).
+//! Events: the immutable records of the append-only, hash-chained log.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};

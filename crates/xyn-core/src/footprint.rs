@@ -1,4 +1,4 @@
-//! Footprints: measured consumption (xyn-seed-plan §5.3, §6.3).
+//! Footprints: measured consumption.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

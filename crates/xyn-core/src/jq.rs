@@ -323,6 +323,11 @@ fn exceeded_error(e: Exceeded) -> JqRunError {
 fn describe_error(err: jaq_core::Error<Val>) -> String {
     const MAX_MESSAGE: usize = 1_000;
     let mut s = err.to_string();
+    // `error("text")` carries a string value, which jaq shows as JSON ("\"text\""): the
+    // message is the text itself, quoted once by whoever serialises it.
+    if let Ok(Value::String(text)) = serde_json::from_str::<Value>(&s) {
+        s = text;
+    }
     if s.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;
         while !s.is_char_boundary(cut) {
@@ -636,8 +641,14 @@ mod tests {
         let p = JqProgram::compile(r#".state == "CRIT""#).unwrap();
         assert!(p.truthy(&json!({"state": "CRIT"})).unwrap());
         assert!(!p.truthy(&json!({"state": "OK"})).unwrap());
-        let p = JqProgram::compile(r#"error("boom")"#).unwrap();
-        assert!(p.run(&json!(null)).is_err());
+        let p = JqProgram::compile(r#"error("boom \"x\"")"#).unwrap();
+        let e = p.run(&json!(null)).unwrap_err();
+        assert_eq!(
+            e.message, r#"boom "x""#,
+            "quoted once, when serialised, not twice"
+        );
+        let p = JqProgram::compile(r#"error({"a": 1})"#).unwrap();
+        assert_eq!(p.run(&json!(null)).unwrap_err().message, r#"{"a":1}"#);
     }
 
     #[test]

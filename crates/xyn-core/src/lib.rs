@@ -25,5 +25,7 @@ pub mod time;
 
 pub use error::{ErrorKind, XynError, codes};
 pub use event::{Event, Resource, StoredEvent};
-pub use ids::{ArtifactId, DraftId, EventId, IdSource, RunId, StepId};
+pub use ids::{
+    ArtifactId, DraftId, EventId, IdPattern, IdSource, RunId, SHORT_ID_LEN, StepId, short_id,
+};
 pub use time::Timestamp;

@@ -1,4 +1,4 @@
-//! The catalog of platform event names (`xyn.<domain>.<noun>.<verb_or_state>`, xyn-seed-plan §29.4).
+//! The catalog of platform event names (`xyn.<domain>.<noun>.<verb_or_state>`).
 
 pub const RUN_STARTED: &str = "xyn.run.started";
 pub const RUN_COMPLETED: &str = "xyn.run.completed";

@@ -41,7 +41,7 @@ pub struct BlueprintVersion {
     pub origin: String,
 }
 
-/// The status of a draft (§45.6).
+/// The status of a draft.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DraftStatus {
@@ -68,7 +68,7 @@ impl DraftStatus {
     }
 }
 
-/// A draft blueprint or pack (§9.3.1, §45.6): a working object, versioned by revision.
+/// A draft blueprint or pack: a working object, versioned by revision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Draft {
     pub draft_id: DraftId,

@@ -17,7 +17,7 @@ use crate::ids::{EventId, IdSource, RunId, StepId};
 use crate::names;
 use crate::time::Timestamp;
 
-/// The status of a run (§45.4).
+/// The status of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
@@ -56,7 +56,7 @@ impl RunStatus {
     }
 }
 
-/// The status of a step (§45.4 plus `waiting` for a gate awaiting its decision).
+/// The status of a step (`waiting`: a gate awaiting its decision).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
@@ -150,7 +150,7 @@ pub struct Step {
     pub logs_artifact_id: Option<crate::ids::ArtifactId>,
 }
 
-/// Limits that hold for every run on a node (xyn-seed-plan §38.2).
+/// Limits that hold for every run on a node.
 #[derive(Clone, Copy, Debug)]
 pub struct RunLimits {
     /// Most step executions (attempts count) per run.

@@ -43,9 +43,20 @@ fn with_plan(steps: &str) -> String {
 
 #[test]
 fn the_seed_plan_skeleton_validates_as_written() {
-    let text = include_str!("../../../examples/blueprints/seed-plan-7.2-skeleton.yaml");
+    let text = include_str!("../../../examples/blueprints/skeleton.yaml");
     let r = validate_text(text, &env());
     assert!(r.valid, "{:?}", r.issues);
+    let main = include_str!("../../../blueprints/checkmk-auto-remediate.yaml");
+    let id = |t: &str| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .map(str::to_string)
+    };
+    assert_ne!(
+        id(text),
+        id(main),
+        "the skeleton must not reuse the main example's id"
+    );
     let plan = compile_text(text, &env()).unwrap();
     assert_eq!(plan.steps.len(), 3);
 }
@@ -484,6 +495,37 @@ fn inputs() {
         ))
         .is_empty()
     );
+}
+
+#[test]
+fn blank_inputs_given_by_hand_count_as_not_given() {
+    let plan = compile_text(
+        "id: bp.t\ntrigger: {event_type: a.b}\ninputs: [{name: host, type: string}, {name: url, type: string, default: 'https://x'}]\nplan: [{kind: gate, id: g, mode: manual}]",
+        &env(),
+    )
+    .unwrap();
+    let bind = |v: serde_json::Value| {
+        blueprint::bind_inputs(&plan, None, v.as_object()).map_err(|issues| {
+            issues
+                .into_iter()
+                .map(|i| (i.path, i.code))
+                .collect::<Vec<_>>()
+        })
+    };
+    // A required input left blank is refused; an optional one left blank takes its default.
+    assert_eq!(
+        bind(serde_json::json!({"host": "  ", "url": ""})),
+        Err(vec![("inputs.host".to_string(), "input.required")])
+    );
+    let ok = bind(serde_json::json!({"host": "web-1", "url": ""})).unwrap();
+    assert_eq!(ok["url"], "https://x");
+    // From an event, an empty text is a value like any other.
+    let from_event = blueprint::bind_inputs(
+        &plan,
+        Some(&serde_json::json!({"data": {"host": ""}})),
+        None,
+    );
+    assert!(from_event.is_ok_and(|m| m["host"] == ""));
 }
 
 #[test]

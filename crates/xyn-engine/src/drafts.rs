@@ -1,4 +1,4 @@
-//! Drafts (xyn-seed-plan §9.3): save, validate, promote. The `drafts.save`,
+//! Drafts: save, validate, promote. The `drafts.save`,
 //! `blueprints.validate` and `blueprints.promote` actions and the API share this code.
 
 use async_trait::async_trait;
@@ -31,7 +31,7 @@ fn draft_id_of(input: &Value) -> Result<DraftId, XynError> {
 
 impl Node {
     /// Commits a draft change; a concurrent change is `conflict`, a storage failure
-    /// `storage_error` (the §9.3 codes).
+    /// `storage_error` (the draft actions' codes).
     async fn commit_draft(&self, batch: WriteBatch) -> Result<(), XynError> {
         self.inner()
             .store
@@ -105,7 +105,7 @@ impl Node {
         })
     }
 
-    /// Creates a draft, or a new revision of it when its definition changed (§9.3.1).
+    /// Creates a draft, or a new revision of it when its definition changed.
     pub async fn save_draft(&self, input: Value, actor: &str) -> Result<Draft, XynError> {
         let inner = self.inner();
         let name = input
@@ -246,7 +246,7 @@ impl Node {
         Ok(draft)
     }
 
-    /// Validates the current revision of a draft and records the report (§9.3.2).
+    /// Validates the current revision of a draft and records the report.
     pub async fn validate_draft(
         &self,
         id: DraftId,
@@ -316,7 +316,7 @@ impl Node {
         Ok((n, out))
     }
 
-    /// Promotes a validated draft to an active blueprint version (§9.3.3).
+    /// Promotes a validated draft to an active blueprint version.
     pub async fn promote_draft(
         &self,
         id: DraftId,

@@ -27,7 +27,7 @@ use xyn_core::event::{ChainReport, Event, StoredEvent};
 use xyn_core::footprint::Footprint;
 use xyn_core::records::{Artifact, BlueprintVersion, Draft};
 use xyn_core::run::{Run, RunStatus, Step, StepStatus};
-use xyn_core::{ArtifactId, DraftId, EventId, RunId, Timestamp, XynError};
+use xyn_core::{ArtifactId, DraftId, EventId, IdPattern, RunId, Timestamp, XynError};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +198,8 @@ pub struct EventQuery {
     /// Exact name, or a prefix pattern ending in `.*` / `.**` (`checkmk.*`).
     pub event_name: Option<String>,
     pub run_id: Option<RunId>,
+    /// Only events whose id matches (a short id typed by someone, say).
+    pub id: Option<IdPattern>,
     /// Only events with `seq` below this (keyset pagination).
     pub before: Option<i64>,
     pub limit: usize,
@@ -209,8 +211,31 @@ pub struct RunQuery {
     pub status: Option<Vec<RunStatus>>,
     pub blueprint_id: Option<String>,
     pub correlation_id: Option<String>,
+    /// Only runs whose id matches (a short id typed by someone, say).
+    pub id: Option<IdPattern>,
+    /// Only runs with a top-level input whose value (a string, number or boolean, as text)
+    /// equals this, ignoring case. Values are indexed up to [`INPUT_VALUE_MAX`] characters.
+    pub input_value: Option<String>,
+    /// Only runs created at or after this time.
+    pub created_since: Option<Timestamp>,
+    /// Only runs created before this time.
+    pub created_until: Option<Timestamp>,
     pub before: Option<i64>,
     pub limit: usize,
+}
+
+/// How many characters of an input value the search index keeps (longer values are found by
+/// their first characters).
+pub const INPUT_VALUE_MAX: usize = 200;
+
+/// The form of an input value as the search index keeps it: ASCII letters in lower case (as
+/// both databases' `lower()` under the C collation), at most [`INPUT_VALUE_MAX`] characters.
+pub fn input_value_key(v: &str) -> String {
+    v.trim_matches(' ')
+        .chars()
+        .take(INPUT_VALUE_MAX)
+        .collect::<String>()
+        .to_ascii_lowercase()
 }
 
 /// Filters for listing artifacts.

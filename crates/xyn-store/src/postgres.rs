@@ -43,7 +43,7 @@ use xyn_core::event::{ChainReport, ChainVerifier, StoredEvent};
 use xyn_core::footprint::Footprint;
 use xyn_core::records::{Artifact, BlueprintVersion, Draft};
 use xyn_core::run::{Run, Step};
-use xyn_core::{ArtifactId, DraftId, EventId, RunId, Timestamp};
+use xyn_core::{ArtifactId, DraftId, EventId, IdPattern, RunId, Timestamp};
 
 use crate::sqlite::rows::{
     ARTIFACT_COLS, BLUEPRINT_COLS, DRAFT_COLS, EVENT_COLS, FOOTPRINT_COLS, RUN_COLS, STEP_COLS,
@@ -1891,6 +1891,27 @@ fn map_rows<T>(rows: &[Row], f: impl Fn(&Row) -> StoreResult<T>) -> StoreResult<
 }
 
 /// SQL for an event-name filter: exact, `prefix.*` (one more segment) or `prefix.**`.
+/// SQL for an id filter on `col`: the whole id, or a range of the short-id index
+/// (`substr(col, 29)` in the C collation, the last eight digits).
+fn id_filter(col: &str, p: &IdPattern, args: &mut Params) -> String {
+    match p {
+        IdPattern::Exact(u) => {
+            args.push(Box::new(u.hyphenated().to_string()));
+            format!("{col} = ${}", args.len())
+        }
+        IdPattern::Tail(t) => {
+            let (from, to) = IdPattern::range(t);
+            args.push(Box::new(from));
+            args.push(Box::new(to));
+            let n = args.len();
+            format!(
+                "substr({col}, 29) COLLATE \"C\" >= ${} AND substr({col}, 29) COLLATE \"C\" < ${n}",
+                n - 1
+            )
+        }
+    }
+}
+
 fn name_filter(name: &str, args: &mut Params) -> String {
     if let Some(prefix) = name.strip_suffix(".**") {
         args.push(Box::new(format!("{prefix}.")));
@@ -1965,6 +1986,9 @@ impl Store for PgStore {
         if let Some(r) = q.run_id {
             args.push(Box::new(r.to_string()));
             conds.push(format!("run_id = ${}", args.len()));
+        }
+        if let Some(p) = &q.id {
+            conds.push(id_filter("event_id", p, &mut args));
         }
         if let Some(b) = q.before {
             args.push(Box::new(b));
@@ -2093,6 +2117,24 @@ impl Store for PgStore {
         if let Some(cid) = &q.correlation_id {
             args.push(Box::new(cid.clone()));
             conds.push(format!("correlation_id = ${}", args.len()));
+        }
+        if let Some(p) = &q.id {
+            conds.push(id_filter("run_id", p, &mut args));
+        }
+        if let Some(v) = &q.input_value {
+            args.push(Box::new(crate::input_value_key(v)));
+            conds.push(format!(
+                "id IN (SELECT run_pk FROM run_input_values WHERE value = ${})",
+                args.len()
+            ));
+        }
+        if let Some(t) = q.created_since {
+            args.push(Box::new(t.as_micros()));
+            conds.push(format!("created_at >= ${}", args.len()));
+        }
+        if let Some(t) = q.created_until {
+            args.push(Box::new(t.as_micros()));
+            conds.push(format!("created_at < ${}", args.len()));
         }
         if let Some(b) = q.before {
             args.push(Box::new(b));

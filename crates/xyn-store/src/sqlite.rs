@@ -25,7 +25,7 @@ use xyn_core::event::{ChainReport, ChainVerifier, GENESIS_HASH, StoredEvent};
 use xyn_core::footprint::Footprint;
 use xyn_core::records::{Artifact, BlueprintVersion, Draft};
 use xyn_core::run::{Run, Step};
-use xyn_core::{ArtifactId, DraftId, EventId, RunId, Timestamp};
+use xyn_core::{ArtifactId, DraftId, EventId, IdPattern, RunId, Timestamp};
 
 use crate::{
     ArtifactQuery, Checkpoint, CheckpointSigner, Claim, Claimed, DAY_MICROS, DraftWrite,
@@ -958,6 +958,27 @@ fn collect<T>(
     Ok(out)
 }
 
+/// SQL for an id filter on `col`: the whole id, or a range of the short-id index
+/// (`substr(col, 29)`, the last eight digits).
+fn id_filter(col: &str, p: &IdPattern, args: &mut Vec<rusqlite::types::Value>) -> String {
+    match p {
+        IdPattern::Exact(u) => {
+            args.push(u.hyphenated().to_string().into());
+            format!("{col} = ?{}", args.len())
+        }
+        IdPattern::Tail(t) => {
+            let (from, to) = IdPattern::range(t);
+            args.push(from.into());
+            args.push(to.into());
+            let n = args.len();
+            format!(
+                "substr({col}, 29) >= ?{} AND substr({col}, 29) < ?{n}",
+                n - 1
+            )
+        }
+    }
+}
+
 /// SQL for an event-name filter: exact, `prefix.*` (one more segment) or `prefix.**`.
 fn name_filter(name: &str, args: &mut Vec<rusqlite::types::Value>) -> String {
     use rusqlite::types::Value as V;
@@ -1021,6 +1042,9 @@ impl Store for SqliteStore {
             if let Some(r) = q.run_id {
                 args.push(r.to_string().into());
                 conds.push(format!("run_id = ?{}", args.len()));
+            }
+            if let Some(p) = &q.id {
+                conds.push(id_filter("event_id", p, &mut args));
             }
             if let Some(b) = q.before {
                 args.push(b.into());
@@ -1143,6 +1167,24 @@ impl Store for SqliteStore {
             if let Some(cid) = &q.correlation_id {
                 args.push(cid.clone().into());
                 conds.push(format!("correlation_id = ?{}", args.len()));
+            }
+            if let Some(p) = &q.id {
+                conds.push(id_filter("run_id", p, &mut args));
+            }
+            if let Some(v) = &q.input_value {
+                args.push(crate::input_value_key(v).into());
+                conds.push(format!(
+                    "id IN (SELECT run_pk FROM run_input_values WHERE value = ?{})",
+                    args.len()
+                ));
+            }
+            if let Some(t) = q.created_since {
+                args.push(t.as_micros().into());
+                conds.push(format!("created_at >= ?{}", args.len()));
+            }
+            if let Some(t) = q.created_until {
+                args.push(t.as_micros().into());
+                conds.push(format!("created_at < ?{}", args.len()));
             }
             if let Some(b) = q.before {
                 args.push(b.into());

@@ -1,4 +1,4 @@
-//! Authentication and authorisation (xyn-seed-plan §17.3, §25.1, §43).
+//! Authentication and authorisation.
 //!
 //! Open by default (a local node: every caller is the local operator). When tokens are
 //! configured (`XYN_API_TOKEN`, `XYN_OWNER_TOKEN`, a tokens file), every `/api` and `/ui`
@@ -30,7 +30,7 @@ pub const CSRF_COOKIE: &str = "xyn_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
-/// A coarse role (§17.4: simple token + role flag).
+/// A coarse role: a token carries one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -372,16 +372,26 @@ async fn decide(s: &AppState, mut req: Request) -> Result<(Request, Option<Strin
     };
 
     if operator_only(&path) && !principal.is_operator() {
-        return Err(deny(
-            ErrorKind::Forbidden,
-            codes::AUTH_FORBIDDEN,
-            &format!(
-                "{} needs the operator role; {} is {}",
-                path,
-                principal.name,
-                principal.role.as_str()
-            ),
-        ));
+        let message = format!(
+            "{} needs the operator role; {} is {}",
+            path,
+            principal.name,
+            principal.role.as_str()
+        );
+        // A person in the browser gets a page (with the navigation they may use), not JSON.
+        if ui {
+            return Err(crate::ui::UiError::refused(
+                StatusCode::FORBIDDEN,
+                codes::AUTH_FORBIDDEN,
+                &format!(
+                    "This page is for operators; you are signed in as {} ({}).",
+                    principal.name,
+                    principal.role.as_str()
+                ),
+            )
+            .page(Some(&principal)));
+        }
+        return Err(deny(ErrorKind::Forbidden, codes::AUTH_FORBIDDEN, &message));
     }
 
     let needs_csrf =

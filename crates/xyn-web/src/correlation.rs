@@ -1,4 +1,4 @@
-//! Correlation ids (xyn-seed-plan §32.2): accepted from `X-Correlation-Id`, generated when
+//! Correlation ids: accepted from `X-Correlation-Id`, generated when
 //! absent, put in the request's extensions for handlers and logs, echoed on every response
 //! and written into error bodies.
 

@@ -1,4 +1,4 @@
-//! API DTOs (xyn-seed-plan §45), converted from domain records on purpose: a serialisable
+//! API DTOs, converted from domain records on purpose: a serialisable
 //! type is a compatibility promise, so the wire shape lives here and nowhere else.
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,8 @@ pub struct ResourceDto {
 #[derive(Serialize, ToSchema)]
 pub struct EventDto {
     pub event_id: String,
+    /// The last eight digits of `event_id`, as people read and type it.
+    pub short_id: String,
     pub event_name: String,
     #[schema(format = DateTime)]
     pub occurred_at: String,
@@ -55,17 +57,19 @@ pub struct EventDto {
     pub resource: Option<ResourceDto>,
     #[schema(value_type = Object)]
     pub data: Value,
-    /// Position in the log (an addition to §45.3).
+    /// Position in the log (1, 2, 3, … without gaps).
     pub seq: i64,
-    /// Link in the hash chain (an addition to §45.3).
+    /// Link in the hash chain: sha256 over the previous hash and this event.
     pub hash: String,
 }
 
 impl From<StoredEvent> for EventDto {
     fn from(s: StoredEvent) -> Self {
         let e = s.event;
+        let event_id = e.event_id.to_string();
         Self {
-            event_id: e.event_id.to_string(),
+            short_id: xyn_core::short_id(&event_id).to_string(),
+            event_id,
             event_name: e.event_name,
             occurred_at: e.occurred_at.to_string(),
             env_id: e.env_id,
@@ -117,6 +121,9 @@ fn empty_object() -> Value {
 #[derive(Serialize, ToSchema)]
 pub struct RunDto {
     pub run_id: String,
+    /// The last eight digits of `run_id`: what people read and type (any unique start of it
+    /// names the run wherever a run id is asked for).
+    pub short_id: String,
     pub name: String,
     #[schema(value_type = String, example = "running")]
     pub status: &'static str,
@@ -142,8 +149,10 @@ pub struct RunDto {
 
 impl From<Run> for RunDto {
     fn from(r: Run) -> Self {
+        let run_id = r.run_id.to_string();
         Self {
-            run_id: r.run_id.to_string(),
+            short_id: xyn_core::short_id(&run_id).to_string(),
+            run_id,
             name: r.name,
             status: r.status.as_str(),
             created_at: r.created_at.to_string(),
@@ -348,7 +357,7 @@ list_schema!(FootprintList, FootprintDto);
 list_schema!(FootprintDayList, FootprintDayDto);
 list_schema!(WorkcellList, WorkcellDto);
 
-/// The standard error body (§45.7).
+/// The standard error body.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorResponse {
     pub error: ErrorDetail,
@@ -400,7 +409,7 @@ pub struct ValidationDto {
     pub issues: Vec<IssueDto>,
 }
 
-/// A draft blueprint or pack (§45.6).
+/// A draft blueprint or pack.
 #[derive(Serialize, ToSchema)]
 pub struct DraftDto {
     #[schema(format = Uuid)]
@@ -579,7 +588,7 @@ impl From<ChainReport> for AuditReportDto {
     }
 }
 
-/// `POST /api/v1/artifacts` (direct upload, §45.5).
+/// `POST /api/v1/artifacts` (direct upload).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactCreateRequest {

@@ -1,5 +1,5 @@
 //! The one error type of the HTTP edge: maps [`XynError`] kinds to statuses and writes the
-//! standard body `{"error":{"code","message","details"},"correlation_id"}` (xyn-seed-plan §45.7).
+//! standard body `{"error":{"code","message","details"},"correlation_id"}`.
 //! A 5xx body never carries internals: the cause is logged with the correlation id instead.
 
 use axum::Json;

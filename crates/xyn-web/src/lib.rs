@@ -1,4 +1,4 @@
-//! The HTTP edge of Xyn: `/api/v1` (DTOs of xyn-seed-plan §45, OpenAPI 3.1 generated from the
+//! The HTTP edge of Xyn: `/api/v1` (DTOs, OpenAPI 3.1 generated from the
 //! handlers), `/api/internal` (operator-only), webhook intake (`/hooks/{source}`), Server-Sent
 //! Events, and the server-rendered Xyn Core UI (`/ui`, HTMX partials).
 //!

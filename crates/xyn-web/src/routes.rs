@@ -13,6 +13,7 @@ pub mod internal;
 pub mod packs;
 pub mod runs;
 pub mod secrets;
+pub mod search;
 
 use axum::Router;
 use axum::response::IntoResponse;
@@ -37,6 +38,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::steps))
         .routes(routes!(runs::step))
         .routes(routes!(runs::approve))
+        .routes(routes!(search::get))
         .routes(routes!(runs::reject))
         .routes(routes!(blueprints::list, blueprints::apply))
         .routes(routes!(blueprints::validate))
@@ -73,11 +75,21 @@ pub fn router() -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
 }
 
-async fn not_found(uri: axum::http::Uri) -> impl IntoResponse {
+async fn not_found(
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+) -> axum::response::Response {
+    // A browser that lands outside the API gets the UI's page, with its navigation.
+    if !uri.path().starts_with("/api/") && crate::ui::wants_html(&headers) {
+        return crate::ui::UiError::not_found("There is no page at this address.")
+            .page(principal.as_ref().map(|p| &p.0));
+    }
     ApiError::from(XynError::not_found(
         codes::ROUTE_NOT_FOUND,
         format!("no route for {}", uri.path()),
     ))
+    .into_response()
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> impl IntoResponse {

@@ -1,17 +1,19 @@
-//! The Xyn Core UI (xyn-seed-plan §44.1, §44.4): server-rendered pages (minijinja templates
+//! The Xyn Core UI: server-rendered pages (minijinja templates
 //! embedded in the binary) with HTMX partials and SSE for live views. No build step: htmx and
 //! its SSE extension come from their npm packages at build time (`build.rs`).
 //!
 //! Every page goes through the same service layer as the API ([`xyn_engine::Node`]); every
-//! interactive element has a stable `data-testid` (§16.4). Operators see the operator view;
-//! owners do not (§17.3).
+//! interactive element has a stable `data-testid`. Operators see the operator view;
+//! owners do not.
 
 mod artifacts;
 mod blueprints;
 mod events;
 mod footprints;
 mod health;
+pub(crate) mod render;
 mod runs;
+mod search;
 
 use std::sync::OnceLock;
 
@@ -93,6 +95,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/footprints.html"),
     ),
     ("health.html", include_str!("../templates/health.html")),
+    ("search.html", include_str!("../templates/search.html")),
     ("operator.html", include_str!("../templates/operator.html")),
     ("_audit.html", include_str!("../templates/_audit.html")),
 ];
@@ -135,12 +138,23 @@ impl Templates {
             }
         }
         env.add_filter("when", filter_when);
-        env.add_filter("short", |s: String| s.chars().take(8).collect::<String>());
+        env.add_filter("short", |s: String| xyn_core::short_id(&s).to_string());
         env.add_filter("pretty", |v: JValue| {
             serde_json::to_value(&v)
                 .ok()
                 .and_then(|j| serde_json::to_string_pretty(&j).ok())
                 .unwrap_or_default()
+        });
+        env.add_filter("json_html", |v: JValue| {
+            let j = serde_json::to_value(&v).unwrap_or(Value::Null);
+            JValue::from_safe_string(render::json_html(&j))
+        });
+        env.add_filter("markdown", |s: String| {
+            JValue::from_safe_string(render::markdown(&s))
+        });
+        env.add_filter("error_details", |v: JValue| {
+            let j = serde_json::to_value(&v).unwrap_or(Value::Null);
+            JValue::from_serialize(render::error_details(&j))
         });
         env.add_filter("dur", filter_dur);
         env.add_filter("bytes", filter_bytes);
@@ -276,17 +290,38 @@ impl From<xyn_store::StoreError> for UiError {
     }
 }
 
-impl IntoResponse for UiError {
-    fn into_response(self) -> Response {
+impl UiError {
+    /// The error as a page, with the navigation `who` may use.
+    pub fn page(self, who: Option<&Principal>) -> Response {
+        let who_json = match who {
+            Some(p) => json!({"name": p.name, "role": p.role.as_str(), "open": p.open}),
+            None => json!({"role": "", "open": true, "name": ""}),
+        };
         let ctx = json!({
             "title": self.title, "message": self.message, "code": self.code,
-            "nav": nav(false), "active": "", "who": {"role": "", "open": true, "name": ""},
+            "nav": nav(who.is_some_and(Principal::is_operator)), "active": "", "who": who_json,
             "csrf": "", "version": env!("CARGO_PKG_VERSION"),
         });
         let html = templates()
             .render("error.html", ctx)
             .unwrap_or_else(|_| "<h1>Error</h1>".into());
         (self.status, Html(html)).into_response()
+    }
+
+    /// A page for a request the node refused before any page ran (a role it lacks).
+    pub fn refused(status: StatusCode, code: &'static str, message: &str) -> Self {
+        Self {
+            status,
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            message: message.to_string(),
+            code: Some(code),
+        }
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        self.page(None)
     }
 }
 
@@ -427,8 +462,16 @@ async fn root() -> Redirect {
     Redirect::to("/ui/events")
 }
 
-async fn ui_not_found() -> UiError {
-    UiError::not_found("There is no page at this address.")
+async fn ui_not_found(ui: Ui) -> Response {
+    UiError::not_found("There is no page at this address.").page(Some(&ui.who))
+}
+
+/// Whether a request came from a browser navigating (it asks for HTML first).
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.starts_with("text/html"))
 }
 
 /// The UI routes.
@@ -477,6 +520,7 @@ pub fn router() -> Router<AppState> {
             "/ui/drafts/{draft_id}",
             get(blueprints::draft).post(blueprints::draft_op),
         )
+        .route("/ui/search", get(search::page))
         .route("/ui/footprints", get(footprints::page))
         .route("/ui/health", get(health::health))
         .route("/ui/operator", get(health::operator))

@@ -362,14 +362,14 @@ pub enum RunCmd {
     },
     /// Show a run with its steps, timings and artifacts.
     Show {
-        /// The run's id.
+        /// The run's id, or a unique start of its short id (the eight digits `run list` shows).
         run_id: String,
         #[command(flatten)]
         remote: Remote,
     },
     /// Approve a waiting gate.
     Approve {
-        /// The run's id.
+        /// The run's id, or a unique start of its short id (the eight digits `run list` shows).
         run_id: String,
         /// The gate's step id (its name in the blueprint).
         #[arg(long)]
@@ -382,7 +382,7 @@ pub enum RunCmd {
     },
     /// Reject a waiting gate.
     Reject {
-        /// The run's id.
+        /// The run's id, or a unique start of its short id (the eight digits `run list` shows).
         run_id: String,
         /// The gate's step id (its name in the blueprint).
         #[arg(long)]
@@ -395,7 +395,7 @@ pub enum RunCmd {
     },
     /// Cancel a run that has not finished.
     Cancel {
-        /// The run's id.
+        /// The run's id, or a unique start of its short id (the eight digits `run list` shows).
         run_id: String,
         /// Why the run is cancelled (recorded in the event log).
         #[arg(long)]
@@ -709,13 +709,16 @@ async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {
         }
         RunCmd::Show { run_id, remote } => {
             let c = remote.client(None)?;
-            let id = output::path_seg(&run_id);
-            let run = c.get(&format!("/api/v1/runs/{id}"), &[]).await?;
+            let typed = output::path_seg(&run_id);
+            let run = c.get(&format!("/api/v1/runs/{typed}"), &[]).await?;
+            // What was typed may be a short id: the rest asks by the whole id the node found.
+            let full = run["run_id"].as_str().unwrap_or(&run_id).to_string();
+            let id = output::path_seg(&full);
             let steps = c.get(&format!("/api/v1/runs/{id}/steps"), &[]).await?;
             let artifacts = c
                 .get(
                     "/api/v1/artifacts",
-                    &[("run_id", run_id.clone()), ("limit", "500".into())],
+                    &[("run_id", full.clone()), ("limit", "500".into())],
                 )
                 .await?;
             let all = json!({"run": run, "steps": steps["items"], "artifacts": artifacts["items"]});

@@ -128,6 +128,7 @@ pub fn run_table(v: &Value) -> String {
         .iter()
         .map(|r| {
             vec![
+                s(r, "short_id").to_string(),
                 s(r, "run_id").to_string(),
                 s(r, "blueprint_id").to_string(),
                 s(r, "status").to_string(),
@@ -137,7 +138,14 @@ pub fn run_table(v: &Value) -> String {
         })
         .collect();
     table(
-        &["run_id", "blueprint", "status", "created_at", "actor"],
+        &[
+            "short",
+            "run_id",
+            "blueprint",
+            "status",
+            "created_at",
+            "actor",
+        ],
         rows,
     )
 }

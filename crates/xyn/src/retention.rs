@@ -1,4 +1,4 @@
-//! Retention (xyn-seed-plan §38.1): events and footprints older than a window are removed
+//! Retention: events and footprints older than a window are removed
 //! (footprints rolled up into daily sums first), and the last removed event's seq and hash
 //! are kept as a checkpoint signed with an Ed25519 key that lives outside the database, in
 //! the data directory (`checkpoint.key`). `xyn audit verify` then checks the log from that

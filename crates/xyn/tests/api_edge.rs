@@ -389,15 +389,28 @@ async fn auth_tokens_roles_sessions_and_csrf() {
         .await
         .unwrap();
     assert!(!oview.contains("nav-operator") && oview.contains("owner view"));
-    assert_eq!(
-        nofollow
-            .get(format!("{}/ui/operator", node.url))
-            .header("cookie", &ojar)
-            .send()
-            .await
+    // An owner opening the operator page gets a page saying why, with their navigation.
+    let refused = nofollow
+        .get(format!("{}/ui/operator", node.url))
+        .header("cookie", &ojar)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(
+        refused.headers()["content-type"]
+            .to_str()
             .unwrap()
-            .status(),
-        403
+            .starts_with("text/html")
+    );
+    let page = refused.text().await.unwrap();
+    assert!(
+        page.contains("data-testid=\"error-page\"")
+            && page.contains("auth.forbidden")
+            && page.contains("nav-runs")
+            && !page.contains("nav-operator")
+            && page.contains("owner view"),
+        "{page}"
     );
 
     // Logins and failures are audit events with the actor.

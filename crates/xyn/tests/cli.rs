@@ -219,6 +219,11 @@ fn every_command_flag_and_positional_has_help_text() {
         args.push("-h");
         let (code, help, err) = xyn(dir.path(), &[], &args);
         assert_eq!(code, 0, "{path:?}: {err}");
+        assert!(
+            !help.contains('§'),
+            "xyn {}: a section number in the help",
+            path.join(" ")
+        );
         for line in undocumented(&help) {
             missing.push(format!("xyn {}: {line}", path.join(" ")));
         }

@@ -14,6 +14,8 @@ fn shipped_example() -> String {
 }
 
 const BP: &str = "bp.checkmk.auto_remediate";
+/// The skeleton example's id: its own, not the main example's.
+const SKELETON: &str = "bp.example.skeleton";
 
 /// The kernel scenario: emit → agent → gate waits → approve → events.emit → transform → done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,6 +51,15 @@ async fn scenario_event_to_completed_run_with_approval() {
     let (code, show, _) = node.cli(&["run", "show", &run_id]);
     assert_eq!(code, 0);
     assert!(show.contains("waiting for approval"), "{show}");
+    // The short id (the random tail of the id) is shown, and its start names the run.
+    let short = &run_id[run_id.len() - 8..];
+    assert!(list.contains(short), "{list}");
+    let (code, by_short, err) = node.cli(&["run", "show", &short[..5]]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        by_short.contains(&run_id) && by_short.contains("prompt.json"),
+        "{by_short}"
+    );
     assert!(
         show.contains("prompt.json") && show.contains("response.json"),
         "artifacts listed: {show}"
@@ -782,17 +793,15 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_plan_skeleton_runs_as_written() {
-    let text = std::fs::read_to_string(
-        repo_root().join("examples/blueprints/seed-plan-7.2-skeleton.yaml"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(repo_root().join("examples/blueprints/skeleton.yaml")).unwrap();
     let node = Node::builder().blueprint("skeleton.yaml", &text).start();
     let (code, out, _) = node.cli(&["blueprint", "list"]);
     assert_eq!(code, 0);
-    assert!(out.contains(BP), "{out}");
+    assert!(out.contains(SKELETON), "{out}");
     node.emit("checkmk.alert", json!({"host": "web-1", "service": "disk"}))
         .await;
-    let run_id = node.the_run_of(BP).await;
+    let run_id = node.the_run_of(SKELETON).await;
     node.until_step_status(&run_id, "approve", "waiting", 10)
         .await;
     assert_eq!(node.step(&run_id, "analyze").await["status"], "completed");

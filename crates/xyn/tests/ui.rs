@@ -37,6 +37,54 @@ outputs:
     value: "{{steps.greet.outputs.message}}"
 "#;
 
+/// The launcher form's blueprint: a required input and optional ones with defaults of each type.
+const FORM_BP: &str = r#"
+id: bp.ui.form
+name: UI form
+trigger:
+  event_type: demo.ui.form
+inputs:
+  - name: who
+    type: string
+    description: Who to greet
+  - name: greeting
+    type: string
+    default: hello
+  - name: times
+    type: integer
+    default: 1
+  - name: loud
+    type: boolean
+    default: false
+plan:
+  - kind: transform
+    id: greet
+    template:
+      message: "{{inputs.greeting}} {{inputs.who}} x{{inputs.times}}"
+outputs:
+  - name: message
+    value: "{{steps.greet.outputs.message}}"
+"#;
+
+/// A step whose output is text an LLM could have written (Markdown, and an attack in it).
+const MD_BP: &str = r#"
+id: bp.ui.md
+name: UI markdown
+trigger:
+  event_type: demo.ui.md
+inputs:
+  - name: text
+    type: string
+plan:
+  - kind: transform
+    id: answer
+    template:
+      answer: "{{inputs.text}}"
+outputs:
+  - name: answer
+    value: "{{steps.answer.outputs.answer}}"
+"#;
+
 fn require(ok: bool, what: &str) {
     assert!(ok, "{what} (.ci/run installs it; this test does not skip)");
 }
@@ -67,7 +115,11 @@ async fn the_ui_works_in_a_real_browser() {
     let shots = repo_root().join("target/ui-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
 
-    let node = Node::builder().blueprint("ui.yaml", BP).start();
+    let node = Node::builder()
+        .blueprint("ui.yaml", BP)
+        .blueprint("form.yaml", FORM_BP)
+        .blueprint("md.yaml", MD_BP)
+        .start();
     let url = node.url.clone();
     let script = ui.join("browser/ui.test.mjs");
     let shots_dir = shots.clone();
@@ -102,11 +154,12 @@ async fn the_ui_works_in_a_real_browser() {
         "footprints",
         "health",
         "operator",
+        "search",
     ] {
-        for width in ["1280", "390"] {
+        for width in ["1280", "390", "dark-1280", "light-1280", "dark-390"] {
             assert!(
                 shots.join(format!("{page}-{width}.png")).exists(),
-                "screenshot of {page} at {width}px"
+                "screenshot of {page} at {width}"
             );
         }
     }

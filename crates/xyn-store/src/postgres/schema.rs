@@ -227,4 +227,41 @@ CREATE TABLE secrets (
     PRIMARY KEY (path, version)
 );
 "#,
+    // 3: search — runs and events by the start of their short id (the random tail of the id),
+    // runs by input value and by creation time.
+    r#"
+CREATE INDEX runs_by_short_id ON runs ((substr(run_id, 29)) COLLATE "C");
+CREATE INDEX events_by_short_id ON events ((substr(event_id, 29)) COLLATE "C");
+CREATE INDEX runs_by_created ON runs (created_at, id);
+
+-- Every top-level input value of every run that is a string, number or boolean, in the form
+-- `input_value_key` gives (ASCII lower case, at most 200 characters), kept by a trigger so that
+-- every writer keeps it. Inputs holding an escaped NUL (which `json` cannot turn into text)
+-- are not indexed.
+CREATE TABLE run_input_values (
+    value  TEXT   COLLATE "C" NOT NULL,
+    run_pk BIGINT NOT NULL
+);
+CREATE INDEX run_input_values_by_value ON run_input_values (value, run_pk);
+
+CREATE FUNCTION xyn_index_run_input_values() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF strpos(NEW.inputs, '\u0000') = 0 AND json_typeof(NEW.inputs::json) = 'object' THEN
+        INSERT INTO run_input_values (value, run_pk)
+        SELECT lower(left(trim(' ' from j.value), 200) COLLATE "C"), NEW.id
+        FROM json_each_text(NEW.inputs::json) AS j
+        WHERE json_typeof(NEW.inputs::json -> j.key) IN ('string', 'number', 'boolean');
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER runs_index_input_values AFTER INSERT ON runs
+    FOR EACH ROW EXECUTE FUNCTION xyn_index_run_input_values();
+
+INSERT INTO run_input_values (value, run_pk)
+SELECT lower(left(trim(' ' from j.value), 200) COLLATE "C"), r.id
+FROM runs AS r, json_each_text(r.inputs::json) AS j
+WHERE strpos(r.inputs, '\u0000') = 0 AND json_typeof(r.inputs::json) = 'object'
+  AND json_typeof(r.inputs::json -> j.key) IN ('string', 'number', 'boolean');
+"#,
 ];

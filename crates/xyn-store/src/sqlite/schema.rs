@@ -222,4 +222,37 @@ CREATE TABLE secrets (
     PRIMARY KEY (path, version)
 );
 "#,
+    // 4: search — runs and events by the start of their short id (the random tail of the id),
+    // runs by input value and by creation time.
+    r#"
+CREATE INDEX runs_by_short_id ON runs (substr(run_id, 29));
+CREATE INDEX events_by_short_id ON events (substr(event_id, 29));
+CREATE INDEX runs_by_created ON runs (created_at, id);
+
+-- Every top-level input value of every run that is a string, number or boolean, in the form
+-- `input_value_key` gives (ASCII lower case, at most 200 characters), kept by a trigger so that
+-- every writer keeps it.
+CREATE TABLE run_input_values (
+    value  TEXT    NOT NULL,
+    run_pk INTEGER NOT NULL
+);
+CREATE INDEX run_input_values_by_value ON run_input_values (value, run_pk);
+
+CREATE TRIGGER runs_index_input_values AFTER INSERT ON runs
+WHEN json_valid(NEW.inputs) AND json_type(NEW.inputs) = 'object'
+BEGIN
+    INSERT INTO run_input_values (value, run_pk)
+    SELECT lower(substr(trim(CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
+                                         ELSE CAST(j.value AS TEXT) END), 1, 200)), NEW.id
+    FROM json_each(NEW.inputs) AS j
+    WHERE j.type IN ('text', 'integer', 'real', 'true', 'false');
+END;
+
+INSERT INTO run_input_values (value, run_pk)
+SELECT lower(substr(trim(CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
+                                     ELSE CAST(j.value AS TEXT) END), 1, 200)), r.id
+FROM runs AS r, json_each(r.inputs) AS j
+WHERE json_valid(r.inputs) AND json_type(r.inputs) = 'object'
+  AND j.type IN ('text', 'integer', 'real', 'true', 'false');
+"#,
 ];

@@ -376,6 +376,132 @@ pub async fn event_filters(s: Arc<dyn Store>) {
     );
 }
 
+/// A run with a chosen id, inputs and creation time.
+fn run_with(id: &str, inputs: serde_json::Value, created: i64) -> Run {
+    let mut r = run("bp.search", RunStatus::Completed);
+    r.run_id = id.parse().unwrap();
+    r.inputs = inputs;
+    r.created_at = ts(created);
+    r
+}
+
+pub async fn runs_and_events_are_found_by_short_id_input_value_and_time(s: Arc<dyn Store>) {
+    use xyn_core::IdPattern;
+    // Time-ordered ids share their start; the short id is their random tail.
+    let a = run_with(
+        "019ae6b2-1c3d-7a10-8f00-1234abcd5678",
+        json!({"host": "Web-1", "port": 8080, "dry": true, "tags": ["x"], "note": null}),
+        10,
+    );
+    let b = run_with(
+        "019ae6b2-1c3d-7a10-8f00-5678abcd9999",
+        json!({"host": "web-2", "text": "  Padded  "}),
+        20,
+    );
+    let c = run_with(
+        "019ae6b2-1c3d-7a10-8f00-9abcabce0000",
+        json!({"host": "web-1 ", "nested": {"host": "deep"}}),
+        30,
+    );
+    let mut batch = WriteBatch::default();
+    for r in [&a, &b, &c] {
+        batch.runs.push(RunWrite::Insert(r.clone()));
+    }
+    let mut e = event("search.thing", Some(a.run_id));
+    e.event_id = "019ae6b2-1c3d-7a10-8f00-000011112222".parse().unwrap();
+    batch.events.push(e.clone());
+    s.commit(batch).await.unwrap();
+
+    let find = |q: RunQuery| {
+        let s = s.clone();
+        async move {
+            let mut ids: Vec<String> = s
+                .list_runs(RunQuery { limit: 50, ..q })
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|r| xyn_core::short_id(&r.run_id.to_string()).to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let by_id = |t: &str| RunQuery {
+        id: IdPattern::parse(t),
+        ..Default::default()
+    };
+    assert_eq!(find(by_id("abcd")).await, vec!["abcd5678", "abcd9999"]);
+    assert_eq!(find(by_id("ABCD56")).await, vec!["abcd5678"]);
+    assert_eq!(find(by_id("abce0000")).await, vec!["abce0000"]);
+    assert!(
+        find(by_id("1234")).await.is_empty(),
+        "the start of the id is not the short id"
+    );
+    assert_eq!(find(by_id(&b.run_id.to_string())).await, vec!["abcd9999"]);
+    let by_value = |v: &str| RunQuery {
+        input_value: Some(v.into()),
+        ..Default::default()
+    };
+    // Case and surrounding spaces do not matter; numbers and booleans are found as text;
+    // nested values, lists and nulls are not indexed.
+    assert_eq!(find(by_value("WEB-1")).await, vec!["abcd5678", "abce0000"]);
+    assert_eq!(find(by_value("padded")).await, vec!["abcd9999"]);
+    assert_eq!(find(by_value("8080")).await, vec!["abcd5678"]);
+    assert_eq!(find(by_value("true")).await, vec!["abcd5678"]);
+    assert!(find(by_value("deep")).await.is_empty());
+    assert!(find(by_value("x")).await.is_empty());
+    assert!(find(by_value("web")).await.is_empty(), "whole values only");
+    // Filters combine: the value, a time window, the short id.
+    assert_eq!(
+        find(RunQuery {
+            input_value: Some("web-1".into()),
+            created_since: Some(ts(20)),
+            ..Default::default()
+        })
+        .await,
+        vec!["abce0000"]
+    );
+    assert_eq!(
+        find(RunQuery {
+            created_since: Some(ts(10)),
+            created_until: Some(ts(30)),
+            blueprint_id: Some("bp.search".into()),
+            ..Default::default()
+        })
+        .await,
+        vec!["abcd5678", "abcd9999"]
+    );
+    assert!(
+        find(RunQuery {
+            input_value: Some("web-2".into()),
+            id: IdPattern::parse("abce"),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    let events = s
+        .list_events(EventQuery {
+            id: IdPattern::parse("1111"),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 1);
+    assert_eq!(events.items[0].event.event_id, e.event_id);
+    let none = s
+        .list_events(EventQuery {
+            id: IdPattern::parse("2222"),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+}
+
 pub async fn blueprint_versions(s: Arc<dyn Store>) {
     let v = |id: &str, version: i64| BlueprintVersion {
         blueprint_id: id.into(),
@@ -1216,6 +1342,7 @@ macro_rules! conformance_suite {
             check!(retention_prunes_a_prefix_and_the_chain_verifies_from_its_checkpoint);
             check!(footprints_roll_up_by_day_and_metric);
             check!(secrets_keep_versions_and_rotate_all_or_nothing);
+            check!(runs_and_events_are_found_by_short_id_input_value_and_time);
         }
     };
 }

@@ -47,7 +47,7 @@ pub fn issues_of(v: &Value) -> Vec<IssueDto> {
         .unwrap_or_default()
 }
 
-/// Creates a draft (§9.3.1): revision 1, status `draft`.
+/// Creates a draft: revision 1, status `draft`.
 #[utoipa::path(post, path = "/api/v1/drafts", tag = "drafts", request_body = DraftCreateRequest,
     responses((status = 201, description = "The new draft", body = DraftDto),
         (status = 422, description = "No name, or a definition that does not parse", body = ErrorResponse)))]
@@ -130,7 +130,7 @@ pub async fn update(
     Ok(Json(d.into()))
 }
 
-/// Validates the draft's current revision (§9.3.2) and records the report: 200 with
+/// Validates the draft's current revision and records the report: 200 with
 /// `is_valid` and every issue (path, code, message).
 #[utoipa::path(post, path = "/api/v1/drafts/{draft_id}/validate", tag = "drafts",
     params(("draft_id" = String, Path, format = Uuid)),
@@ -157,7 +157,7 @@ pub async fn validate(
     }))
 }
 
-/// Promotes a validated draft to a new blueprint version (§9.3.3).
+/// Promotes a validated draft to a new blueprint version.
 #[utoipa::path(post, path = "/api/v1/drafts/{draft_id}/promote", tag = "drafts",
     params(("draft_id" = String, Path, format = Uuid)),
     responses((status = 200, description = "The promoted draft and its blueprint version", body = DraftPromotionDto),

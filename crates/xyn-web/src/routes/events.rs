@@ -66,6 +66,7 @@ pub async fn list(
         run_id: nz(&p.run_id).map(|r| parse_id("run_id", r)).transpose()?,
         before: decode_cursor(nz(&p.cursor))?,
         limit: parse_limit(nz(&p.limit))?,
+        ..Default::default()
     };
     let page = s.node.store().list_events(q).await?;
     Ok(Json(ListDto {

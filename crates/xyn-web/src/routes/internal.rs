@@ -1,4 +1,4 @@
-//! `/api/internal` (xyn-seed-plan §44.3): not stable, operator-only.
+//! `/api/internal`: not stable, operator-only.
 
 use std::time::Duration;
 

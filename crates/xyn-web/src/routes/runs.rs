@@ -10,10 +10,11 @@ use xyn_store::RunQuery;
 use crate::AppState;
 use crate::dto::{
     CancelRequest, DecisionRequest, ErrorResponse, ListDto, PageParams, RunCreateRequest, RunDto,
-    RunList, RunListParams, StepDto, StepList, decode_cursor, encode_cursor, parse_id, parse_limit,
+    RunList, RunListParams, StepDto, StepList, decode_cursor, encode_cursor, parse_limit,
 };
 use crate::error::{ApiError, ApiJson, ApiResult};
 use crate::extract::{Actor, ApiQuery, Cid, nz};
+use crate::routes::search::resolve_run;
 
 /// Parses a comma-separated run status filter.
 pub fn parse_statuses(list: Option<&str>) -> Result<Option<Vec<RunStatus>>, XynError> {
@@ -48,6 +49,7 @@ pub async fn list(
         correlation_id: nz(&p.correlation_id).map(str::to_string),
         before: decode_cursor(nz(&p.cursor))?,
         limit: parse_limit(nz(&p.limit))?,
+        ..Default::default()
     };
     let page = s.node.store().list_runs(q).await?;
     Ok(Json(ListDto {
@@ -105,7 +107,7 @@ pub async fn create(
 }
 
 async fn load_run(s: &AppState, id: &str) -> ApiResult<xyn_core::run::Run> {
-    let id: RunId = parse_id("run_id", id)?;
+    let id: RunId = resolve_run(s.node.store().as_ref(), id).await?;
     Ok(s.node
         .store()
         .get_run(id)
@@ -115,7 +117,7 @@ async fn load_run(s: &AppState, id: &str) -> ApiResult<xyn_core::run::Run> {
 
 /// One run.
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}", tag = "runs",
-    params(("run_id" = String, Path, format = Uuid)),
+    params(("run_id" = String, Path, description = "The run id, or a unique start of its short id")),
     responses((status = 200, description = "The run", body = RunDto),
         (status = 404, description = "No such run", body = ErrorResponse)))]
 pub async fn get_one(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDto>> {
@@ -124,7 +126,7 @@ pub async fn get_one(State(s): State<AppState>, Path(id): Path<String>) -> ApiRe
 
 /// The steps of a run, in plan order (the cursor continues after the last step returned).
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}/steps", tag = "runs",
-    params(("run_id" = String, Path, format = Uuid), PageParams),
+    params(("run_id" = String, Path, description = "The run id, or a unique start of its short id"), PageParams),
     responses((status = 200, description = "A page of steps", body = StepList),
         (status = 404, description = "No such run", body = ErrorResponse)))]
 pub async fn steps(
@@ -155,7 +157,7 @@ pub async fn steps(
 
 /// One step, by its id or by its name in the blueprint.
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}/steps/{step_id}", tag = "runs",
-    params(("run_id" = String, Path, format = Uuid), ("step_id" = String, Path, description = "Step id or step name")),
+    params(("run_id" = String, Path, description = "The run id, or a unique start of its short id"), ("step_id" = String, Path, description = "Step id or step name")),
     responses((status = 200, description = "The step", body = StepDto),
         (status = 404, description = "No such run or step", body = ErrorResponse)))]
 pub async fn step(
@@ -204,7 +206,7 @@ async fn decide(
     approve: bool,
 ) -> ApiResult<Json<StepDto>> {
     let req: DecisionRequest = optional_body(&body)?;
-    let run_id: RunId = parse_id("run_id", &id)?;
+    let run_id: RunId = resolve_run(s.node.store().as_ref(), &id).await?;
     let st = s
         .node
         .decide_gate(run_id, &step, approve, &actor, req.comment)
@@ -214,7 +216,7 @@ async fn decide(
 
 /// Approves a waiting gate (optional body `{"comment"}`); the decision records the actor.
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/steps/{step_id}/approve", tag = "runs",
-    params(("run_id" = String, Path, format = Uuid), ("step_id" = String, Path, description = "Step id or step name")),
+    params(("run_id" = String, Path, description = "The run id, or a unique start of its short id"), ("step_id" = String, Path, description = "Step id or step name")),
     request_body(content = Option<DecisionRequest>, description = "Optional comment"),
     responses((status = 200, description = "The decided gate", body = StepDto),
         (status = 404, description = "No such run or step", body = ErrorResponse),
@@ -230,7 +232,7 @@ pub async fn approve(
 
 /// Rejects a waiting gate (optional body `{"comment"}`).
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/steps/{step_id}/reject", tag = "runs",
-    params(("run_id" = String, Path, format = Uuid), ("step_id" = String, Path, description = "Step id or step name")),
+    params(("run_id" = String, Path, description = "The run id, or a unique start of its short id"), ("step_id" = String, Path, description = "Step id or step name")),
     request_body(content = Option<DecisionRequest>, description = "Optional comment"),
     responses((status = 200, description = "The decided gate", body = StepDto),
         (status = 404, description = "No such run or step", body = ErrorResponse),
@@ -246,7 +248,7 @@ pub async fn reject(
 
 /// Cancels a run (optional body `{"reason"}`).
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/cancel", tag = "runs",
-    params(("run_id" = String, Path, format = Uuid)),
+    params(("run_id" = String, Path, description = "The run id, or a unique start of its short id")),
     request_body(content = Option<CancelRequest>, description = "Optional reason"),
     responses((status = 200, description = "The cancelled run", body = RunDto),
         (status = 404, description = "No such run", body = ErrorResponse),
@@ -258,7 +260,7 @@ pub async fn cancel(
     body: Bytes,
 ) -> ApiResult<Json<RunDto>> {
     let req: CancelRequest = optional_body(&body).map_err(ApiError::from)?;
-    let run_id: RunId = parse_id("run_id", &id)?;
+    let run_id: RunId = resolve_run(s.node.store().as_ref(), &id).await?;
     let run = s.node.cancel_run(run_id, &actor, req.reason).await?;
     Ok(Json(run.into()))
 }

@@ -63,7 +63,7 @@ pub async fn page(
     ui.page("artifacts.html", "artifacts", data)
 }
 
-/// `GET /ui/artifacts/_list` (§44.4).
+/// `GET /ui/artifacts/_list`.
 pub async fn list_partial(
     State(s): State<AppState>,
     ui: Ui,

@@ -1,5 +1,5 @@
 //! Blueprints (YAML view, versions) and drafts (edit, validate with issues inline, promote),
-//! through the engine's draft functions (xyn-seed-plan §9.3).
+//! through the engine's draft functions.
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
@@ -269,22 +269,8 @@ pub async fn draft_op(
             Err(e) => Err(e.into()),
         },
         "promote" => match s.node.promote_draft(d.draft_id, &actor).await {
-            Ok((d, out)) => {
-                let flash = format!(
-                    "Promoted to {} version {}.",
-                    out.get("blueprint_id")
-                        .and_then(Value::as_str)
-                        .unwrap_or("?"),
-                    d.promoted_version.unwrap_or_default()
-                );
-                editor(
-                    &ui,
-                    Some(&d),
-                    &form,
-                    json!({"flash": flash}),
-                    StatusCode::OK,
-                )
-            }
+            // One banner: the editor's own "Promoted to …" note, which stays on reload.
+            Ok((d, _)) => editor(&ui, Some(&d), &form, json!({}), StatusCode::OK),
             Err(e) if e.kind != xyn_core::ErrorKind::Internal => refused(&d, e),
             Err(e) => Err(e.into()),
         },

@@ -36,6 +36,7 @@ async fn rows(s: &AppState, f: &EventFilter) -> Result<serde_json::Value, XynErr
             run_id: f.run()?,
             before: decode_cursor(q(&f.cursor))?,
             limit: 50,
+            ..Default::default()
         })
         .await?;
     let next = encode_cursor(page.next);
@@ -81,7 +82,7 @@ pub async fn page(
     ui.page("events.html", "events", data)
 }
 
-/// `GET /ui/events/_list` (also `/ui/events/stream`, §44.1): rows, for "older events".
+/// `GET /ui/events/_list` (also `/ui/events/stream`): rows, for "older events".
 pub async fn list_partial(
     State(s): State<AppState>,
     ui: Ui,
@@ -123,5 +124,33 @@ pub async fn detail(
             format!("No event {id}."),
         ))
     })?;
-    ui.page("event.html", "events", json!({"e": EventDto::from(e)}))
+    // The step by its name (with a link), as everywhere else in the UI.
+    let step = match (e.event.run_id, e.event.step_id) {
+        (Some(run), Some(step)) => s
+            .node
+            .store()
+            .get_steps(run)
+            .await?
+            .into_iter()
+            .find(|x| x.step_id == step)
+            .map(|x| json!({"name": x.name, "href": format!("/ui/runs/{run}/steps/{}", urlencoding(&x.name))})),
+        _ => None,
+    };
+    ui.page(
+        "event.html",
+        "events",
+        json!({"e": EventDto::from(e), "step": step}),
+    )
+}
+
+/// Percent-encodes a path segment.
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -16,6 +16,7 @@ use super::{Ui, UiError, UiResult, q, url_with};
 use crate::AppState;
 use crate::dto::{ArtifactDto, EventDto, RunDto, StepDto, decode_cursor, encode_cursor, parse_id};
 use crate::routes::runs::parse_statuses;
+use crate::routes::search::resolve_run;
 use crate::sse::{Filter, html_stream};
 
 #[derive(Deserialize, Default)]
@@ -26,14 +27,44 @@ pub struct RunFilter {
     cursor: Option<String>,
 }
 
-fn run_json(r: Run) -> Value {
+/// A run as the lists show it: with its duration and a summary of its key inputs.
+pub(crate) fn run_json(r: Run) -> Value {
     let duration = match (r.started_at, r.completed_at) {
         (Some(a), Some(b)) => Some(b.ms_since(a)),
         _ => None,
     };
+    let summary = inputs_summary(&r.inputs);
     let mut v = serde_json::to_value(RunDto::from(r)).unwrap_or_default();
     v["duration_ms"] = json!(duration);
+    v["inputs_summary"] = json!(summary);
     v
+}
+
+/// The first few scalar inputs as `name=value`, each cut short: enough to tell runs apart.
+pub(crate) fn inputs_summary(inputs: &Value) -> String {
+    const KEYS: usize = 3;
+    const WIDTH: usize = 28;
+    let Some(m) = inputs.as_object() else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    for (k, v) in m {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => continue,
+        };
+        let mut item = format!("{k}={text}");
+        if item.chars().count() > WIDTH {
+            item = item.chars().take(WIDTH - 1).collect::<String>() + "…";
+        }
+        parts.push(item);
+        if parts.len() == KEYS {
+            break;
+        }
+    }
+    parts.join(" · ")
 }
 
 async fn rows(s: &AppState, f: &RunFilter) -> Result<Value, XynError> {
@@ -46,6 +77,7 @@ async fn rows(s: &AppState, f: &RunFilter) -> Result<Value, XynError> {
             correlation_id: q(&f.correlation_id).map(str::to_string),
             before: decode_cursor(q(&f.cursor))?,
             limit: 50,
+            ..Default::default()
         })
         .await?;
     let next = encode_cursor(page.next);
@@ -104,7 +136,7 @@ pub async fn list_partial(
 }
 
 async fn load_run(s: &AppState, id: &str) -> UiResult<Run> {
-    let id: RunId = parse_id("run id", id)?;
+    let id: RunId = resolve_run(s.node.store().as_ref(), id).await?;
     s.node.store().get_run(id).await?.ok_or_else(|| {
         UiError::from(XynError::not_found(
             codes::RUN_NOT_FOUND,
@@ -181,7 +213,7 @@ pub async fn detail(
     ui.page("run.html", "runs", data)
 }
 
-/// `GET /ui/runs/{run_id}/_status` (§44.4): the live part of the run page.
+/// `GET /ui/runs/{run_id}/_status`: the live part of the run page.
 pub async fn status_partial(
     State(s): State<AppState>,
     ui: Ui,
@@ -215,7 +247,7 @@ pub async fn feed(
     .await?)
 }
 
-/// `GET /ui/runs/{run_id}/artifacts` (§44.1): the run's artifacts as table rows.
+/// `GET /ui/runs/{run_id}/artifacts`: the run's artifacts as table rows.
 pub async fn artifacts_partial(
     State(s): State<AppState>,
     ui: Ui,
@@ -267,7 +299,7 @@ pub async fn decide(
     Path((id, step)): Path<(String, String)>,
     Form(f): Form<DecideForm>,
 ) -> UiResult<Response> {
-    let run_id: RunId = parse_id("run id", &id)?;
+    let run_id: RunId = resolve_run(s.node.store().as_ref(), &id).await?;
     let approve = match f.decision.as_str() {
         "approve" => true,
         "reject" => false,
@@ -301,7 +333,7 @@ pub async fn cancel(
     ui: Ui,
     Path(id): Path<String>,
 ) -> UiResult<Response> {
-    let run_id: RunId = parse_id("run id", &id)?;
+    let run_id: RunId = resolve_run(s.node.store().as_ref(), &id).await?;
     match s
         .node
         .cancel_run(run_id, &ui.actor(), Some("cancelled from the UI".into()))
@@ -365,42 +397,76 @@ pub async fn step_detail(
 pub struct LaunchForm {
     #[serde(default)]
     blueprint: Option<String>,
+    /// `form` (the default: one field per declared input) or `json` (one JSON object).
+    #[serde(default)]
+    view: Option<String>,
+    /// The JSON view's text.
     #[serde(default)]
     inputs: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    /// The form view's fields, `in.<input name>`, and whatever else the form carries.
+    #[serde(flatten)]
+    fields: std::collections::BTreeMap<String, String>,
 }
 
-/// The launcher's form data: blueprints, the chosen one's declared inputs.
+impl LaunchForm {
+    fn json_view(&self) -> bool {
+        q(&self.view) == Some("json")
+    }
+    fn field(&self, input: &str) -> Option<&str> {
+        self.fields.get(&format!("in.{input}")).map(String::as_str)
+    }
+}
+
+/// One declared input as the form shows it.
+fn input_field(i: &Value) -> Value {
+    let ty = i.get("type").and_then(Value::as_str).unwrap_or("");
+    let default = i.get("default").filter(|d| !d.is_null());
+    let required = i
+        .get("required")
+        .and_then(Value::as_bool)
+        .unwrap_or(default.is_none());
+    let placeholder = default.map(|d| match d {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    });
+    let control = match ty {
+        "boolean" => "boolean",
+        "number" | "integer" => "number",
+        "object" | "array" => "json",
+        _ => "text",
+    };
+    json!({
+        "name": i.get("name"), "type": if ty.is_empty() { Value::Null } else { json!(ty) },
+        "required": required, "default": placeholder, "control": control,
+        "step": if ty == "integer" { "1" } else { "any" },
+        "description": i.get("description"),
+    })
+}
+
+/// The launcher's form data: blueprints, the chosen one's declared inputs, the form's values.
 async fn launcher_data(s: &AppState, f: &LaunchForm) -> UiResult<Value> {
     let heads = s.node.store().blueprint_heads().await?;
     let chosen = q(&f.blueprint)
         .map(str::to_string)
         .or_else(|| heads.first().map(|b| b.blueprint_id.clone()));
-    let chosen_inputs: Vec<Value> = chosen
-        .as_ref()
-        .and_then(|c| heads.iter().find(|b| &b.blueprint_id == c))
-        .and_then(|b| {
-            b.definition
-                .get("inputs")
-                .and_then(Value::as_array)
-                .cloned()
-        })
-        .unwrap_or_default()
-        .into_iter()
+    let specs = declared_inputs(&heads, chosen.as_deref());
+    let fields: Vec<Value> = specs
+        .iter()
         .map(|i| {
-            let required = i
-                .get("required")
-                .and_then(Value::as_bool)
-                .unwrap_or(i.get("default").is_none());
-            json!({"name": i.get("name"), "type": i.get("type"), "required": required})
+            let mut v = input_field(i);
+            let name = v["name"].as_str().unwrap_or_default().to_string();
+            v["value"] = json!(f.field(&name).unwrap_or(""));
+            v
         })
         .collect();
-    let template = if chosen_inputs.is_empty() {
-        "{}".to_string()
-    } else {
-        let m: Map<String, Value> = chosen_inputs
+    // The JSON view starts with the required inputs only: an optional one left out takes its
+    // default, one written as "" would not.
+    let template = {
+        let m: Map<String, Value> = fields
             .iter()
+            .filter(|i| i["required"] == json!(true))
             .filter_map(|i| i["name"].as_str().map(|n| (n.to_string(), json!(""))))
             .collect();
         serde_json::to_string_pretty(&m).unwrap_or_else(|_| "{}".into())
@@ -411,16 +477,33 @@ async fn launcher_data(s: &AppState, f: &LaunchForm) -> UiResult<Value> {
         .collect();
     Ok(json!({
         "blueprints": heads,
-        "chosen_inputs": chosen_inputs,
+        "chosen_inputs": fields,
         "form": {
             "blueprint": chosen,
+            "view": if f.json_view() { "json" } else { "form" },
             "inputs": q(&f.inputs).map(str::to_string).unwrap_or(template),
             "name": q(&f.name),
         },
     }))
 }
 
-/// `GET /ui/runs/new?blueprint=`.
+/// The `inputs` declared by the latest version of `blueprint`, as in its definition.
+fn declared_inputs(
+    heads: &[xyn_core::records::BlueprintVersion],
+    blueprint: Option<&str>,
+) -> Vec<Value> {
+    blueprint
+        .and_then(|c| heads.iter().find(|b| b.blueprint_id == c))
+        .and_then(|b| {
+            b.definition
+                .get("inputs")
+                .and_then(Value::as_array)
+                .cloned()
+        })
+        .unwrap_or_default()
+}
+
+/// `GET /ui/runs/new?blueprint=&view=`.
 pub async fn launcher(
     State(s): State<AppState>,
     ui: Ui,
@@ -437,7 +520,7 @@ fn issue(path: &str, code: &str, message: impl Into<String>) -> Value {
     json!({"path": path, "code": code, "message": message.into()})
 }
 
-/// Parses the inputs text; problems as issues.
+/// Parses the JSON view's text; problems as issues.
 fn parse_inputs(text: Option<&str>) -> Result<Map<String, Value>, Vec<Value>> {
     let text = text.unwrap_or("{}");
     match serde_json::from_str::<Value>(text) {
@@ -455,9 +538,73 @@ fn parse_inputs(text: Option<&str>) -> Result<Map<String, Value>, Vec<Value>> {
     }
 }
 
+/// Reads the form view's fields by the declared types: a blank field is left out (so its
+/// default applies), anything else must read as its type.
+fn form_inputs(f: &LaunchForm, specs: &[Value]) -> Result<Map<String, Value>, Vec<Value>> {
+    let mut out = Map::new();
+    let mut issues = Vec::new();
+    for spec in specs {
+        let Some(name) = spec.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some(text) = f.field(name).map(str::trim).filter(|t| !t.is_empty()) else {
+            continue;
+        };
+        let path = format!("inputs.{name}");
+        let v = match spec.get("type").and_then(Value::as_str).unwrap_or("") {
+            "integer" => text
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|_| "a whole number"),
+            "number" => text
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or("a number"),
+            "boolean" => match text {
+                "true" => Ok(Value::Bool(true)),
+                "false" => Ok(Value::Bool(false)),
+                _ => Err("true or false"),
+            },
+            "object" | "array" => serde_json::from_str(text).map_err(|_| "JSON"),
+            _ => Ok(Value::String(text.to_string())),
+        };
+        match v {
+            Ok(v) => {
+                out.insert(name.to_string(), v);
+            }
+            Err(want) => issues.push(issue(
+                &path,
+                "input.type",
+                format!("{name} must be {want}, not {text:?}"),
+            )),
+        }
+    }
+    if issues.is_empty() {
+        Ok(out)
+    } else {
+        Err(issues)
+    }
+}
+
+/// The inputs the form carries, from whichever view was used.
+async fn submitted_inputs(s: &AppState, f: &LaunchForm) -> Result<Map<String, Value>, Vec<Value>> {
+    if f.json_view() {
+        return parse_inputs(q(&f.inputs));
+    }
+    let heads = s
+        .node
+        .store()
+        .blueprint_heads()
+        .await
+        .map_err(|e| vec![issue("blueprint", "store", e.to_string())])?;
+    form_inputs(f, &declared_inputs(&heads, q(&f.blueprint)))
+}
+
 /// Checks inputs against the blueprint's declared inputs, without starting anything.
 async fn check_inputs(s: &AppState, f: &LaunchForm) -> Vec<Value> {
-    let inputs = match parse_inputs(q(&f.inputs)) {
+    let inputs = match submitted_inputs(s, f).await {
         Ok(m) => m,
         Err(issues) => return issues,
     };
@@ -525,7 +672,7 @@ pub async fn launch(
         Ok((StatusCode::UNPROCESSABLE_ENTITY, html).into_response())
     };
     let data = launcher_data(&s, &f).await?;
-    let inputs = match parse_inputs(q(&f.inputs)) {
+    let inputs = match submitted_inputs(&s, &f).await {
         Ok(m) => m,
         Err(issues) => return refuse(data, issues),
     };
@@ -565,5 +712,22 @@ pub async fn launch(
             refuse(data, issues)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inputs_summary_shows_the_first_scalars_cut_short() {
+        let v = json!({"host": "web-1", "n": 3, "deep": {"a": 1}, "ok": true, "more": "x"});
+        // In key order (the stored object keeps its keys sorted); nested values are left out.
+        assert_eq!(inputs_summary(&v), "host=web-1 · more=x · n=3");
+        let long = json!({"url": "https://example.com/a/very/long/path"});
+        let s = inputs_summary(&long);
+        assert_eq!(s.chars().count(), 28);
+        assert!(s.ends_with('…'));
+        assert_eq!(inputs_summary(&json!([1])), "");
     }
 }

@@ -28,8 +28,12 @@ const context = await chromium.launchPersistentContext(profile, {
 context.setDefaultTimeout(15000);
 
 const problems = [];
+// Refusals a check provokes on purpose (a 404 page, a 422 from a form): not problems.
+const deliberate = [];
 function watch(page, name) {
   page.on('console', (m) => {
+    const url = m.location().url || '';
+    if (m.type() === 'error' && deliberate.some((d) => d.stage === stage && url.endsWith(d.path))) return;
     if (m.type() === 'error') problems.push(`${name} (during "${stage}" at ${page.url()}, ${JSON.stringify(m.location())}): console error: ${m.text()}`);
   });
   page.on('pageerror', (e) => problems.push(`${name}: page error: ${e.message}`));
@@ -73,7 +77,23 @@ const PAGES = [
   ['footprints', '/ui/footprints', 'Footprints'],
   ['health', '/ui/health', 'Health'],
   ['operator', '/ui/operator', 'Operator view'],
+  ['search', '/ui/search?q=web-1', 'Search'],
 ];
+
+// No page may be wider than the window: the root's scrollWidth fits its clientWidth.
+async function assertNoOverflow(page, what) {
+  const [sw, cw] = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]);
+  expect(sw <= cw, `${what}: the page is ${sw}px wide in a ${cw}px window`);
+}
+
+// The relative luminance of an rgb() colour (0 black … 1 white).
+function luminance(rgb) {
+  const [r, g, b] = rgb.match(/\d+(\.\d+)?/g).slice(0, 3).map(Number).map((c) => {
+    const x = c / 255;
+    return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
 
 await check('every page loads, with its heading and navigation, at 1280px', async () => {
   for (const [name, url, heading] of PAGES) {
@@ -91,8 +111,10 @@ await check('pages work at phone width (390px) without horizontal overflow of th
   await phone.setViewportSize({ width: 390, height: 844 });
   for (const [name, url] of PAGES) {
     await phone.goto(BASE + url);
-    const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    expect(overflow <= 1, `${url}: the page is ${overflow}px wider than the phone`);
+    await assertNoOverflow(phone, url);
+    // The navigation wraps: every link stays inside the window.
+    const right = await phone.locator('.nav a').evaluateAll((as) => Math.max(...as.map((a) => a.getBoundingClientRect().right)));
+    expect(right <= 390, `${url}: a navigation link ends at ${right}px`);
     await shot(phone, `${name}-390`);
   }
   await phone.close();
@@ -105,7 +127,7 @@ await console_.waitForTimeout(500);
 
 let runUrl = '';
 await check('the launcher shows input errors inline, then starts a run', async () => {
-  await main.goto(BASE + '/ui/runs/new?blueprint=bp.ui.gate');
+  await main.goto(BASE + '/ui/runs/new?blueprint=bp.ui.gate&view=json');
   await main.waitForFunction(() => window.htmx !== undefined);
   // Choosing a blueprint re-renders the form (htmx); wait until the new form has settled.
   const settled = main.evaluate(() => new Promise((resolve) => {
@@ -225,6 +247,173 @@ await check('the operator view verifies the audit log', async () => {
   await main.click('[data-testid=audit-verify]');
   await main.locator('[data-testid=audit-ok]').waitFor();
   await shot(main, 'operator-audit');
+});
+
+await check('search by a short id finds the run, from the navigation', async () => {
+  const short = runId.slice(-8);
+  await main.goto(BASE + '/ui/runs');
+  const shown = await main.locator(`[data-testid=run-row][data-run-id="${runId}"] code.id`).textContent();
+  expect(shown === short, `the runs list shows the short id ${short}, got ${shown}`);
+  // The first six digits are enough: the search box opens the one run they name.
+  await main.fill('[data-testid=nav-search]', short.slice(0, 6));
+  await main.press('[data-testid=nav-search]', 'Enter');
+  await main.waitForURL(new RegExp(`/ui/runs/${runId}$`));
+  expect((await main.locator('[data-testid=run-short-id]').textContent()) === short, 'the run page shows its short id');
+  // An input value lists its runs; the key inputs show in the row.
+  await main.fill('[data-testid=nav-search]', 'BROWSER');
+  await main.press('[data-testid=nav-search]', 'Enter');
+  await main.waitForURL(/\/ui\/search\?q=BROWSER/);
+  const rows = await main.locator('[data-testid=search-runs] [data-testid=run-row]').evaluateAll((rs) => rs.map((r) => r.dataset.runId));
+  expect(rows.includes(runId), `search rows: ${rows}`);
+  const summary = await main.locator(`[data-testid=run-row][data-run-id="${runId}"] [data-testid=run-inputs-summary]`).textContent();
+  expect(summary.includes('who=browser'), `inputs summary: ${summary}`);
+  await shot(main, 'search-1280');
+  // The CLI and the API take the same prefix; an unknown one is a clear 404.
+  const api = await main.evaluate(async (p) => {
+    const r = await fetch(`/api/v1/runs/${p}`);
+    return [r.status, await r.json()];
+  }, short.slice(0, 6));
+  expect(api[0] === 200 && api[1].run_id === runId, `GET /api/v1/runs/<prefix>: ${JSON.stringify(api)}`);
+});
+
+await check('the launcher form uses defaults and refuses a missing required input', async () => {
+  await main.goto(BASE + '/ui/runs/new?blueprint=bp.ui.form');
+  await main.waitForFunction(() => window.htmx !== undefined);
+  expect((await main.getAttribute('[data-testid=launch-form]', 'data-view')) === 'form', 'the form view is the default');
+  expect((await main.getAttribute('[data-testid=launch-field-greeting]', 'placeholder')) === 'hello', 'a default shows as the placeholder');
+  expect((await main.inputValue('[data-testid=launch-field-greeting]')) === '', 'an optional field starts blank');
+  expect((await main.getAttribute('[data-testid=launch-field-times]', 'type')) === 'number', 'an integer gets a number field');
+  expect(await main.locator('label[for=in-who] .req').count() === 1, 'the required input is marked');
+  // The browser refuses to send the form without the required input...
+  await main.click('[data-testid=launch-submit]');
+  const missing = await main.evaluate(() => document.querySelector('[data-testid=launch-field-who]').validity.valueMissing);
+  expect(missing, 'the required field is reported missing');
+  expect(main.url().includes('/ui/runs/new'), 'no run was started');
+  // ...and so does the node, when a form arrives without it anyway.
+  deliberate.push({ stage, path: '/ui/runs' });
+  const [status, body] = await main.evaluate(async () => {
+    const fd = new URLSearchParams(new FormData(document.querySelector('#launch-form')));
+    fd.set('in.who', '   ');
+    const r = await fetch('/ui/runs', { method: 'POST', body: fd, headers: { 'HX-Request': 'true' } });
+    return [r.status, await r.text()];
+  });
+  expect(status === 422 && body.includes('input.required'), `a blank required input: ${status} ${body.slice(0, 300)}`);
+  await shot(main, 'launch-form-1280');
+  // Switching blueprints does not carry the old text over.
+  await main.fill('[data-testid=launch-field-who]', 'ada');
+  await main.click('[data-testid=launch-submit]');
+  await main.waitForURL(/\/ui\/runs\/[0-9a-f-]{36}$/);
+  await main.waitForFunction(() => document.querySelector('[data-testid=run-status]')?.textContent.trim() === 'completed');
+  const outputs = await main.locator('[data-testid=run-outputs]').textContent();
+  expect(outputs.includes('hello ada x1'), `the defaults were used: ${outputs}`);
+  const inputs = await main.evaluate(async (id) => (await (await fetch(`/api/v1/runs/${id}`)).json()).inputs, main.url().split('/').pop());
+  expect(JSON.stringify(inputs) === JSON.stringify({ greeting: 'hello', loud: false, times: 1, who: 'ada' }), `inputs: ${JSON.stringify(inputs)}`);
+  // The JSON view starts from the required inputs only, and switching blueprints starts afresh.
+  await main.goto(BASE + '/ui/runs/new?blueprint=bp.ui.form&view=json');
+  const text = JSON.parse(await main.inputValue('[data-testid=launch-inputs]'));
+  expect(JSON.stringify(text) === JSON.stringify({ who: '' }), `JSON template: ${JSON.stringify(text)}`);
+  await main.fill('[data-testid=launch-inputs]', '{"who": "typed for the old blueprint"}');
+  await main.waitForFunction(() => window.htmx !== undefined);
+  const settled = main.evaluate(() => new Promise((resolve) => {
+    document.body.addEventListener('htmx:afterSettle', () => resolve(), { once: true });
+  }));
+  await main.selectOption('[data-testid=launch-blueprint]', 'bp.ui.gate');
+  await settled;
+  const after = await main.inputValue('[data-testid=launch-inputs]');
+  expect(!after.includes('typed for the old blueprint'), `the old text stayed: ${after}`);
+});
+
+await check('an LLM answer renders as Markdown and an XSS attack in it is inert', async () => {
+  const attack = '# Plan\n\n1. **Restart** the `disk` service\n2. Check [the runbook](https://example.com/runbook)\n\n'
+    + '<script>window.__xss = 1</script>\n\n<img src=x onerror="window.__xss = 2">\n\n'
+    + '[click me](javascript:window.__xss=3) <a href="javascript:window.__xss=4">raw link</a>';
+  const run = await main.evaluate(async (text) => {
+    const r = await fetch('/api/v1/runs', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ blueprint_ref: 'bp.ui.md', inputs: { text } }) });
+    return r.json();
+  }, attack);
+  expect(run.run_id, `run: ${JSON.stringify(run)}`);
+  await main.goto(`${BASE}/ui/runs/${run.run_id}/steps/answer`);
+  const md = main.locator('[data-testid=rendered-text] .md').first();
+  await md.waitFor();
+  expect((await md.locator('h1').textContent()) === 'Plan', 'the heading renders');
+  expect((await md.locator('strong').first().textContent()) === 'Restart', 'bold renders');
+  expect(await md.locator('a[href="https://example.com/runbook"]').count() === 1, 'a web link stays');
+  const bad = await md.evaluate((el) => ({
+    scripts: el.querySelectorAll('script, iframe, object, embed').length,
+    handlers: [...el.querySelectorAll('*')].filter((n) => [...n.attributes].some((a) => a.name.startsWith('on'))).length,
+    jsLinks: [...el.querySelectorAll('[href], [src]')].filter((n) => /^\s*javascript:/i.test(n.getAttribute('href') || n.getAttribute('src') || '')).length,
+    text: el.textContent,
+  }));
+  expect(bad.scripts === 0 && bad.handlers === 0 && bad.jsLinks === 0, `live markup survived: ${JSON.stringify(bad)}`);
+  expect(bad.text.includes('<script>window.__xss = 1</script>'), 'raw HTML is shown as text');
+  // Click everything that looks like a link: nothing runs.
+  for (const a of await md.locator('a').all()) {
+    if ((await a.getAttribute('href') || '').startsWith('https://')) continue;
+    await a.click().catch(() => {});
+  }
+  expect(await main.evaluate(() => window.__xss === undefined), 'no attack code ran');
+  await shot(main, 'step-markdown-1280');
+  // The run page renders the same output too, and an error shows its code and message with the raw data folded.
+  await main.goto(`${BASE}/ui/runs/${run.run_id}`);
+  await main.locator('[data-testid=rendered-text] .md h1').first().waitFor();
+  expect(await main.evaluate(() => window.__xss === undefined), 'no attack code ran on the run page');
+});
+
+await check('dark mode follows the system, on every page, with screenshots', async () => {
+  const dark = watch(await context.newPage(), 'dark');
+  await dark.emulateMedia({ colorScheme: 'dark' });
+  const light = watch(await context.newPage(), 'light');
+  await light.emulateMedia({ colorScheme: 'light' });
+  for (const [name, url] of [...PAGES, ['run', runUrl.replace(BASE, ''), ''], ['step', `${runUrl.replace(BASE, '')}/steps/greet`, '']]) {
+    await dark.goto(BASE + url);
+    await light.goto(BASE + url);
+    const bgDark = await dark.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const bgLight = await light.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const inkDark = await dark.evaluate(() => getComputedStyle(document.body).color);
+    expect(luminance(bgDark) < 0.05 && luminance(bgLight) > 0.8, `${url}: backgrounds ${bgDark} / ${bgLight}`);
+    expect(luminance(inkDark) > 0.6, `${url}: dark-mode text ${inkDark}`);
+    const card = await dark.evaluate(() => {
+      const c = document.querySelector('.card, .table-wrap');
+      return c ? getComputedStyle(c).backgroundColor : 'rgb(0, 0, 0)';
+    });
+    expect(luminance(card) < 0.1, `${url}: a card or table is light in dark mode (${card})`);
+    await shot(dark, `${name}-dark-1280`);
+    await shot(light, `${name}-light-1280`);
+    await dark.setViewportSize({ width: 390, height: 844 });
+    await dark.goto(BASE + url);
+    await assertNoOverflow(dark, `${url} (dark, 390px)`);
+    await shot(dark, `${name}-dark-390`);
+    await dark.setViewportSize({ width: 1280, height: 900 });
+  }
+  await dark.close();
+  await light.close();
+});
+
+await check('detail pages, search and the 404 page fit 390px too, and 404 keeps the navigation', async () => {
+  const phone = watch(await context.newPage(), 'phone-detail');
+  await phone.setViewportSize({ width: 390, height: 844 });
+  const runPath = runUrl.replace(BASE, '');
+  const events = await (await phone.request.get(`${BASE}/api/v1/events?run_id=${runId}&limit=1`)).json();
+  const extra = [
+    ['run', runPath], ['step', `${runPath}/steps/greet`], ['step-gate', `${runPath}/steps/approve`],
+    ['event', `/ui/events/${events.items[0].event_id}`], ['search-results', '/ui/search?q=browser'],
+    ['launch-form', '/ui/runs/new?blueprint=bp.ui.form'], ['launch-json', '/ui/runs/new?blueprint=bp.ui.form&view=json'],
+    ['not-found', '/ui/no-such-page'],
+  ];
+  deliberate.push({ stage, path: '/ui/no-such-page' }, { stage, path: '/no/such/thing' });
+  for (const [name, url] of extra) {
+    const r = await phone.goto(BASE + url);
+    await assertNoOverflow(phone, url);
+    expect(await phone.locator('[data-testid=nav-runs]').isVisible(), `${url}: navigation`);
+    if (name === 'not-found') expect(r.status() === 404, `${url}: ${r.status()}`);
+    await shot(phone, `${name}-390`);
+  }
+  // A browser outside /ui and /api gets the UI's 404 page, not JSON.
+  const r = await phone.goto(BASE + '/no/such/thing');
+  expect(r.status() === 404 && await phone.locator('[data-testid=error-page]').isVisible(), 'a 404 page with the layout');
+  expect(await phone.locator('[data-testid=nav-runs]').isVisible(), '404: navigation');
+  await phone.close();
 });
 
 await check('no console errors or CSP violations on any page', async () => {
