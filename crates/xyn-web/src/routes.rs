@@ -2,6 +2,7 @@
 //! handler carries its OpenAPI description (`#[utoipa::path]`), so the document at
 //! `/api/v1/openapi.json` is generated from the code that answers.
 
+pub mod approvals;
 pub mod artifacts;
 pub mod audit;
 pub mod blueprints;
@@ -11,6 +12,7 @@ pub mod footprints;
 pub mod health;
 pub mod internal;
 pub mod packs;
+pub mod rerun;
 pub mod runs;
 
 use axum::Router;
@@ -37,6 +39,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::step))
         .routes(routes!(runs::approve))
         .routes(routes!(runs::reject))
+        .routes(routes!(approvals::list))
+        .routes(routes!(rerun::retry))
+        .routes(routes!(rerun::rerun))
         .routes(routes!(blueprints::list, blueprints::apply))
         .routes(routes!(blueprints::validate))
         .routes(routes!(blueprints::get_one))

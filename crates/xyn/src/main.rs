@@ -16,6 +16,7 @@ mod pack_cmd;
 mod pack_install;
 mod pack_live;
 mod retention;
+mod run_ops;
 mod serve;
 mod slo_cmd;
 mod spec_cmd;

@@ -204,4 +204,10 @@ CREATE TABLE footprint_rollups (
 CREATE FUNCTION xyn_now_us() RETURNS BIGINT LANGUAGE sql VOLATILE AS
     $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::BIGINT $$;
 "#,
+    // 2: runs held at a gate get their own status, `waiting` (they were `running`).
+    r#"
+UPDATE runs SET status = 'waiting'
+ WHERE status = 'running'
+   AND EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id AND steps.status = 'waiting');
+"#,
 ];

@@ -197,4 +197,10 @@ CREATE TABLE footprint_rollups (
     PRIMARY KEY (day, metric, source_kind, source_ref, unit, class)
 );
 "#,
+    // 3: runs held at a gate get their own status, `waiting` (they were `running`).
+    r#"
+UPDATE runs SET status = 'waiting'
+ WHERE status = 'running'
+   AND EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id AND steps.status = 'waiting');
+"#,
 ];
