@@ -5,7 +5,6 @@
 
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -148,7 +147,7 @@ pub struct RerunForm {
     name: Option<String>,
 }
 
-/// `POST /ui/runs/{run_id}/rerun`: starts the new run; bad inputs come back inline (422).
+/// `POST /ui/runs/{run_id}/rerun`: starts the new run; bad inputs come back inline.
 pub async fn rerun(
     State(s): State<AppState>,
     ui: Ui,
@@ -160,11 +159,8 @@ pub async fn rerun(
     let refuse = |errors: Vec<Value>| -> UiResult<Response> {
         let mut data = form_data(&run, text, q(&f.name));
         data["errors"] = json!(errors);
-        Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ui.page("rerun.html", "runs", data)?,
-        )
-            .into_response())
+        // The form again, with the problems: a page the browser shows (200), like any other.
+        Ok(ui.page("rerun.html", "runs", data)?.into_response())
     };
     let inputs = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => m,

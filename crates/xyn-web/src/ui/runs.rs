@@ -112,7 +112,7 @@ pub async fn page(
 
 /// `GET /ui/runs/feed?after=`: `event: change` whenever a platform event commits (a run
 /// starts, a step moves, a gate waits, a run ends); the runs page refreshes its rows on it
-/// (throttled in the page).
+/// (htmx queues the triggers that arrive while a refresh is in flight into one more).
 pub async fn list_feed(
     State(s): State<AppState>,
     Query(fq): Query<FeedQ>,
