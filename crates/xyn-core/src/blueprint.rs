@@ -89,6 +89,8 @@ pub mod codes {
     pub const KIND_UNKNOWN: &str = "kind.unknown";
     pub const GATE_MODE_MISSING: &str = "gate.mode_missing";
     pub const GATE_MODE_UNKNOWN: &str = "gate.mode_unknown";
+    /// A gate's `approvers` entry is not a name or `role:owner` / `role:operator`.
+    pub const GATE_APPROVER_INVALID: &str = "gate.approver_invalid";
     pub const AGENT_PROVIDER_MISSING: &str = "agent.provider_missing";
     pub const AGENT_PROVIDER_UNKNOWN: &str = "agent.provider_unknown";
     pub const AGENT_MODEL_MISSING: &str = "agent.model_missing";
@@ -240,6 +242,9 @@ pub enum StepBody {
     Gate {
         message: Option<Template>,
         on_reject: OnReject,
+        /// Who may decide: principal names, and roles as `role:owner` / `role:operator`.
+        /// Empty: anyone who may write (owners and operators).
+        approvers: Vec<String>,
     },
     Transform(TransformBody),
 }
@@ -1154,7 +1159,7 @@ impl Checker<'_, '_> {
                 "options",
             ],
             Some(StepKind::ActionTask) => &["action", "with"],
-            Some(StepKind::Gate) => &["mode", "message", "on_reject"],
+            Some(StepKind::Gate) => &["mode", "message", "on_reject", "approvers"],
             Some(StepKind::Transform) => &["expr", "template"],
             None => &[],
         };
@@ -1574,7 +1579,52 @@ impl Checker<'_, '_> {
                 OnReject::Fail
             }
         };
-        (mode.as_deref() == Some("manual")).then_some(StepBody::Gate { message, on_reject })
+        let approvers = self.gate_approvers(path, m);
+        (mode.as_deref() == Some("manual")).then_some(StepBody::Gate {
+            message,
+            on_reject,
+            approvers,
+        })
+    }
+
+    /// `approvers:`: a list of principal names and `role:owner` / `role:operator`.
+    fn gate_approvers(&mut self, path: &str, m: &Map<String, Value>) -> Vec<String> {
+        let list = match m.get("approvers") {
+            None | Some(Value::Null) => return vec![],
+            Some(Value::Array(a)) => a,
+            Some(other) => {
+                self.issue(
+                    format!("{path}.approvers"),
+                    codes::FIELD_TYPE,
+                    format!(
+                        "'approvers' must be a list of names and role:owner / role:operator, not {}",
+                        type_name(other)
+                    ),
+                );
+                return vec![];
+            }
+        };
+        let mut out = Vec::new();
+        for (i, v) in list.iter().enumerate() {
+            let ok = v.as_str().map(str::trim).filter(|a| {
+                !a.is_empty()
+                    && a.len() <= 100
+                    && a.bytes().all(|b| b.is_ascii_graphic())
+                    && a.strip_prefix("role:")
+                        .is_none_or(|r| r == "owner" || r == "operator")
+            });
+            match ok {
+                Some(a) => out.push(a.to_string()),
+                None => self.issue(
+                    format!("{path}.approvers[{i}]"),
+                    codes::GATE_APPROVER_INVALID,
+                    format!(
+                        "an approver is a principal name (as in the tokens file) or role:owner / role:operator, not {v}"
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn transform_body(

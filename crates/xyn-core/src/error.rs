@@ -108,10 +108,16 @@ pub mod codes {
     pub const RUN_ID_AMBIGUOUS: &str = "run.id_ambiguous";
     pub const RUN_ALREADY_FINISHED: &str = "run.already_finished";
     pub const RUN_INPUTS_INVALID: &str = "run.inputs_invalid";
+    /// Retry asked of a run that did not fail (it is still going, completed or was cancelled).
+    pub const RUN_NOT_FAILED: &str = "run.not_failed";
 
     pub const STEP_NOT_FOUND: &str = "step.not_found";
     pub const STEP_NOT_WAITING: &str = "step.not_waiting";
     pub const STEP_NOT_A_GATE: &str = "step.not_a_gate";
+    /// The gate names its approvers and the caller is not one of them.
+    pub const GATE_NOT_AN_APPROVER: &str = "gate.not_an_approver";
+    /// Retry asked of a step that did not fail.
+    pub const STEP_NOT_FAILED: &str = "step.not_failed";
     /// A step's output is larger than the node's output limit.
     pub const STEP_OUTPUT_TOO_LARGE: &str = "step.output_too_large";
     /// A run's outputs are larger than the node's output limit.

@@ -8,7 +8,10 @@ use crate::time::Timestamp;
 
 pub const RUN_COUNT: &str = "run.count";
 pub const STEP_COUNT: &str = "step.count";
+/// Working wall time of a step attempt (gates excluded: see [`GATE_WAIT_MS`]).
 pub const WALL_MS: &str = "wall_ms";
+/// Time a gate waited for its decision: waiting for a person, not working.
+pub const GATE_WAIT_MS: &str = "gate_wait_ms";
 pub const TOKENS_IN: &str = "tokens_in";
 pub const TOKENS_OUT: &str = "tokens_out";
 pub const REQUEST_COUNT: &str = "request_count";

@@ -4,6 +4,10 @@ pub const RUN_STARTED: &str = "xyn.run.started";
 pub const RUN_COMPLETED: &str = "xyn.run.completed";
 pub const RUN_FAILED: &str = "xyn.run.failed";
 pub const RUN_CANCELLED: &str = "xyn.run.cancelled";
+/// A failed run was retried from its failed step (a new attempt of that step, same run).
+pub const RUN_RETRIED: &str = "xyn.run.retried";
+/// A run was started again as a new run (on the old run: names the new one).
+pub const RUN_RERUN: &str = "xyn.run.rerun";
 pub const STEP_STARTED: &str = "xyn.step.started";
 pub const STEP_COMPLETED: &str = "xyn.step.completed";
 pub const STEP_FAILED: &str = "xyn.step.failed";

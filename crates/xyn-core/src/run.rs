@@ -17,12 +17,14 @@ use crate::ids::{EventId, IdSource, RunId, StepId};
 use crate::names;
 use crate::time::Timestamp;
 
-/// The status of a run.
+/// The status of a run: `created`, `running`, `waiting` (a gate waits for a decision, so the
+/// run cannot go on without someone), then one of the three terminal ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Created,
     Running,
+    Waiting,
     Completed,
     Failed,
     Cancelled,
@@ -33,6 +35,7 @@ impl RunStatus {
         match self {
             RunStatus::Created => "created",
             RunStatus::Running => "running",
+            RunStatus::Waiting => "waiting",
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
@@ -42,6 +45,7 @@ impl RunStatus {
         Some(match s {
             "created" => RunStatus::Created,
             "running" => RunStatus::Running,
+            "waiting" => RunStatus::Waiting,
             "completed" => RunStatus::Completed,
             "failed" => RunStatus::Failed,
             "cancelled" => RunStatus::Cancelled,
@@ -53,6 +57,19 @@ impl RunStatus {
             self,
             RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
         )
+    }
+    /// Every status, in lifecycle order (for messages and filters).
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Created,
+        RunStatus::Running,
+        RunStatus::Waiting,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+    /// The names of every status, comma-separated.
+    pub fn names() -> String {
+        Self::ALL.map(Self::as_str).join(", ")
     }
 }
 
@@ -693,7 +710,12 @@ impl RunMachine {
             Some(step_id),
             "step",
             &name,
-            footprint::WALL_MS,
+            // A gate's time is spent waiting for a person: reported apart from working time.
+            if step.kind == StepKind::Gate {
+                footprint::GATE_WAIT_MS
+            } else {
+                footprint::WALL_MS
+            },
             wall_ms as f64,
             "ms",
             dims,
@@ -832,15 +854,21 @@ impl RunMachine {
         effects: Value,
     ) {
         let timeout_ms = self.plan.steps[idx].timeout_ms;
+        let approvers = match &self.plan.steps[idx].body {
+            StepBody::Gate { approvers, .. } => approvers.clone(),
+            _ => vec![],
+        };
         let step = &mut self.steps[idx];
         step.status = StepStatus::Waiting;
         step.attempt += 1;
         step.started_at = Some(now);
-        // What the gate approves: the effects of the action steps it guards, resolved.
-        step.inputs = Some(json!({"message": message, "effects": effects}));
+        // What the gate approves: the effects of the action steps it guards, resolved; and
+        // who may decide (empty: anyone who may write).
+        step.inputs = Some(json!({"message": message, "effects": effects, "approvers": approvers}));
         let name = step.name.clone();
         self.run.step_executions += 1;
         self.changes.run_changed = true;
+        self.follow_gates();
         self.touch_step(idx);
         self.emit(
             ids,
@@ -852,6 +880,7 @@ impl RunMachine {
                 "step": name,
                 "message": message,
                 "effects": effects,
+                "approvers": approvers,
                 "timeout_at": timeout_ms.map(|t| now.plus_ms(t).to_string()),
             }),
         );
@@ -898,6 +927,7 @@ impl RunMachine {
             }));
         }
         self.step_footprints(now, idx, wall_ms);
+        self.follow_gates();
         self.emit(
             ids,
             now,
@@ -937,6 +967,26 @@ impl RunMachine {
             ),
         );
         self.fail_step(ids, now, idx, err, false);
+        self.follow_gates();
+    }
+
+    /// Keeps the run's status in step with its gates: `waiting` while a gate waits for a
+    /// decision, `running` again once none does. Called by every transition that opens or
+    /// closes a gate, so the status is written in the same batch as the gate's event.
+    fn follow_gates(&mut self) {
+        if !matches!(self.run.status, RunStatus::Running | RunStatus::Waiting) {
+            return;
+        }
+        let waiting = self.steps.iter().any(|s| s.status == StepStatus::Waiting);
+        let status = if waiting {
+            RunStatus::Waiting
+        } else {
+            RunStatus::Running
+        };
+        if status != self.run.status {
+            self.run.status = status;
+            self.changes.run_changed = true;
+        }
     }
 
     fn skip_remaining(&mut self, ids: &dyn IdSource, now: Timestamp, reason: &str) {
@@ -977,6 +1027,16 @@ impl RunMachine {
             _ => names::RUN_FAILED,
         };
         let wall_ms = self.run.started_at.map_or(0, |s| now.ms_since(s));
+        // Of the wall time, how long the run waited at gates for people to decide.
+        let gate_wait_ms: u64 = self
+            .steps
+            .iter()
+            .filter(|s| s.kind == StepKind::Gate)
+            .filter_map(|s| {
+                s.started_at
+                    .map(|a| s.completed_at.unwrap_or(now).ms_since(a))
+            })
+            .sum();
         self.emit(
             ids,
             now,
@@ -989,8 +1049,117 @@ impl RunMachine {
                 "outputs": outputs,
                 "error": error,
                 "wall_ms": wall_ms,
+                "gate_wait_ms": gate_wait_ms,
             }),
         );
+    }
+
+    /// The failed step a retry starts from: the first step that failed for good.
+    pub fn failed_step(&self) -> Option<usize> {
+        self.steps
+            .iter()
+            .position(|s| s.status == StepStatus::Failed)
+    }
+
+    /// Retries a failed run from its failed step `idx`: that step gets a new attempt (its
+    /// attempt number goes on, so earlier attempts stay told apart in the log), the steps after
+    /// it that the failure skipped are reset, and the run is `running` again with a fresh
+    /// wall-clock limit. Emits `xyn.run.retried`. The caller checked
+    /// [`Self::check_retry`].
+    pub fn retry(&mut self, ids: &dyn IdSource, now: Timestamp, idx: usize, actor: &str) {
+        let previous_error = self.run.error.take();
+        let failed = &mut self.steps[idx];
+        let from_attempt = failed.attempt;
+        failed.status = StepStatus::Created;
+        failed.next_attempt_at = None;
+        failed.decided_by = None;
+        failed.decision_comment = None;
+        let name = failed.name.clone();
+        self.touch_step(idx);
+        for i in idx + 1..self.steps.len() {
+            let s = &mut self.steps[i];
+            if matches!(s.status, StepStatus::Skipped | StepStatus::Failed) {
+                s.status = StepStatus::Created;
+                s.started_at = None;
+                s.completed_at = None;
+                s.outputs = None;
+                s.error = None;
+                s.next_attempt_at = None;
+                self.changes.steps_changed.push(i);
+            }
+        }
+        let wall = self
+            .plan
+            .timeout_ms
+            .map_or(self.limits.max_wall_ms, |t| t.min(self.limits.max_wall_ms));
+        self.run.status = RunStatus::Running;
+        self.run.completed_at = None;
+        self.run.outputs = None;
+        self.run.deadline_at = Some(now.plus_ms(wall));
+        self.changes.run_changed = true;
+        self.emit(
+            ids,
+            now,
+            names::RUN_RETRIED,
+            actor,
+            None,
+            json!({
+                "step": name,
+                "attempt": from_attempt + 1,
+                "previous_attempt": from_attempt,
+                "previous_error": previous_error,
+            }),
+        );
+    }
+
+    /// Whether the run can be retried from step `idx` (`None`: its failed step): the run
+    /// failed, and the step is the one that failed. Returns the step's index.
+    pub fn check_retry(&self, idx: Option<usize>) -> Result<usize, crate::XynError> {
+        use crate::{XynError, codes};
+        if self.run.status != RunStatus::Failed {
+            return Err(XynError::conflict(
+                codes::RUN_NOT_FAILED,
+                format!(
+                    "run {} is {}: only a failed run is retried (re-run it to start again)",
+                    self.run.run_id,
+                    self.run.status.as_str()
+                ),
+            )
+            .with_details(json!({"status": self.run.status.as_str()})));
+        }
+        let failed = self.failed_step();
+        let idx = match (idx, failed) {
+            (Some(i), _) => i,
+            (None, Some(f)) => f,
+            (None, None) => {
+                return Err(XynError::conflict(
+                    codes::STEP_NOT_FAILED,
+                    format!(
+                        "run {} failed before any step did ({}): re-run it instead",
+                        self.run.run_id,
+                        self.run
+                            .error
+                            .as_ref()
+                            .and_then(|e| e.get("code"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("no step failed")
+                    ),
+                ));
+            }
+        };
+        let s = &self.steps[idx];
+        if s.status != StepStatus::Failed || Some(idx) != failed {
+            return Err(XynError::conflict(
+                codes::STEP_NOT_FAILED,
+                format!(
+                    "step '{}' is {}, not the step that failed: a retry starts at the failed step",
+                    s.name,
+                    s.status.as_str()
+                ),
+            )
+            .with_details(json!({"status": s.status.as_str(), "failed_step": failed.map(|f| self.steps[f].name.clone())})));
+        }
+        Ok(idx)
     }
 
     /// Completes the run with its outputs.
@@ -1071,14 +1240,17 @@ mod tests {
     use crate::ids::SequentialIds;
 
     fn machine(retry: &str) -> RunMachine {
-        let text = format!(
+        machine_of(&format!(
             "id: t\ntrigger: {{event_type: t.x}}\nplan:\n  - {{kind: transform, id: a, expr: '{{n: 1}}'{retry}}}\n"
-        );
+        ))
+    }
+
+    fn machine_of(text: &str) -> RunMachine {
         let env = ValidationEnv {
             is_known_action: &|_| true,
             known_providers: crate::blueprint::PROVIDERS,
         };
-        let plan = compile_text(&text, &env).unwrap();
+        let plan = compile_text(text, &env).unwrap();
         let ids = SequentialIds::default();
         let now = Timestamp::from_micros(1_000_000);
         let mut m = RunMachine::create(
@@ -1140,5 +1312,133 @@ mod tests {
         assert_eq!(crash_repeatedly(&mut m, 100), allowed - 1);
         assert_eq!(m.steps[0].status, StepStatus::Failed);
         assert_eq!(m.steps[0].attempt, allowed);
+    }
+
+    const GATED: &str = "id: t\ntrigger: {event_type: t.x}\nplan:\n  - {kind: transform, id: a, expr: '{n: 1}'}\n  - {kind: gate, id: g, mode: manual}\n  - {kind: transform, id: b, expr: '{n: 2}'}\n";
+
+    #[test]
+    fn a_run_waits_while_its_gate_waits_and_runs_again_once_decided() {
+        let ids = SequentialIds::default();
+        let now = Timestamp::from_micros(2_000_000);
+        let mut m = machine_of(GATED);
+        m.start_step(&ids, now, 0, Value::Null);
+        m.complete_step(&ids, now, 0, json!({"n": 1}));
+        assert_eq!(m.decide(now), Next::OpenGate(1));
+        m.take_changes();
+        m.open_gate(&ids, now, 1, Some("go?".into()), json!([]));
+        assert_eq!(m.run.status, RunStatus::Waiting);
+        let ch = m.take_changes();
+        assert!(
+            ch.run_changed,
+            "the status is written with the gate's event"
+        );
+        assert!(
+            ch.events
+                .iter()
+                .any(|e| e.event_name == names::GATE_WAITING)
+        );
+        m.decide_gate(&ids, now.plus_ms(5_000), 1, true, "alice", None);
+        assert_eq!(m.run.status, RunStatus::Running);
+        assert!(m.take_changes().run_changed);
+        // The time at the gate is reported as waiting, not as working wall time.
+        let mut m = machine_of(GATED);
+        m.open_gate(&ids, now, 1, None, json!([]));
+        m.take_changes();
+        m.decide_gate(&ids, now.plus_ms(5_000), 1, true, "alice", None);
+        let fps = m.take_changes().footprints;
+        assert!(
+            fps.iter()
+                .any(|f| f.metric == footprint::GATE_WAIT_MS && f.quantity == 5000.0)
+        );
+        assert!(!fps.iter().any(|f| f.metric == footprint::WALL_MS));
+        // A rejected or timed-out gate ends the run: a terminal status, not `waiting`.
+        let mut m = machine_of(GATED);
+        m.open_gate(&ids, now, 1, None, json!([]));
+        m.decide_gate(&ids, now, 1, false, "bob", None);
+        assert_eq!(m.run.status, RunStatus::Failed);
+        let mut m = machine_of(GATED);
+        m.open_gate(&ids, now, 1, None, json!([]));
+        m.time_out_gate(&ids, now, 1);
+        assert_eq!(m.run.status, RunStatus::Running);
+        assert_eq!(m.steps[1].status, StepStatus::Failed);
+    }
+
+    #[test]
+    fn a_failed_run_is_retried_from_its_failed_step_with_a_new_attempt() {
+        let ids = SequentialIds::default();
+        let now = Timestamp::from_micros(2_000_000);
+        let mut m = machine_of(GATED);
+        m.start_step(&ids, now, 0, Value::Null);
+        m.fail_step(&ids, now, 0, error_value("boom", "no"), false);
+        let Next::Fail(e) = m.decide(now) else {
+            panic!("the run fails")
+        };
+        m.fail(&ids, now, e);
+        assert_eq!(m.run.status, RunStatus::Failed);
+        assert_eq!(m.steps[1].status, StepStatus::Skipped);
+        // Not the failed step: refused.
+        let err = m.check_retry(Some(1)).unwrap_err();
+        assert_eq!(err.code, crate::codes::STEP_NOT_FAILED);
+        assert_eq!(m.check_retry(None).unwrap(), 0);
+        m.take_changes();
+        let later = now.plus_ms(60 * 60 * 1000 * 2);
+        m.retry(&ids, later, 0, "alice");
+        assert_eq!(m.run.status, RunStatus::Running);
+        assert_eq!(m.run.error, None);
+        assert!(
+            m.run.deadline_at.unwrap() > later,
+            "a fresh wall-clock limit"
+        );
+        assert_eq!(
+            (m.steps[1].status, m.steps[2].status),
+            (StepStatus::Created, StepStatus::Created)
+        );
+        let ch = m.take_changes();
+        let ev = ch
+            .events
+            .iter()
+            .find(|e| e.event_name == names::RUN_RETRIED)
+            .unwrap();
+        assert_eq!(ev.actor, "alice");
+        assert_eq!(ev.data["attempt"], 2);
+        assert_eq!(ev.data["previous_error"]["code"], "step.failed");
+        assert_eq!(m.decide(later), Next::Execute(0));
+        m.start_step(&ids, later, 0, Value::Null);
+        assert_eq!(m.steps[0].attempt, 2);
+        // A run that did not fail is not retried.
+        let err = m.check_retry(None).unwrap_err();
+        assert_eq!(err.code, crate::codes::RUN_NOT_FAILED);
+    }
+
+    #[test]
+    fn a_gate_names_its_approvers_as_names_and_roles() {
+        let m = machine_of(
+            "id: t\ntrigger: {event_type: t.x}\nplan:\n  - {kind: gate, id: g, mode: manual, approvers: [alice, 'role:operator']}\n",
+        );
+        let ids = SequentialIds::default();
+        let mut m = m;
+        m.open_gate(&ids, Timestamp::from_micros(5), 0, None, json!([]));
+        assert_eq!(
+            m.steps[0].inputs.as_ref().unwrap()["approvers"],
+            json!(["alice", "role:operator"])
+        );
+        let env = ValidationEnv {
+            is_known_action: &|_| true,
+            known_providers: crate::blueprint::PROVIDERS,
+        };
+        for bad in ["['role:viewer']", "['']", "'alice'", "[3]"] {
+            let text = format!(
+                "id: t\ntrigger: {{event_type: t.x}}\nplan:\n  - {{kind: gate, id: g, mode: manual, approvers: {bad}}}\n"
+            );
+            let issues = compile_text(&text, &env)
+                .err()
+                .unwrap_or_else(|| panic!("{bad} is refused"));
+            assert!(
+                issues
+                    .iter()
+                    .any(|i| i.path.starts_with("$.plan[0].approvers")),
+                "{bad}: {issues:?}"
+            );
+        }
     }
 }

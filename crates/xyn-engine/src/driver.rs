@@ -25,6 +25,8 @@ pub(crate) enum End {
     Wake,
     /// The run was cancelled from outside: it ends, and whoever executes it is told to stop.
     Cancel,
+    /// A finished run was retried: it is queued again, due now, for any worker.
+    Requeue,
 }
 
 /// What executing one step left the driver with.
@@ -132,6 +134,12 @@ impl Node {
                     End::Cancel => {
                         vec![QueueWrite::Finish { run_id }, QueueWrite::Cancel { run_id }]
                     }
+                    End::Requeue => vec![QueueWrite::Enqueue {
+                        run_id,
+                        due_at: Some(inner.clock.now()),
+                        owner: None,
+                        lease_ms: c.lease_ms,
+                    }],
                 }
             }
         };
@@ -434,6 +442,55 @@ impl Node {
                     return Err(e);
                 }
             }
+        }
+        Err(XynError::conflict(
+            "run.busy",
+            format!("run {run_id} kept changing; try again"),
+        ))
+    }
+
+    /// Retries a failed run from its failed step (`step`: that step's id or name; `None`: the
+    /// one that failed): a new attempt of the step in the same run, recorded as
+    /// `xyn.run.retried` by `actor`. Earlier attempts stay in the log.
+    pub async fn retry_run(
+        &self,
+        run_id: RunId,
+        step: Option<&str>,
+        actor: &str,
+    ) -> Result<Run, XynError> {
+        let inner = self.inner();
+        for _ in 0..3 {
+            let guard = inner.run_locks.lock(run_id).await;
+            let mut m = self.load_machine(run_id).await?.ok_or_else(|| {
+                XynError::not_found(codes::RUN_NOT_FOUND, format!("no run {run_id}"))
+            })?;
+            let idx = match step {
+                None => None,
+                Some(name) => Some(
+                    m.steps
+                        .iter()
+                        .position(|s| s.name == name || s.step_id.to_string() == name)
+                        .ok_or_else(|| {
+                            XynError::not_found(
+                                codes::STEP_NOT_FOUND,
+                                format!("run {run_id} has no step {name:?}"),
+                            )
+                        })?,
+                ),
+            };
+            let idx = m.check_retry(idx)?;
+            m.retry(inner.ids.as_ref(), inner.clock.now(), idx, actor);
+            if !self.sync_with(&mut m, End::Requeue).await? {
+                drop(guard);
+                continue;
+            }
+            tracing::info!(%run_id, step = %m.steps[idx].name, actor, "run retried from its failed step");
+            drop(guard);
+            let run = m.run.clone();
+            if inner.config.cluster.is_none() {
+                inner.scheduler.push(Work::Fresh(Box::new(m)));
+            }
+            return Ok(run);
         }
         Err(XynError::conflict(
             "run.busy",

@@ -274,6 +274,46 @@ impl Node {
 
     /// Starts a run of a blueprint by hand. Inputs are checked first: bad inputs change nothing.
     pub async fn start_run(&self, req: StartRun) -> Result<Run, XynError> {
+        self.start_run_linked(req, None).await
+    }
+
+    /// Re-runs a run: a new run of the same blueprint version with the old run's inputs, or
+    /// with `inputs` when given (checked first: bad inputs change nothing). The two are linked
+    /// both ways in the log: the new run's request (`xyn.run.requested`) names the old run in
+    /// `rerun_of`, and `xyn.run.rerun` on the old run names the new one.
+    pub async fn rerun(
+        &self,
+        old: RunId,
+        inputs: Option<Map<String, Value>>,
+        name: Option<String>,
+        actor: String,
+        correlation_id: Option<String>,
+    ) -> Result<Run, XynError> {
+        let prev =
+            self.inner().store.get_run(old).await?.ok_or_else(|| {
+                XynError::not_found(codes::RUN_NOT_FOUND, format!("no run {old}"))
+            })?;
+        let inputs = match inputs {
+            Some(i) => i,
+            None => prev.inputs.as_object().cloned().unwrap_or_default(),
+        };
+        let req = StartRun {
+            blueprint_id: prev.blueprint_id.clone(),
+            version: Some(prev.blueprint_version),
+            inputs,
+            name: name.or_else(|| Some(prev.name.clone())),
+            priority: prev.priority,
+            actor,
+            correlation_id,
+        };
+        self.start_run_linked(req, Some(&prev)).await
+    }
+
+    async fn start_run_linked(
+        &self,
+        req: StartRun,
+        rerun_of: Option<&Run>,
+    ) -> Result<Run, XynError> {
         let inner = self.inner();
         let (version, plan) = match req.version {
             Some(v) => (v, self.plan_for(&req.blueprint_id, v).await?),
@@ -294,6 +334,10 @@ impl Node {
             }),
             data: json!({"blueprint_id": plan.id, "version": version, "inputs": req.inputs}),
         };
+        let mut event = event;
+        if let Some(prev) = rerun_of {
+            event.data["rerun_of"] = json!(prev.run_id.to_string());
+        }
         let mut m = self
             .new_run(plan, version, &event, Some(&req.inputs), &req.actor)
             .map_err(|issues| {
@@ -314,10 +358,30 @@ impl Node {
             ..Default::default()
         };
         Self::insert_run(&mut batch, &mut m);
+        if let Some(prev) = rerun_of {
+            batch.events.push(Event {
+                event_id: EventId(inner.ids.new_uuid()),
+                event_name: names::RUN_RERUN.into(),
+                occurred_at: inner.clock.now(),
+                env_id: inner.config.env_id.clone(),
+                actor: req.actor.clone(),
+                correlation_id: prev.correlation_id.clone(),
+                run_id: Some(prev.run_id),
+                step_id: None,
+                resource: Some(Resource {
+                    kind: "run".into(),
+                    id: prev.run_id.to_string(),
+                }),
+                data: json!({
+                    "rerun_run_id": m.run.run_id.to_string(),
+                    "inputs_changed": m.run.inputs != prev.inputs,
+                }),
+            });
+        }
         self.enqueue(&mut batch, &m);
         let run = m.run.clone();
         self.commit_and_dispatch(batch, vec![m]).await?;
-        tracing::info!(run_id = %run.run_id, blueprint_id = %run.blueprint_id, actor = %run.actor, "run started by hand");
+        tracing::info!(run_id = %run.run_id, blueprint_id = %run.blueprint_id, actor = %run.actor, rerun_of = ?rerun_of.map(|r| r.run_id), "run started by hand");
         Ok(run)
     }
 

@@ -2163,7 +2163,7 @@ impl Store for PgStore {
     async fn unfinished_runs(&self) -> StoreResult<Vec<RunId>> {
         let rows = self
             .query(
-                "SELECT run_id FROM runs WHERE status IN ('created', 'running') ORDER BY id",
+                "SELECT run_id FROM runs WHERE status IN ('created', 'running', 'waiting') ORDER BY id",
                 &[],
             )
             .await?;

@@ -1217,7 +1217,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             collect(
                 c,
-                "SELECT run_id FROM runs WHERE status IN ('created', 'running') ORDER BY id",
+                "SELECT run_id FROM runs WHERE status IN ('created', 'running', 'waiting') ORDER BY id",
                 vec![],
                 |r| {
                     let s: String = r.get(0).map_err(unavailable)?;

@@ -223,6 +223,44 @@ async fn wal_mode_and_full_sync_are_on() {
     assert_eq!(mode, "wal");
 }
 
+/// A database written before runs had a `waiting` status: the migration moves the runs held at
+/// a gate from `running` to `waiting`, and only those.
+#[tokio::test]
+async fn the_migration_marks_runs_held_at_a_gate_waiting() {
+    use xyn_core::run::{RunStatus, StepStatus};
+    use xyn_store::{RunWrite, StepWrite, WriteBatch};
+    let dir = tempfile::tempdir().unwrap();
+    let held = conformance::run("bp.m", RunStatus::Running);
+    let working = conformance::run("bp.m", RunStatus::Running);
+    let mut gate = conformance::step(&held, 0, "approve");
+    gate.status = StepStatus::Waiting;
+    {
+        let s = open(dir.path());
+        s.commit(WriteBatch {
+            runs: vec![
+                RunWrite::Insert(held.clone()),
+                RunWrite::Insert(working.clone()),
+            ],
+            steps: vec![StepWrite::Insert(gate)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        s.close();
+    }
+    sql(dir.path(), "PRAGMA user_version = 2");
+    let s = open(dir.path());
+    let status = |r: Option<xyn_core::run::Run>| r.map(|r| r.status);
+    assert_eq!(
+        status(s.get_run(held.run_id).await.unwrap()),
+        Some(RunStatus::Waiting)
+    );
+    assert_eq!(
+        status(s.get_run(working.run_id).await.unwrap()),
+        Some(RunStatus::Running)
+    );
+}
+
 #[tokio::test]
 async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();

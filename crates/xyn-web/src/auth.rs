@@ -3,8 +3,9 @@
 //! Open by default (a local node: every caller is the local operator). When tokens are
 //! configured (`XYN_API_TOKEN`, `XYN_OWNER_TOKEN`, a tokens file), every `/api` and `/ui`
 //! route needs `Authorization: Bearer <token>` or the session cookie the login page sets.
-//! Two roles: **owner** (day-to-day: events, runs, drafts, artifacts) and **operator**
-//! (also `/api/internal/*` and the operator view). The actor recorded on events is the token's
+//! Three roles: **owner** (day-to-day: events, runs, drafts, artifacts, gate decisions),
+//! **operator** (also `/api/internal/*` and the operator view) and **viewer** (reads
+//! everything an owner reads, changes nothing: every write is a 403). The actor recorded on events is the token's
 //! principal, never what a client claims.
 //!
 //! CSRF: every UI form post (and every API write authenticated by the session cookie rather
@@ -36,6 +37,9 @@ const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 pub enum Role {
     Owner,
     Operator,
+    /// Read-only: sees every page and reads the API, changes nothing (no decisions, retries,
+    /// runs or events).
+    Viewer,
 }
 
 impl Role {
@@ -43,12 +47,14 @@ impl Role {
         match self {
             Role::Owner => "owner",
             Role::Operator => "operator",
+            Role::Viewer => "viewer",
         }
     }
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "owner" => Some(Role::Owner),
             "operator" => Some(Role::Operator),
+            "viewer" => Some(Role::Viewer),
             _ => None,
         }
     }
@@ -125,13 +131,13 @@ impl AuthConfig {
             let parts: Vec<&str> = line.split_whitespace().collect();
             let [role, name, token] = parts[..] else {
                 return Err(format!(
-                    "line {}: expected `ROLE NAME TOKEN` (ROLE is operator or owner)",
+                    "line {}: expected `ROLE NAME TOKEN` (ROLE is operator, owner or viewer)",
                     n + 1
                 ));
             };
             let role = Role::parse(role).ok_or_else(|| {
                 format!(
-                    "line {}: role must be operator or owner, not {role:?}",
+                    "line {}: role must be operator, owner or viewer, not {role:?}",
                     n + 1
                 )
             })?;
@@ -394,6 +400,22 @@ async fn decide(s: &AppState, mut req: Request) -> Result<(Request, Option<Strin
         return Err(deny(ErrorKind::Forbidden, codes::AUTH_FORBIDDEN, &message));
     }
 
+    // A viewer reads; logging in and out is all it may post.
+    if principal.role == Role::Viewer
+        && unsafe_method(&method)
+        && !is_public(&path)
+        && path != "/ui/logout"
+    {
+        return Err(deny(
+            ErrorKind::Forbidden,
+            codes::AUTH_FORBIDDEN,
+            &format!(
+                "{} {} changes the node; {} is a viewer (read-only)",
+                method, path, principal.name
+            ),
+        ));
+    }
+
     let needs_csrf =
         unsafe_method(&method) && (ui || (method_used == AuthMethod::Session && !is_public(&path)));
     if needs_csrf {
@@ -527,7 +549,7 @@ mod tests {
             .add_file("admin x 0123456789abcdef0")
             .unwrap_err();
         assert!(
-            e.contains("line 1") && e.contains("operator or owner"),
+            e.contains("line 1") && e.contains("operator, owner or viewer"),
             "{e}"
         );
         let e = AuthConfig::default().add_file("owner x short").unwrap_err();

@@ -125,6 +125,8 @@ pub struct RunDto {
     /// names the run wherever a run id is asked for).
     pub short_id: String,
     pub name: String,
+    /// `created`, `running`, `waiting` (a gate waits for a decision: see `GET /api/v1/approvals`),
+    /// `completed`, `failed` or `cancelled`.
     #[schema(value_type = String, example = "running")]
     pub status: &'static str,
     #[schema(format = DateTime)]
@@ -682,7 +684,8 @@ pub struct RunListParams {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
     pub cursor: Option<String>,
-    /// Comma-separated: created, running, completed, failed, cancelled.
+    /// Comma-separated: created, running, waiting (held at a gate until someone decides),
+    /// completed, failed, cancelled.
     pub status: Option<String>,
     pub blueprint_id: Option<String>,
     pub correlation_id: Option<String>,

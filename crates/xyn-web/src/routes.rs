@@ -2,6 +2,7 @@
 //! handler carries its OpenAPI description (`#[utoipa::path]`), so the document at
 //! `/api/v1/openapi.json` is generated from the code that answers.
 
+pub mod approvals;
 pub mod artifacts;
 pub mod audit;
 pub mod blueprints;
@@ -11,9 +12,10 @@ pub mod footprints;
 pub mod health;
 pub mod internal;
 pub mod packs;
+pub mod rerun;
 pub mod runs;
-pub mod secrets;
 pub mod search;
+pub mod secrets;
 
 use axum::Router;
 use axum::response::IntoResponse;
@@ -40,6 +42,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::approve))
         .routes(routes!(search::get))
         .routes(routes!(runs::reject))
+        .routes(routes!(approvals::list))
+        .routes(routes!(rerun::retry))
+        .routes(routes!(rerun::rerun))
         .routes(routes!(blueprints::list, blueprints::apply))
         .routes(routes!(blueprints::validate))
         .routes(routes!(blueprints::get_one))

@@ -6,12 +6,14 @@
 //! interactive element has a stable `data-testid`. Operators see the operator view;
 //! owners do not.
 
+mod approvals;
 mod artifacts;
 mod blueprints;
 mod events;
 mod footprints;
 mod health;
 pub(crate) mod render;
+mod rerun;
 mod runs;
 mod search;
 
@@ -53,6 +55,15 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/_run_rows.html"),
     ),
     ("run.html", include_str!("../templates/run.html")),
+    (
+        "approvals.html",
+        include_str!("../templates/approvals.html"),
+    ),
+    ("rerun.html", include_str!("../templates/rerun.html")),
+    (
+        "_approval_cards.html",
+        include_str!("../templates/_approval_cards.html"),
+    ),
     (
         "_run_status.html",
         include_str!("../templates/_run_status.html"),
@@ -410,6 +421,8 @@ fn nav(operator: bool) -> Value {
     let mut items = vec![
         json!({"id": "events", "href": "/ui/events", "label": "Events"}),
         json!({"id": "runs", "href": "/ui/runs", "label": "Runs"}),
+        // The live count of gates waiting for a decision is pushed into this item.
+        json!({"id": "approvals", "href": "/ui/approvals", "label": "Needs approval", "live": "/ui/approvals/feed"}),
         json!({"id": "launch", "href": "/ui/runs/new", "label": "Launch"}),
         json!({"id": "blueprints", "href": "/ui/blueprints", "label": "Blueprints"}),
         json!({"id": "drafts", "href": "/ui/drafts", "label": "Drafts"}),
@@ -490,6 +503,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/events/{event_id}", get(events::detail))
         .route("/ui/runs", get(runs::page).post(runs::launch))
         .route("/ui/runs/_list", get(runs::list_partial))
+        .route("/ui/runs/feed", get(runs::list_feed))
         .route("/ui/runs/new", get(runs::launcher))
         .route("/ui/runs/new/check", post(runs::check))
         .route("/ui/runs/{run_id}", get(runs::detail))
@@ -497,10 +511,22 @@ pub fn router() -> Router<AppState> {
         .route("/ui/runs/{run_id}/feed", get(runs::feed))
         .route("/ui/runs/{run_id}/artifacts", get(runs::artifacts_partial))
         .route("/ui/runs/{run_id}/cancel", post(runs::cancel))
+        .route("/ui/runs/{run_id}/retry", post(rerun::retry))
+        .route(
+            "/ui/runs/{run_id}/rerun",
+            get(rerun::rerun_form).post(rerun::rerun),
+        )
         .route("/ui/runs/{run_id}/steps/{step_id}", get(runs::step_detail))
         .route(
             "/ui/runs/{run_id}/steps/{step_id}/decide",
             post(runs::decide),
+        )
+        .route("/ui/approvals", get(approvals::page))
+        .route("/ui/approvals/_list", get(approvals::list_partial))
+        .route("/ui/approvals/feed", get(approvals::feed))
+        .route(
+            "/ui/approvals/{run_id}/{step_id}/decide",
+            post(approvals::decide),
         )
         .route("/ui/artifacts", get(artifacts::page))
         .route("/ui/artifacts/_list", get(artifacts::list_partial))

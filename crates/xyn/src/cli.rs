@@ -58,7 +58,7 @@ pub enum Command {
     /// TLS helpers: a self-signed certificate for development.
     #[command(subcommand)]
     Tls(crate::tls_cmd::TlsCmd),
-    /// Emit and list events.
+    /// Emit, list and show events.
     #[command(subcommand)]
     Event(EventCmd),
     /// Validate, apply and inspect blueprints.
@@ -280,6 +280,13 @@ pub enum EventCmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Show one event: its data, run, step and resource.
+    Show {
+        /// The event's id.
+        event_id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// List events, newest first.
     List {
         /// Only this name (or pattern ending in .* / .**).
@@ -348,7 +355,8 @@ pub enum RunCmd {
     },
     /// List runs, newest first.
     List {
-        /// Only these statuses (comma-separated).
+        /// Only these statuses, comma-separated: created, running, waiting (held at a gate
+        /// until someone decides), completed, failed, cancelled.
         #[arg(long)]
         status: Option<String>,
         /// Only runs of this blueprint id.
@@ -390,6 +398,38 @@ pub enum RunCmd {
         /// A comment recorded with the decision.
         #[arg(long)]
         comment: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Retry a failed run from its failed step: a new attempt of that step in the same run
+    /// (earlier attempts stay in the log).
+    Retry {
+        /// The run's id.
+        run_id: String,
+        /// The failed step, by id or blueprint name (default: the step that failed).
+        #[arg(long)]
+        step: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Start a run again as a new run of the same blueprint version, linked to the old one.
+    Rerun {
+        /// The run's id.
+        run_id: String,
+        /// The new run's inputs, a JSON object (default: the old run's inputs).
+        #[arg(long)]
+        input: Option<String>,
+        /// A name for the new run (default: the old run's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Follow a run live: one line per step as it changes, until the run ends (exit 0 when
+    /// it completed, 1 when it failed or was cancelled).
+    Watch {
+        /// The run's id.
+        run_id: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -617,6 +657,7 @@ async fn event(cmd: EventCmd) -> Result<ExitCode> {
             let v = c.post("/api/v1/events", &body).await?;
             output::print(&remote, &v, output::event_line)
         }
+        EventCmd::Show { event_id, remote } => crate::run_ops::event_show(event_id, remote).await,
         EventCmd::List {
             name,
             run,
@@ -736,6 +777,18 @@ async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {
             comment,
             remote,
         } => decide(run_id, step, comment, remote, "reject").await,
+        RunCmd::Retry {
+            run_id,
+            step,
+            remote,
+        } => crate::run_ops::retry(run_id, step, remote).await,
+        RunCmd::Rerun {
+            run_id,
+            input,
+            name,
+            remote,
+        } => crate::run_ops::rerun(run_id, input, name, remote).await,
+        RunCmd::Watch { run_id, remote } => crate::run_ops::watch(run_id, remote).await,
         RunCmd::Cancel {
             run_id,
             reason,

@@ -16,6 +16,7 @@ mod pack_cmd;
 mod pack_install;
 mod pack_live;
 mod retention;
+mod run_ops;
 mod secret_cmd;
 mod serve;
 mod slo_cmd;

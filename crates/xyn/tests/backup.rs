@@ -174,7 +174,7 @@ async fn a_backup_taken_under_load_restores_to_an_identical_node_that_resumes_a_
     std::fs::rename(&restored, &home).unwrap();
     moved.restart();
     let run = moved.run(&waiting).await;
-    assert_eq!(run["status"], "running", "{run}");
+    assert_eq!(run["status"], "waiting", "{run}");
     moved
         .until_step_status(&waiting, "approve", "waiting", 30)
         .await;

@@ -42,12 +42,15 @@ async fn scenario_event_to_completed_run_with_approval() {
     node.until_step_status(&run_id, "approve", "waiting", 10)
         .await;
     let run = node.run(&run_id).await;
-    assert_eq!(run["status"], "running");
+    assert_eq!(run["status"], "waiting");
     assert_eq!(run["correlation_id"], corr.as_str());
     assert_eq!(run["trigger_event_id"], ev["event_id"]);
     let (code, list, _) = node.cli(&["run", "list"]);
     assert_eq!(code, 0);
-    assert!(list.contains(&run_id) && list.contains("running"), "{list}");
+    assert!(list.contains(&run_id) && list.contains("waiting"), "{list}");
+    let (code, waiting, err) = node.cli(&["run", "list", "--status", "waiting"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(waiting.contains(&run_id), "{waiting}");
     let (code, show, _) = node.cli(&["run", "show", &run_id]);
     assert_eq!(code, 0);
     assert!(show.contains("waiting for approval"), "{show}");

@@ -147,6 +147,7 @@ async fn the_ui_works_in_a_real_browser() {
     for page in [
         "events",
         "runs",
+        "approvals",
         "launch",
         "blueprints",
         "drafts",

@@ -264,4 +264,10 @@ FROM runs AS r, json_each_text(r.inputs::json) AS j
 WHERE strpos(r.inputs, '\u0000') = 0 AND json_typeof(r.inputs::json) = 'object'
   AND json_typeof(r.inputs::json -> j.key) IN ('string', 'number', 'boolean');
 "#,
+    // 4: runs held at a gate get their own status, `waiting` (they were `running`).
+    r#"
+UPDATE runs SET status = 'waiting'
+ WHERE status = 'running'
+   AND EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id AND steps.status = 'waiting');
+"#,
 ];

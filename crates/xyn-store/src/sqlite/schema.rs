@@ -255,4 +255,10 @@ FROM runs AS r, json_each(r.inputs) AS j
 WHERE json_valid(r.inputs) AND json_type(r.inputs) = 'object'
   AND j.type IN ('text', 'integer', 'real', 'true', 'false');
 "#,
+    // 5: runs held at a gate get their own status, `waiting` (they were `running`).
+    r#"
+UPDATE runs SET status = 'waiting'
+ WHERE status = 'running'
+   AND EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id AND steps.status = 'waiting');
+"#,
 ];

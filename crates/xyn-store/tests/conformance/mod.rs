@@ -705,6 +705,87 @@ pub async fn footprints_artifacts_and_unfinished_runs(s: Arc<dyn Store>) {
     assert_eq!(s.unfinished_runs().await.unwrap(), vec![r.run_id]);
 }
 
+/// A run held at a gate is `waiting`: stored, filtered on, found unfinished (recovery drives it
+/// again after a restart), and moved back to `running` under a status precondition.
+pub async fn waiting_runs_are_filtered_and_unfinished(s: Arc<dyn Store>) {
+    let working = run("bp.w", RunStatus::Running);
+    let mut held = run("bp.w", RunStatus::Waiting);
+    let done = run("bp.w", RunStatus::Completed);
+    let mut gate = step(&held, 0, "approve");
+    gate.kind = StepKind::Gate;
+    gate.status = StepStatus::Waiting;
+    gate.attempt = 1;
+    gate.started_at = Some(ts(2));
+    gate.inputs = Some(json!({"message": "ship it?", "effects": []}));
+    s.commit(WriteBatch {
+        runs: vec![
+            RunWrite::Insert(working.clone()),
+            RunWrite::Insert(held.clone()),
+            RunWrite::Insert(done.clone()),
+        ],
+        steps: vec![StepWrite::Insert(gate.clone())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let waiting = |st: Vec<RunStatus>| RunQuery {
+        status: Some(st),
+        blueprint_id: Some("bp.w".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    let got = s
+        .list_runs(waiting(vec![RunStatus::Waiting]))
+        .await
+        .unwrap();
+    assert_eq!(got.items, vec![held.clone()]);
+    let got = s
+        .list_runs(waiting(vec![RunStatus::Running, RunStatus::Waiting]))
+        .await
+        .unwrap();
+    assert_eq!(got.items.len(), 2);
+    let mut unfinished = s.unfinished_runs().await.unwrap();
+    unfinished.sort_by_key(|r| r.to_string());
+    let mut want = vec![working.run_id, held.run_id];
+    want.sort_by_key(|r| r.to_string());
+    assert_eq!(unfinished, want);
+    // The decision: the gate completes and the run goes on, only if it still waits.
+    held.revision = 1;
+    held.status = RunStatus::Running;
+    gate.status = StepStatus::Completed;
+    s.commit(WriteBatch {
+        runs: vec![RunWrite::Update {
+            run: held.clone(),
+            expect: Some(vec![RunStatus::Waiting]),
+        }],
+        steps: vec![StepWrite::Update {
+            step: gate.clone(),
+            expect: Some(vec![StepStatus::Waiting]),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut twice = held.clone();
+    twice.revision = 2;
+    let res = s
+        .commit(WriteBatch {
+            runs: vec![RunWrite::Update {
+                run: twice,
+                expect: Some(vec![RunStatus::Waiting]),
+            }],
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(res, Err(StoreError::Conflict(_))), "{res:?}");
+    assert_eq!(s.get_run(held.run_id).await.unwrap(), Some(held));
+    let got = s
+        .list_runs(waiting(vec![RunStatus::Waiting]))
+        .await
+        .unwrap();
+    assert!(got.items.is_empty(), "{:?}", got.items);
+}
+
 pub async fn runs_load_in_batches_with_steps_and_trigger(s: Arc<dyn Store>) {
     let ev = s.commit(events(1, "t.trigger")).await.unwrap().remove(0);
     let mut a = run("bp.l", RunStatus::Running);
@@ -1332,6 +1413,7 @@ macro_rules! conformance_suite {
             check!(drafts_revise_with_a_precondition);
             check!(a_cron_slot_fires_once);
             check!(footprints_artifacts_and_unfinished_runs);
+            check!(waiting_runs_are_filtered_and_unfinished);
             check!(runs_load_in_batches_with_steps_and_trigger);
             check!(stats_count_work_and_empty_batches_are_free);
             check!(claims_are_exclusive_and_skip_what_is_not_due);

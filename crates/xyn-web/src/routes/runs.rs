@@ -13,7 +13,7 @@ use crate::dto::{
     RunList, RunListParams, StepDto, StepList, decode_cursor, encode_cursor, parse_limit,
 };
 use crate::error::{ApiError, ApiJson, ApiResult};
-use crate::extract::{Actor, ApiQuery, Cid, nz};
+use crate::extract::{Actor, ApiQuery, Cid, Who, nz};
 use crate::routes::search::resolve_run;
 
 /// Parses a comma-separated run status filter.
@@ -26,9 +26,7 @@ pub fn parse_statuses(list: Option<&str>) -> Result<Option<Vec<RunStatus>>, XynE
             RunStatus::parse(x.trim()).ok_or_else(|| {
                 XynError::bad_request(
                     codes::REQUEST_INVALID,
-                    format!(
-                        "unknown status {x:?} (created, running, completed, failed, cancelled)"
-                    ),
+                    format!("unknown status {x:?} ({})", RunStatus::names()),
                 )
             })
         })
@@ -179,7 +177,9 @@ pub async fn step(
 }
 
 /// An optional JSON body: empty is the default, anything else must parse.
-fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, XynError> {
+pub(crate) fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &Bytes,
+) -> Result<T, XynError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -199,7 +199,7 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Resu
 
 async fn decide(
     s: AppState,
-    actor: String,
+    (actor, who): (String, crate::auth::Principal),
     id: String,
     step: String,
     body: Bytes,
@@ -207,6 +207,7 @@ async fn decide(
 ) -> ApiResult<Json<StepDto>> {
     let req: DecisionRequest = optional_body(&body)?;
     let run_id: RunId = resolve_run(s.node.store().as_ref(), &id).await?;
+    crate::routes::approvals::check_decider(&s, &who, run_id, &step).await?;
     let st = s
         .node
         .decide_gate(run_id, &step, approve, &actor, req.comment)
@@ -220,14 +221,16 @@ async fn decide(
     request_body(content = Option<DecisionRequest>, description = "Optional comment"),
     responses((status = 200, description = "The decided gate", body = StepDto),
         (status = 404, description = "No such run or step", body = ErrorResponse),
+        (status = 403, description = "The gate names its approvers and the caller is not one (`gate.not_an_approver`)", body = ErrorResponse),
         (status = 409, description = "Not a gate, or not waiting", body = ErrorResponse)))]
 pub async fn approve(
     State(s): State<AppState>,
     Actor(actor): Actor,
+    Who(who): Who,
     Path((id, step)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Json<StepDto>> {
-    decide(s, actor, id, step, body, true).await
+    decide(s, (actor, who), id, step, body, true).await
 }
 
 /// Rejects a waiting gate (optional body `{"comment"}`).
@@ -240,10 +243,11 @@ pub async fn approve(
 pub async fn reject(
     State(s): State<AppState>,
     Actor(actor): Actor,
+    Who(who): Who,
     Path((id, step)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Json<StepDto>> {
-    decide(s, actor, id, step, body, false).await
+    decide(s, (actor, who), id, step, body, false).await
 }
 
 /// Cancels a run (optional body `{"reason"}`).

@@ -5,7 +5,7 @@ use axum::response::Html;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use xyn_core::Timestamp;
-use xyn_core::footprint::{TOKENS_IN, TOKENS_OUT, WALL_MS};
+use xyn_core::footprint::{GATE_WAIT_MS, TOKENS_IN, TOKENS_OUT, WALL_MS};
 use xyn_store::{DAY_MICROS, FootprintRollupQuery};
 
 use super::{Ui, UiResult, q};
@@ -94,6 +94,7 @@ pub async fn page(
         .await?;
     let mut tokens = Vec::new();
     let mut wall = Vec::new();
+    let mut waited = Vec::new();
     for i in 0..days {
         let day = since + i * DAY_MICROS;
         let label = Timestamp::from_micros(day)
@@ -108,7 +109,8 @@ pub async fn page(
                 + 0.0
         };
         tokens.push((label.clone(), of(TOKENS_IN) + of(TOKENS_OUT)));
-        wall.push((label, of(WALL_MS)));
+        wall.push((label.clone(), of(WALL_MS)));
+        waited.push((label, of(GATE_WAIT_MS)));
     }
     let secs = |ms: f64| {
         if ms >= 60_000.0 {
@@ -119,7 +121,8 @@ pub async fn page(
     };
     let charts = vec![
         chart("tokens", "LLM tokens (in + out)", &tokens, &human),
-        chart("wall", "Wall time", &wall, &secs),
+        chart("wall", "Working wall time", &wall, &secs),
+        chart("gate-wait", "Waiting at gates", &waited, &secs),
     ];
     let table: Vec<Value> = rows
         .into_iter()

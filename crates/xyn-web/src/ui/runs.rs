@@ -27,16 +27,19 @@ pub struct RunFilter {
     cursor: Option<String>,
 }
 
-/// A run as the lists show it: with its duration and a summary of its key inputs.
-pub(crate) fn run_json(r: Run) -> Value {
-    let duration = match (r.started_at, r.completed_at) {
-        (Some(a), Some(b)) => Some(b.ms_since(a)),
-        _ => None,
+/// A run as the lists show it: finished runs with their duration, unfinished ones with the time
+/// elapsed so far, and a summary of its key inputs.
+pub(crate) fn run_json(r: Run, now: xyn_core::Timestamp) -> Value {
+    let (duration, elapsed) = match (r.started_at, r.completed_at) {
+        (Some(a), Some(b)) => (Some(b.ms_since(a)), None),
+        (Some(a), None) => (None, Some(now.ms_since(a))),
+        _ => (None, None),
     };
     let summary = inputs_summary(&r.inputs);
     let mut v = serde_json::to_value(RunDto::from(r)).unwrap_or_default();
     v["duration_ms"] = json!(duration);
     v["inputs_summary"] = json!(summary);
+    v["elapsed_ms"] = json!(elapsed);
     v
 }
 
@@ -90,7 +93,8 @@ async fn rows(s: &AppState, f: &RunFilter) -> Result<Value, XynError> {
             ("cursor", next.as_deref()),
         ],
     );
-    let runs: Vec<Value> = page.items.into_iter().map(run_json).collect();
+    let now = s.node.now();
+    let runs: Vec<Value> = page.items.into_iter().map(|r| run_json(r, now)).collect();
     Ok(json!({"runs": runs, "next_cursor": next, "more_url": more_url}))
 }
 
@@ -100,11 +104,23 @@ pub async fn page(
     ui: Ui,
     Query(f): Query<RunFilter>,
 ) -> UiResult<Html<String>> {
+    // The live refresh starts at the log position read before the rows, so no change is missed.
+    let head = s.node.store().chain_head().await?.map_or(0, |(seq, _)| seq);
     let mut data = rows(&s, &f).await?;
+    data["feed_after"] = json!(head);
+    data["live_url"] = json!(url_with(
+        "/ui/runs/_list",
+        &[
+            ("status", q(&f.status)),
+            ("blueprint_id", q(&f.blueprint_id)),
+            ("correlation_id", q(&f.correlation_id)),
+        ],
+    ));
     let current = q(&f.status).unwrap_or("");
     let chips: Vec<Value> = [
         ("", "All"),
         ("running", "Running"),
+        ("waiting", "Waiting"),
         ("completed", "Completed"),
         ("failed", "Failed"),
         ("cancelled", "Cancelled"),
@@ -124,6 +140,27 @@ pub async fn page(
     data["correlation_id"] = json!(q(&f.correlation_id));
     data["filtered"] = json!(!current.is_empty() || q(&f.correlation_id).is_some());
     ui.page("runs.html", "runs", data)
+}
+
+/// `GET /ui/runs/feed?after=`: `event: change` whenever a platform event commits (a run
+/// starts, a step moves, a gate waits, a run ends); the runs page refreshes its rows on it
+/// (htmx queues the triggers that arrive while a refresh is in flight into one more).
+pub async fn list_feed(
+    State(s): State<AppState>,
+    Query(fq): Query<FeedQ>,
+) -> UiResult<impl IntoResponse> {
+    let after = q(&fq.after).and_then(|a| a.parse::<i64>().ok());
+    let filter = Filter {
+        event_name: Some("xyn.**".into()),
+        run_id: None,
+    };
+    Ok(html_stream(s, filter, after, |e| {
+        e.event
+            .run_id
+            .is_some()
+            .then(|| ("change".to_string(), e.seq.to_string()))
+    })
+    .await?)
 }
 
 /// `GET /ui/runs/_list`.
@@ -166,6 +203,16 @@ async fn status_data(s: &AppState, run: Run) -> UiResult<Value> {
         (Some(a), None) => Some(s.node.now().ms_since(a)),
         _ => None,
     };
+    // Time spent waiting for people at gates, reported apart from the working time.
+    let now = s.node.now();
+    let gate_wait_ms: u64 = steps
+        .iter()
+        .filter(|x| x.kind == xyn_core::blueprint::StepKind::Gate)
+        .filter_map(|x| {
+            x.started_at
+                .map(|a| x.completed_at.unwrap_or(now).ms_since(a))
+        })
+        .sum();
     let steps: Vec<StepDto> = steps.into_iter().map(Into::into).collect();
     let longest = steps
         .iter()
@@ -189,13 +236,20 @@ async fn status_data(s: &AppState, run: Run) -> UiResult<Value> {
         })
         .collect();
     let artifacts: Vec<ArtifactDto> = artifacts.items.into_iter().map(Into::into).collect();
+    let history = super::rerun::history(s, &run).await?;
+    let retryable =
+        run.status == RunStatus::Failed && steps.iter().any(|x| x["status"] == "failed");
     Ok(json!({
+        "history": history,
+        "retryable": retryable,
         "run": RunDto::from(run),
         "steps": steps,
         "artifacts": artifacts,
         "finished": finished,
         "waiting": waiting,
         "run_duration_ms": run_duration,
+        "gate_wait_ms": gate_wait_ms,
+        "working_ms": run_duration.map(|d| d.saturating_sub(gate_wait_ms)),
     }))
 }
 
@@ -268,7 +322,7 @@ pub async fn artifacts_partial(
 }
 
 /// After a decision or a cancel: the status partial (htmx) or the run page (plain form).
-async fn after_action(
+pub(super) async fn after_action(
     s: &AppState,
     ui: &Ui,
     id: &str,
@@ -311,11 +365,15 @@ pub async fn decide(
         }
     };
     let comment = f.comment.filter(|c| !c.trim().is_empty());
-    match s
-        .node
-        .decide_gate(run_id, &step, approve, &ui.actor(), comment)
-        .await
-    {
+    let decided = match crate::routes::approvals::check_decider(&s, &ui.who, run_id, &step).await {
+        Ok(()) => {
+            s.node
+                .decide_gate(run_id, &step, approve, &ui.actor(), comment)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match decided {
         Ok(st) => {
             let verb = if approve { "Approved" } else { "Rejected" };
             after_action(&s, &ui, &id, Some(format!("{verb} {}.", st.name)), None).await

@@ -41,7 +41,8 @@ pub async fn page(
     {
         return Ok(ui.redirect(&format!("/ui/runs/{}", r.run_id)));
     }
-    let runs: Vec<Value> = runs.into_iter().map(run_json).collect();
+    let now = s.node.now();
+    let runs: Vec<Value> = runs.into_iter().map(|r| run_json(r, now)).collect();
     let events: Vec<EventDto> = events.into_iter().map(Into::into).collect();
     let data = json!({
         "q": typed,

@@ -70,6 +70,7 @@ current = main;
 const PAGES = [
   ['events', '/ui/events', 'Event console'],
   ['runs', '/ui/runs', 'Runs'],
+  ['approvals', '/ui/approvals', 'Needs approval'],
   ['launch', '/ui/runs/new', 'Launch a run'],
   ['blueprints', '/ui/blueprints', 'Blueprints'],
   ['drafts', '/ui/drafts', 'Drafts'],
