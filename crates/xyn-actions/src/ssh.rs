@@ -156,6 +156,31 @@ impl SshRun {
     /// The credentials of a step: its `private_key` (the key's text, where a secret
     /// reference resolves) or `identity_file`, else `[actions.ssh] identity_file`; its
     /// `password`.
+    /// A key file a step names: a bare file name in the directory of `[actions.ssh]
+    /// identity_file`, never a path. Step inputs come from event data, which must not choose
+    /// which file on the node is read as a key.
+    fn named_identity_file(&self, name: &str) -> Result<PathBuf, ActionError> {
+        let refuse = |why: &str| {
+            ActionError::new(
+                "ssh.key_invalid",
+                format!("identity_file {name:?} {why}"),
+                false,
+            )
+        };
+        if name.contains(['/', '\\', '\0']) || name.starts_with('.') {
+            return Err(refuse(
+                "must be a file name in the directory of [actions.ssh] identity_file",
+            ));
+        }
+        let dir = self
+            .settings
+            .identity_file
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .ok_or_else(|| refuse("needs [actions.ssh] identity_file to name the key directory"))?;
+        Ok(dir.join(name))
+    }
+
     fn credentials(&self, input: &Value) -> Result<Credentials, ActionError> {
         let get = |k: &str| {
             input
@@ -170,9 +195,10 @@ impl SshRun {
                     .map_err(|e| key_error("private_key", e))?,
             )
         } else {
-            let file = get("identity_file")
-                .map(PathBuf::from)
-                .or_else(|| self.settings.identity_file.clone());
+            let file = match get("identity_file") {
+                Some(name) => Some(self.named_identity_file(name)?),
+                None => self.settings.identity_file.clone(),
+            };
             match file {
                 Some(f) => Some(
                     russh::keys::load_secret_key(&f, passphrase)

@@ -181,10 +181,43 @@ async fn rsa_keys_and_keys_given_as_text_authenticate() {
     i["private_key"] = json!(key);
     let out = call.run(&a, i).await.expect("rsa by text").output;
     assert_eq!(out["stdout"], "rsa\n");
+    // A step names a key file by its name, in the directory of the configured key.
+    let named = action_with(&sshd, |s| {
+        s.identity_file = Some(sshd.path("other_ed25519"))
+    });
     let mut i = input(&sshd, "echo file");
-    i["identity_file"] = json!(sshd.path("client_ed25519").display().to_string());
-    let out = call.run(&a, i).await.expect("ed25519 by file").output;
+    i["identity_file"] = json!("client_ed25519");
+    let out = call.run(&named, i).await.expect("ed25519 by file").output;
     assert_eq!(out["stdout"], "file\n");
+}
+
+/// Event data must not choose which file on the node is read as a key: a path, a dot file or
+/// a name without a configured key directory is refused before anything is read.
+#[tokio::test]
+async fn a_step_cannot_point_identity_file_at_any_file_on_the_node() {
+    let sshd = Sshd::start();
+    let call = Call::new();
+    let configured = action_with(&sshd, |s| {
+        s.identity_file = Some(sshd.path("other_ed25519"))
+    });
+    let full = sshd.path("client_ed25519").display().to_string();
+    for bad in [
+        full.as_str(),
+        "../client_ed25519",
+        ".ssh",
+        "/etc/shadow",
+        "a\\b",
+    ] {
+        let mut i = input(&sshd, "true");
+        i["identity_file"] = json!(bad);
+        let e = call.run(&configured, i).await.unwrap_err();
+        assert_eq!(e.code, "ssh.key_invalid", "{bad}: {e:?}");
+    }
+    let unconfigured = action_with(&sshd, |s| s.identity_file = None);
+    let mut i = input(&sshd, "true");
+    i["identity_file"] = json!("client_ed25519");
+    let e = call.run(&unconfigured, i).await.unwrap_err();
+    assert_eq!(e.code, "ssh.key_invalid", "{e:?}");
 }
 
 #[tokio::test]

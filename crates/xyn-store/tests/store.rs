@@ -248,7 +248,7 @@ async fn the_migration_marks_runs_held_at_a_gate_waiting() {
         .unwrap();
         s.close();
     }
-    sql(dir.path(), "PRAGMA user_version = 2");
+    sql(dir.path(), "PRAGMA user_version = 4");
     let s = open(dir.path());
     let status = |r: Option<xyn_core::run::Run>| r.map(|r| r.status);
     assert_eq!(

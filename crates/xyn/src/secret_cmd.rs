@@ -44,7 +44,9 @@ pub enum SecretCmd {
     /// Print a secret's value (the latest version, or --version). The read is recorded as an
     /// `xyn.secret.read` audit event.
     Get {
+        /// The secret's path, e.g. sys/<env_id>/providers/openai.
         path: String,
+        /// A version to read instead of the latest.
         #[arg(long)]
         version: Option<i64>,
         #[command(flatten)]
@@ -52,6 +54,7 @@ pub enum SecretCmd {
     },
     /// List secrets under PREFIX: paths, versions, who changed them and when; never values.
     List {
+        /// Only paths starting with this (e.g. team/ops/); all when left out.
         prefix: Option<String>,
         /// Print JSON.
         #[arg(long)]
@@ -61,6 +64,7 @@ pub enum SecretCmd {
     },
     /// Remove a secret and all its versions.
     Rm {
+        /// The secret's path.
         path: String,
         #[command(flatten)]
         at: SecretArgs,

@@ -362,6 +362,10 @@ await check('an LLM answer renders as Markdown and an XSS attack in it is inert'
 });
 
 await check('dark mode follows the system, on every page, with screenshots', async () => {
+  // Every UI page holds server-sent event streams (the navigation's approvals count, live
+  // lists) and Chromium opens at most 6 connections to one host over HTTP/1.1: pages of other
+  // checks are parked on about:blank so that the two pages here never wait for a socket.
+  for (const p of context.pages()) await p.goto('about:blank');
   const dark = watch(await context.newPage(), 'dark');
   await dark.emulateMedia({ colorScheme: 'dark' });
   const light = watch(await context.newPage(), 'light');
@@ -381,6 +385,7 @@ await check('dark mode follows the system, on every page, with screenshots', asy
     expect(luminance(card) < 0.1, `${url}: a card or table is light in dark mode (${card})`);
     await shot(dark, `${name}-dark-1280`);
     await shot(light, `${name}-light-1280`);
+    await light.goto('about:blank');
     await dark.setViewportSize({ width: 390, height: 844 });
     await dark.goto(BASE + url);
     await assertNoOverflow(dark, `${url} (dark, 390px)`);
