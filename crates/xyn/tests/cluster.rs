@@ -250,8 +250,10 @@ async fn three_workers_share_the_runs_and_survive_a_sigkill() {
              AND data::jsonb->'error'->>'code' = 'step.interrupted'",
         )
         .await;
-    assert!(
-        retried >= 1 && retried == interrupted,
+    // Whether the kill lands while a step is in flight depends on timing (the steps are short
+    // transforms); every interrupted attempt must have been retried either way.
+    assert_eq!(
+        retried, interrupted,
         "retried {retried}, interrupted {interrupted}"
     );
 
