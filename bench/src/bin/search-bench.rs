@@ -155,98 +155,61 @@ fn params(q: &str) -> SearchParams {
     }
 }
 
+/// A search case: its name and the query of the k-th measurement.
+type Case<'a> = (&'static str, Box<dyn Fn(usize) -> SearchParams + 'a>);
+
 async fn measure(store: Arc<dyn Store>, ids: &[String], n: usize) -> Result<Vec<Stat>> {
     let pick = |k: usize| &ids[(k * 7_919) % ids.len()];
     let s = &store;
-    let mut out = Vec::new();
-    out.push(
-        time("search: a short id (8 digits)", n, |k| async move {
-            let h = search(s.as_ref(), &params(short_id(pick(k)))).await?;
-            Ok(h.runs.len())
-        })
-        .await?,
-    );
-    out.push(
-        time(
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "search: a short id (8 digits)",
+            Box::new(move |k| params(short_id(pick(k)))),
+        ),
+        (
             "search: the start of a short id (4 digits)",
-            n,
-            |k| async move {
-                let h = search(s.as_ref(), &params(&short_id(pick(k))[..4])).await?;
-                Ok(h.runs.len())
-            },
-        )
-        .await?,
-    );
-    out.push(
-        time(
+            Box::new(move |k| params(&short_id(pick(k))[..4])),
+        ),
+        (
             "search: an input value of 1 run (`T-…`)",
-            n,
-            |k| async move {
-                let h = search(
-                    s.as_ref(),
-                    &params(&format!("T-{}", (k * 7_919) % ids.len())),
-                )
-                .await?;
-                Ok(h.runs.len())
-            },
-        )
-        .await?,
-    );
-    out.push(
-        time(
+            Box::new(|k| params(&format!("T-{}", (k * 7_919) % ids.len()))),
+        ),
+        (
             "search: an input value of 20 runs (`web-…`)",
-            n,
-            |k| async move {
-                let h = search(s.as_ref(), &params(&format!("web-{}", k % 5_000))).await?;
-                Ok(h.runs.len())
-            },
-        )
-        .await?,
-    );
-    out.push(
-        time(
+            Box::new(|k| params(&format!("web-{}", k % 5_000))),
+        ),
+        (
             "search: an input value of 25,000 runs (`eu`), first page",
-            n,
-            |_| async move {
-                let h = search(s.as_ref(), &params("eu")).await?;
-                Ok(h.runs.len())
-            },
-        )
-        .await?,
-    );
-    out.push(
-        time(
+            Box::new(|_| params("eu")),
+        ),
+        (
             "search: failed runs in a one-day window",
-            n,
-            |_| async move {
-                let p = SearchParams {
-                    status: Some("failed".into()),
-                    since: Some(Timestamp::from_micros(T0 + 20_000 * 1_000_000).to_string()),
-                    until: Some(Timestamp::from_micros(T0 + 106_400 * 1_000_000).to_string()),
-                    ..Default::default()
-                };
-                let h = search(s.as_ref(), &p).await?;
-                Ok(h.runs.len())
-            },
-        )
-        .await?,
-    );
-    out.push(
-        time(
+            Box::new(|_| SearchParams {
+                status: Some("failed".into()),
+                since: Some(Timestamp::from_micros(T0 + 20_000 * 1_000_000).to_string()),
+                until: Some(Timestamp::from_micros(T0 + 106_400 * 1_000_000).to_string()),
+                ..Default::default()
+            }),
+        ),
+        (
             "search: a blueprint id and an input value",
-            n,
-            |k| async move {
-                let p = SearchParams {
-                    q: Some(format!("web-{}", k % 5_000)),
-                    blueprint_id: Some(format!("bp.bench.{}", k % 20)),
-                    ..Default::default()
-                };
-                let h = search(s.as_ref(), &p).await?;
-                Ok(h.runs.len())
-            },
-        )
-        .await?,
-    );
+            Box::new(|k| SearchParams {
+                q: Some(format!("web-{}", k % 5_000)),
+                blueprint_id: Some(format!("bp.bench.{}", k % 20)),
+                ..Default::default()
+            }),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, query) in &cases {
+        out.push(
+            time(name, n, |k| {
+                let p = query(k);
+                async move { Ok(search(s.as_ref(), &p).await?.runs.len()) }
+            })
+            .await?,
+        );
+    }
     out.push(
         time(
             "lookup alone: runs by short-id prefix (4 digits)",

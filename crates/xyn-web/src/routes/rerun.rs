@@ -17,6 +17,7 @@ use crate::dto::{ErrorResponse, RunDto};
 use crate::error::ApiResult;
 use crate::extract::{Actor, Cid};
 use crate::routes::runs::optional_body;
+use crate::routes::search::resolve_run;
 
 /// `POST /api/v1/runs/{run_id}/retry` body (optional).
 #[derive(Deserialize, Default, ToSchema)]
@@ -45,7 +46,7 @@ pub struct RerunRequest {
 /// (the attempt number goes on; earlier attempts stay in the event log and on the step), then
 /// the steps after it. Recorded as `xyn.run.retried`.
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/retry", tag = "runs",
-    params(("run_id" = String, Path, format = Uuid)),
+    params(("run_id" = String, Path, description = "The run id, or a unique start of its short id")),
     request_body(content = Option<RetryRequest>, description = "Optional: the failed step, by id or name"),
     responses((status = 200, description = "The run, running again", body = RunDto),
         (status = 404, description = "No such run, or no such step in this run (`step.not_found`)", body = ErrorResponse),
@@ -57,7 +58,7 @@ pub async fn retry(
     body: Bytes,
 ) -> ApiResult<Json<RunDto>> {
     let req: RetryRequest = optional_body(&body)?;
-    let run_id: RunId = crate::routes::search::resolve_run(s.node.store().as_ref(), &id).await?;
+    let run_id: RunId = resolve_run(s.node.store().as_ref(), &id).await?;
     let step = req.step.as_deref().map(str::trim).filter(|x| !x.is_empty());
     let run = s.node.retry_run(run_id, step, &actor).await?;
     Ok(Json(run.into()))
@@ -67,7 +68,7 @@ pub async fn retry(
 /// or the edited `inputs` given (checked first: bad inputs start nothing, 422). The new run's
 /// request names the old run (`rerun_of`), and `xyn.run.rerun` on the old run names the new.
 #[utoipa::path(post, path = "/api/v1/runs/{run_id}/rerun", tag = "runs",
-    params(("run_id" = String, Path, format = Uuid)),
+    params(("run_id" = String, Path, description = "The run id, or a unique start of its short id")),
     request_body(content = Option<RerunRequest>, description = "Optional: edited inputs, a name"),
     responses((status = 201, description = "The new run", body = RunDto),
         (status = 404, description = "No such run", body = ErrorResponse),
@@ -80,7 +81,7 @@ pub async fn rerun(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<RunDto>)> {
     let req: RerunRequest = optional_body(&body)?;
-    let run_id: RunId = crate::routes::search::resolve_run(s.node.store().as_ref(), &id).await?;
+    let run_id: RunId = resolve_run(s.node.store().as_ref(), &id).await?;
     let run = s
         .node
         .rerun(run_id, req.inputs, req.name, actor, Some(cid))
