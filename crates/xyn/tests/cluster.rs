@@ -104,17 +104,18 @@ async fn three_workers_share_the_runs_and_survive_a_sigkill() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let orphaned: Vec<String> = loop {
         // Runs it holds whose action step is running (started durably, not finished).
-        let held = db
-            .count(&format!(
-                "SELECT COUNT(*) FROM run_queue q JOIN steps s ON s.run_id = q.run_id \
-                 WHERE q.owner LIKE '%:{victim}:%' AND s.status = 'running'"
-            ))
-            .await;
+        let in_flight = format!(
+            "SELECT COUNT(*) FROM run_queue q JOIN steps s ON s.run_id = q.run_id \
+             WHERE q.owner LIKE '%:{victim}:%' AND s.status = 'running'"
+        );
+        let held = db.count(&in_flight).await;
         let done = db
             .count("SELECT COUNT(*) FROM runs WHERE status = 'completed'")
             .await;
         if held > 0 && done >= 100 {
             signal("-STOP");
+            // Frozen: read again, since the step seen running may have ended before the stop.
+            let in_flight_now = db.count(&in_flight).await;
             let held: Vec<String> = db
                 .query(&format!(
                     "SELECT run_id FROM run_queue WHERE owner LIKE '%:{victim}:%'"
@@ -123,7 +124,7 @@ async fn three_workers_share_the_runs_and_survive_a_sigkill() {
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            if !held.is_empty() {
+            if in_flight_now > 0 && !held.is_empty() {
                 break held;
             }
             signal("-CONT");
@@ -250,10 +251,8 @@ async fn three_workers_share_the_runs_and_survive_a_sigkill() {
              AND data::jsonb->'error'->>'code' = 'step.interrupted'",
         )
         .await;
-    // Whether the kill lands while a step is in flight depends on timing (the steps are short
-    // transforms); every interrupted attempt must have been retried either way.
-    assert_eq!(
-        retried, interrupted,
+    assert!(
+        retried >= 1 && retried == interrupted,
         "retried {retried}, interrupted {interrupted}"
     );
 
