@@ -97,6 +97,24 @@ pub fn is_sensitive_header(name: &str) -> bool {
         || n.contains("password")
 }
 
+/// The environment variable a secret named `name` is read from (the engine's `{{secrets.x}}`,
+/// guests' bound secrets and the secret store's environment backend): every character that is
+/// not an ASCII letter or digit becomes `_`, letters are upper-cased, under `XYN_SECRET_`.
+/// `sys/prod/providers/openai` → `XYN_SECRET_SYS_PROD_PROVIDERS_OPENAI`.
+pub fn secret_env_var(name: &str) -> String {
+    let var: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("XYN_SECRET_{var}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

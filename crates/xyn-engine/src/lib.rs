@@ -92,20 +92,7 @@ impl Secrets for EnvSecrets {
     }
 }
 
-/// The environment variable a secret reference reads.
-pub fn secret_env_var(name: &str) -> String {
-    let var: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("XYN_SECRET_{var}")
-}
+pub use xyn_core::redact::secret_env_var;
 
 /// Node settings.
 #[derive(Clone, Debug)]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use xyn_core::redact::secret_env_var;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -182,21 +183,6 @@ impl SandboxedAction {
         report.incident = Some(incident(&report, &input, &e));
         Ok(report)
     }
-}
-
-/// The environment variable a secret reference reads (as the engine's `{{secrets.x}}`).
-pub fn secret_env_var(name: &str) -> String {
-    let var: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("XYN_SECRET_{var}")
 }
 
 /// Replaces every secret value in what a report carries out of the sandbox (output, error,

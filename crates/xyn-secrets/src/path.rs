@@ -90,18 +90,7 @@ impl SecretPath {
     /// The environment variable the environment backend reads for this path:
     /// `sys/prod/providers/openai` → `XYN_SECRET_SYS_PROD_PROVIDERS_OPENAI`.
     pub fn env_var(&self) -> String {
-        let var: String = self
-            .0
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("XYN_SECRET_{var}")
+        xyn_core::redact::secret_env_var(&self.0)
     }
 }
 
