@@ -14,11 +14,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use xyn_core::event::StoredEvent;
-use xyn_core::{RunId, XynError, codes, names};
+use xyn_core::{RunId, names};
 
-use super::{Ui, UiError, UiResult, q, url_with};
+use super::{Ui, UiResult, q, url_with};
 use crate::AppState;
-use crate::routes::approvals::{APPROVERS, check_decider, waiting_count, waiting_gates};
+use crate::routes::approvals::{APPROVERS, waiting_count, waiting_gates};
 use crate::sse::{Filter, subscribe};
 
 /// The badge counts up to this many waiting gates, then shows `500+`.
@@ -114,28 +114,11 @@ pub async fn decide(
     Form(f): Form<DecideForm>,
 ) -> UiResult<Response> {
     let run_id: RunId = crate::routes::search::resolve_run(s.node.store().as_ref(), &id).await?;
-    let approve = match f.decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        other => {
-            return Err(UiError::from(XynError::bad_request(
-                codes::REQUEST_INVALID,
-                format!("decision must be approve or reject, not {other:?}"),
-            )));
-        }
-    };
-    let comment = f.comment.filter(|c| !c.trim().is_empty());
+    let (approve, decided) =
+        super::runs::decide_gate_from_form(&s, &ui, run_id, &step, &f.decision, f.comment).await?;
     let filter = InboxFilter {
         blueprint_id: f.blueprint_id,
         mine: f.mine,
-    };
-    let decided = match check_decider(&s, &ui.who, run_id, &step).await {
-        Ok(()) => {
-            s.node
-                .decide_gate(run_id, &step, approve, &ui.actor(), comment)
-                .await
-        }
-        Err(e) => Err(e),
     };
     let (flash, error) = match decided {
         Ok(st) => {

@@ -188,15 +188,7 @@ pub async fn rerun(
     {
         Ok(new) => Ok(ui.redirect(&format!("/ui/runs/{}", new.run_id))),
         Err(e) if e.kind != xyn_core::ErrorKind::Internal => {
-            let issues: Vec<Value> = e
-                .details
-                .as_ref()
-                .and_then(|d| d.get("issues"))
-                .and_then(Value::as_array)
-                .cloned()
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| vec![json!({"path": "", "code": e.code, "message": e.message})]);
-            refuse(issues)
+            refuse(super::runs::refusal_issues(&e))
         }
         Err(e) => Err(e.into()),
     }

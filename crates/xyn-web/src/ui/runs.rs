@@ -354,25 +354,8 @@ pub async fn decide(
     Form(f): Form<DecideForm>,
 ) -> UiResult<Response> {
     let run_id: RunId = resolve_run(s.node.store().as_ref(), &id).await?;
-    let approve = match f.decision.as_str() {
-        "approve" => true,
-        "reject" => false,
-        other => {
-            return Err(UiError::from(XynError::bad_request(
-                codes::REQUEST_INVALID,
-                format!("decision must be approve or reject, not {other:?}"),
-            )));
-        }
-    };
-    let comment = f.comment.filter(|c| !c.trim().is_empty());
-    let decided = match crate::routes::approvals::check_decider(&s, &ui.who, run_id, &step).await {
-        Ok(()) => {
-            s.node
-                .decide_gate(run_id, &step, approve, &ui.actor(), comment)
-                .await
-        }
-        Err(e) => Err(e),
-    };
+    let (approve, decided) =
+        decide_gate_from_form(&s, &ui, run_id, &step, &f.decision, f.comment).await?;
     match decided {
         Ok(st) => {
             let verb = if approve { "Approved" } else { "Rejected" };
@@ -578,6 +561,51 @@ fn issue(path: &str, code: &str, message: impl Into<String>) -> Value {
     json!({"path": path, "code": code, "message": message.into()})
 }
 
+/// The problems of a refused start as issues for a form: the error's own `issues` when it has
+/// them, else the error itself.
+pub(crate) fn refusal_issues(e: &XynError) -> Vec<Value> {
+    e.details
+        .as_ref()
+        .and_then(|d| d.get("issues"))
+        .and_then(Value::as_array)
+        .cloned()
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| vec![issue("", e.code, e.message.clone())])
+}
+
+/// A gate decision posted from a UI form (the run page or the inbox): `decision` must be
+/// `approve` or `reject` (else a 400); the decider's right is checked as the API checks it.
+/// Returns whether it approves and the decision's outcome.
+pub(crate) async fn decide_gate_from_form(
+    s: &AppState,
+    ui: &Ui,
+    run_id: RunId,
+    step: &str,
+    decision: &str,
+    comment: Option<String>,
+) -> UiResult<(bool, Result<xyn_core::run::Step, XynError>)> {
+    let approve = match decision {
+        "approve" => true,
+        "reject" => false,
+        other => {
+            return Err(UiError::from(XynError::bad_request(
+                codes::REQUEST_INVALID,
+                format!("decision must be approve or reject, not {other:?}"),
+            )));
+        }
+    };
+    let comment = comment.filter(|c| !c.trim().is_empty());
+    let decided = match crate::routes::approvals::check_decider(s, &ui.who, run_id, step).await {
+        Ok(()) => {
+            s.node
+                .decide_gate(run_id, step, approve, &ui.actor(), comment)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    Ok((approve, decided))
+}
+
 /// Parses the JSON view's text; problems as issues.
 fn parse_inputs(text: Option<&str>) -> Result<Map<String, Value>, Vec<Value>> {
     let text = text.unwrap_or("{}");
@@ -758,17 +786,7 @@ pub async fn launch(
         .await
     {
         Ok(run) => Ok(ui.redirect(&format!("/ui/runs/{}", run.run_id))),
-        Err(e) if e.kind != xyn_core::ErrorKind::Internal => {
-            let issues: Vec<Value> = e
-                .details
-                .as_ref()
-                .and_then(|d| d.get("issues"))
-                .and_then(Value::as_array)
-                .cloned()
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| vec![issue("", e.code, e.message.clone())]);
-            refuse(data, issues)
-        }
+        Err(e) if e.kind != xyn_core::ErrorKind::Internal => refuse(data, refusal_issues(&e)),
         Err(e) => Err(e.into()),
     }
 }
