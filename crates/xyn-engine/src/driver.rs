@@ -75,6 +75,13 @@ impl Node {
     }
 
     /// Loads a run with its steps, plan and triggering event.
+    /// The machine of a run a caller named: `run.not_found` when there is none.
+    async fn existing_machine(&self, run_id: RunId) -> Result<RunMachine, XynError> {
+        self.load_machine(run_id)
+            .await?
+            .ok_or_else(|| XynError::not_found(codes::RUN_NOT_FOUND, format!("no run {run_id}")))
+    }
+
     pub(crate) async fn load_machine(&self, run_id: RunId) -> Result<Option<RunMachine>, XynError> {
         let inner = self.inner();
         let Some(run) = inner.store.get_run(run_id).await? else {
@@ -330,9 +337,7 @@ impl Node {
         let inner = self.inner();
         for _ in 0..3 {
             let guard = inner.run_locks.lock(run_id).await;
-            let mut m = self.load_machine(run_id).await?.ok_or_else(|| {
-                XynError::not_found(codes::RUN_NOT_FOUND, format!("no run {run_id}"))
-            })?;
+            let mut m = self.existing_machine(run_id).await?;
             let idx = m
                 .steps
                 .iter()
@@ -417,9 +422,7 @@ impl Node {
                 t.cancel();
             }
             let _guard = inner.run_locks.lock(run_id).await;
-            let mut m = self.load_machine(run_id).await?.ok_or_else(|| {
-                XynError::not_found(codes::RUN_NOT_FOUND, format!("no run {run_id}"))
-            })?;
+            let mut m = self.existing_machine(run_id).await?;
             if m.run.status.is_terminal() {
                 return Err(XynError::conflict(
                     codes::RUN_ALREADY_FINISHED,
@@ -461,9 +464,7 @@ impl Node {
         let inner = self.inner();
         for _ in 0..3 {
             let guard = inner.run_locks.lock(run_id).await;
-            let mut m = self.load_machine(run_id).await?.ok_or_else(|| {
-                XynError::not_found(codes::RUN_NOT_FOUND, format!("no run {run_id}"))
-            })?;
+            let mut m = self.existing_machine(run_id).await?;
             let idx = match step {
                 None => None,
                 Some(name) => Some(

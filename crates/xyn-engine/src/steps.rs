@@ -138,6 +138,23 @@ impl Node {
         Ok(())
     }
 
+    /// A step refused before its work began (an input that does not render, a secret that
+    /// cannot be read, no route to its provider): started with what it would have recorded,
+    /// then failed with `error`, not retried.
+    fn fail_unstarted(
+        &self,
+        m: &mut RunMachine,
+        i: usize,
+        recorded: Value,
+        error: Value,
+    ) -> Progress {
+        let inner = self.inner();
+        let ids = inner.ids.as_ref();
+        m.start_step(ids, inner.clock.now(), i, recorded);
+        m.fail_step(ids, inner.clock.now(), i, error, false);
+        Progress::Continue
+    }
+
     /// Starts an effectful step durably; returns false when the run changed meanwhile.
     async fn start_effect(
         &self,
@@ -209,21 +226,13 @@ impl Node {
             .await
         {
             Ok(r) => r,
-            Err(e) => {
-                m.start_step(ids, inner.clock.now(), i, recorded);
-                m.fail_step(ids, inner.clock.now(), i, e, false);
-                return Ok(Progress::Continue);
-            }
+            Err(e) => return Ok(self.fail_unstarted(m, i, recorded, e)),
         };
         let lookup = |n: &str| refs.get(n).or_else(|| inner.secrets.get(n));
         let mut access = SecretAccess::resolve(&lookup);
         let input = match with.render(&ctx, &mut access) {
             Ok(v) => v,
-            Err(e) => {
-                m.start_step(ids, inner.clock.now(), i, recorded);
-                m.fail_step(ids, inner.clock.now(), i, render_error(&e), false);
-                return Ok(Progress::Continue);
-            }
+            Err(e) => return Ok(self.fail_unstarted(m, i, recorded, render_error(&e))),
         };
         let secrets = access.used().to_vec();
         if !self.start_effect(m, i, recorded).await? {
@@ -396,11 +405,7 @@ impl Node {
         exprs.extend(option_exprs.into_iter().map(|(_, e)| e));
         let refs = match self.resolve_secret_refs(m, i, exprs).await {
             Ok(r) => r,
-            Err(e) => {
-                m.start_step(ids, inner.clock.now(), i, recorded);
-                m.fail_step(ids, inner.clock.now(), i, e, false);
-                return Ok(Progress::Continue);
-            }
+            Err(e) => return Ok(self.fail_unstarted(m, i, recorded, e)),
         };
         let lookup = |n: &str| refs.get(n).or_else(|| inner.secrets.get(n));
         let mut access = SecretAccess::resolve(&lookup);
@@ -419,25 +424,14 @@ impl Node {
         })();
         let (prompt_text, system_text, options_v) = match rendered {
             Ok(x) => x,
-            Err(e) => {
-                m.start_step(ids, inner.clock.now(), i, recorded);
-                m.fail_step(ids, inner.clock.now(), i, render_error(&e), false);
-                return Ok(Progress::Continue);
-            }
+            Err(e) => return Ok(self.fail_unstarted(m, i, recorded, render_error(&e))),
         };
         let secrets = access.used().to_vec();
         let route = match inner.agents.route(&provider) {
             Ok(r) => r,
             Err(e) => {
-                m.start_step(ids, inner.clock.now(), i, recorded);
-                m.fail_step(
-                    ids,
-                    inner.clock.now(),
-                    i,
-                    json!({"code": e.code, "message": e.message}),
-                    false,
-                );
-                return Ok(Progress::Continue);
+                let error = json!({"code": e.code, "message": e.message});
+                return Ok(self.fail_unstarted(m, i, recorded, error));
             }
         };
         if !self.start_effect(m, i, recorded).await? {
