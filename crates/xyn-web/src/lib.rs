@@ -400,3 +400,14 @@ fn connection<T>(
         }
     });
 }
+
+/// Percent-encodes one URL path segment or query value: everything but ASCII letters, digits
+/// and `-_.~` (RFC 3986's unreserved characters), so a name can never add a `/`, `?` or `#`.
+pub fn path_segment(s: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}

@@ -9,17 +9,7 @@ use serde_json::{Value, json};
 
 use crate::cli::Remote;
 
-/// Percent-encodes one path segment.
-pub fn path_seg(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+pub use xyn_web::path_segment as path_seg;
 
 pub fn print(remote: &Remote, v: &Value, human: fn(&Value) -> String) -> Result<ExitCode> {
     if remote.json {

@@ -140,7 +140,7 @@ fn start_prometheus(target: &str, token: &str) -> Prometheus {
 
 /// The value of an instant PromQL query with one result, once Prometheus has one.
 async fn query(p: &Prometheus, promql: &str) -> Option<f64> {
-    let q: String = url_escape(promql);
+    let q: String = xyn_web::path_segment(promql);
     let r = client()
         .get(format!("{}/api/v1/query?query={q}", p.url))
         .send()
@@ -152,17 +152,6 @@ async fn query(p: &Prometheus, promql: &str) -> Option<f64> {
         return None;
     }
     result[0]["value"][1].as_str()?.parse().ok()
-}
-
-fn url_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 async fn until_query(p: &Prometheus, promql: &str, want: f64) {
@@ -408,7 +397,7 @@ async fn prometheus_scrapes_the_node_and_promql_counts_its_runs() {
             .get(format!(
                 "{}/api/v1/query?query={}",
                 prom.url,
-                url_escape(&e)
+                xyn_web::path_segment(&e)
             ))
             .send()
             .await

@@ -133,7 +133,7 @@ pub async fn detail(
             .await?
             .into_iter()
             .find(|x| x.step_id == step)
-            .map(|x| json!({"name": x.name, "href": format!("/ui/runs/{run}/steps/{}", urlencoding(&x.name))})),
+            .map(|x| json!({"name": x.name, "href": format!("/ui/runs/{run}/steps/{}", crate::path_segment(&x.name))})),
         _ => None,
     };
     ui.page(
@@ -141,16 +141,4 @@ pub async fn detail(
         "events",
         json!({"e": EventDto::from(e), "step": step}),
     )
-}
-
-/// Percent-encodes a path segment.
-fn urlencoding(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
