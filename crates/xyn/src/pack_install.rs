@@ -96,52 +96,36 @@ fn commit(
 ) -> Result<Vec<BlueprintVersion>> {
     // A SQLite data dir a node is serving is refused (its lock names the node's pid): pack and
     // trust changes are made while the node is stopped, so it never misses them.
-    let _lock = match (&store.database_url, already_locked) {
-        (None, false) => Some(crate::datadir::DataDirLock::acquire(data_dir)?),
-        _ => None,
-    };
     let env_id = crate::config::load(None)?.node.env_id;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
-        let opened = crate::serve::open_store(data_dir, store, true).await?;
-        let r = async {
-            let mut versions = Vec::new();
-            for (plan, text, origin) in blueprints {
-                let latest = opened
-                    .store
-                    .get_blueprint(&plan.id, None)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                if latest.as_ref().is_some_and(|l| l.digest == plan.digest) {
-                    continue;
-                }
-                versions.push(BlueprintVersion {
-                    blueprint_id: plan.id.clone(),
-                    version: latest.as_ref().map_or(1, |l| l.version + 1),
-                    name: plan.name.clone(),
-                    definition: plan.definition.clone(),
-                    source: text,
-                    digest: plan.digest.clone(),
-                    created_at: now(),
-                    created_by: actor(),
-                    origin,
-                });
-            }
-            let batch = build(&env_id, versions.clone());
-            opened
-                .store
-                .commit(batch)
+    crate::serve::with_offline_store(data_dir, store, already_locked, async |opened| {
+        let mut versions = Vec::new();
+        for (plan, text, origin) in blueprints {
+            let latest = opened
+                .get_blueprint(&plan.id, None)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("cannot write to the store")?;
-            Ok::<_, anyhow::Error>(versions)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if latest.as_ref().is_some_and(|l| l.digest == plan.digest) {
+                continue;
+            }
+            versions.push(BlueprintVersion {
+                blueprint_id: plan.id.clone(),
+                version: latest.as_ref().map_or(1, |l| l.version + 1),
+                name: plan.name.clone(),
+                definition: plan.definition.clone(),
+                source: text,
+                digest: plan.digest.clone(),
+                created_at: now(),
+                created_by: actor(),
+                origin,
+            });
         }
-        .await;
-        opened.close();
-        r
+        let batch = build(&env_id, versions.clone());
+        opened
+            .commit(batch)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("cannot write to the store")?;
+        Ok(versions)
     })
 }
 
@@ -417,15 +401,8 @@ pub fn recover_offline(data_dir: &Path, store: &StoreArgs) -> Result<()> {
     let Ok(_lock) = crate::datadir::DataDirLock::acquire(data_dir) else {
         return Ok(());
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
-        let opened = crate::serve::open_store(data_dir, store, true).await?;
-        let r = recover(data_dir, opened.store.as_ref()).await;
-        opened.close();
-        r
+    crate::serve::with_offline_store(data_dir, store, true, async |opened| {
+        recover(data_dir, opened.as_ref()).await
     })?;
     Ok(())
 }
@@ -896,19 +873,8 @@ pub fn remove(id: &str, data_dir: &Path, target: Target<'_>) -> Result<Result<()
             .rt
             .block_on(runs_using(live.node.store().as_ref(), id))?,
         Target::Offline(store) => {
-            let _lock = match store.database_url {
-                None => Some(crate::datadir::DataDirLock::acquire(data_dir)?),
-                Some(_) => None,
-            };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            rt.block_on(async {
-                let opened = crate::serve::open_store(data_dir, store, true).await?;
-                let r = runs_using(opened.store.as_ref(), id).await;
-                opened.close();
-                r
+            crate::serve::with_offline_store(data_dir, store, false, async |opened| {
+                runs_using(opened.as_ref(), id).await
             })?
         }
     };

@@ -157,20 +157,9 @@ pub fn run(cmd: SecretCmd) -> Result<ExitCode> {
     };
     // A SQLite data dir a node is serving is refused (its lock names the node's pid): the
     // node's log and cached key must not change under it.
-    let _lock = match &at.store.database_url {
-        None => Some(crate::datadir::DataDirLock::acquire(&at.data_dir)?),
-        Some(_) => None,
-    };
     let env_id = crate::config::load(None)?.node.env_id;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
-        let opened = crate::serve::open_store(&at.data_dir, &at.store, true).await?;
-        let r = exec(cmd, &at, opened.store.clone(), &env_id).await;
-        opened.close();
-        r
+    crate::serve::with_offline_store(&at.data_dir, &at.store, false, async |store| {
+        exec(cmd, &at, store, &env_id).await
     })
 }
 

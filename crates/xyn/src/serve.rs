@@ -35,6 +35,32 @@ impl OpenStore {
     }
 }
 
+/// Runs `f` on the node's store for a CLI command made while the node is stopped: a SQLite
+/// data dir is locked first (refused, naming the running node's pid, while a node serves it)
+/// unless the caller holds the lock already (`locked`); the store is opened on a runtime of
+/// its own and closed after `f`, whatever `f` returns.
+pub fn with_offline_store<T>(
+    data_dir: &Path,
+    args: &StoreArgs,
+    locked: bool,
+    f: impl AsyncFnOnce(Arc<dyn Store>) -> Result<T>,
+) -> Result<T> {
+    let _lock = match (&args.database_url, locked) {
+        (None, false) => Some(crate::datadir::DataDirLock::acquire(data_dir)?),
+        _ => None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let opened = open_store(data_dir, args, true).await?;
+        let r = f(opened.store.clone()).await;
+        opened.close();
+        r
+    })
+}
+
 /// Opens PostgreSQL when a database URL is given (applying migrations), else the SQLite
 /// database in `data_dir`.
 pub async fn open_store(data_dir: &Path, args: &StoreArgs, sqlite_full: bool) -> Result<OpenStore> {
