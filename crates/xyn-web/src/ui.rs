@@ -123,6 +123,16 @@ const STATIC: &[(&str, &str, &[u8])] = &[
         include_bytes!(concat!(env!("OUT_DIR"), "/htmx.min.js")),
     ),
     (
+        "live-count.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../static/live-count.js"),
+    ),
+    (
+        "live-count-worker.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../static/live-count-worker.js"),
+    ),
+    (
         "sse.min.js",
         "text/javascript; charset=utf-8",
         include_bytes!(concat!(env!("OUT_DIR"), "/sse.min.js")),

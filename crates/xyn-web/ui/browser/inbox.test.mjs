@@ -133,6 +133,31 @@ await check('approving from the card completes the run and takes the count down'
   await shot(main, 'approvals-after-approve');
 });
 
+await check('ten open tabs share one count stream: none hangs and every badge updates live', async () => {
+  // A browser opens at most six HTTP/1.1 connections to one host. With a stream per tab the
+  // seventh tab would never load; the tabs share one through a shared worker instead.
+  const before = Number(await count(main));
+  const tabs = [];
+  for (let i = 0; i < 10; i += 1) {
+    const tab = watch(await context.newPage(), `tab${i}`);
+    await tab.goto(BASE + '/ui/health');
+    await tab.waitForFunction((n) => document.querySelector('[data-testid=approvals-count]')?.dataset.count === String(n), before);
+    tabs.push(tab);
+  }
+  const runId = await startGate('tabs');
+  for (const tab of tabs) {
+    await tab.waitForFunction((n) => document.querySelector('[data-testid=approvals-count]')?.dataset.count === String(n), before + 1);
+  }
+  // Decided again, so the later checks see the inbox as it was; every badge goes back down.
+  await untilStatus(runId, 'waiting');
+  await api('POST', `/api/v1/runs/${runId}/steps/approve/approve`, {});
+  await untilStatus(runId, 'completed');
+  for (const tab of tabs) {
+    await tab.waitForFunction((n) => document.querySelector('[data-testid=approvals-count]')?.dataset.count === String(n), before);
+  }
+  for (const tab of tabs) await tab.close();
+});
+
 await check('the runs list shows new runs and their status changes live', async () => {
   await main.goto(BASE + '/ui/runs');
   await main.waitForFunction(() => window.htmx !== undefined);

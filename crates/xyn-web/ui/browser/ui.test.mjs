@@ -362,9 +362,9 @@ await check('an LLM answer renders as Markdown and an XSS attack in it is inert'
 });
 
 await check('dark mode follows the system, on every page, with screenshots', async () => {
-  // Every UI page holds server-sent event streams (the navigation's approvals count, live
-  // lists) and Chromium opens at most 6 connections to one host over HTTP/1.1: pages of other
-  // checks are parked on about:blank so that the two pages here never wait for a socket.
+  // Live pages hold a server-sent event stream each (the event console, live lists) and
+  // Chromium opens at most 6 connections to one host over HTTP/1.1: pages of other checks are
+  // parked on about:blank so that the two pages here never wait for a socket.
   for (const p of context.pages()) await p.goto('about:blank');
   const dark = watch(await context.newPage(), 'dark');
   await dark.emulateMedia({ colorScheme: 'dark' });
