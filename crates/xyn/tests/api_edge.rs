@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::api::{GATE_BP, OP, OWNER, call, err, get, head_seq, post};
+use support::api::{GATE_BP, OP, OWNER, call, err, get, head_seq, nofollow, post, set_cookie};
 use support::fixture::Fixture;
 use support::{Node, client};
 
@@ -63,10 +63,7 @@ async fn auth_tokens_roles_sessions_and_csrf() {
         401,
         "auth.required",
     );
-    let nofollow = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let nofollow = nofollow();
     let ui = nofollow
         .get(format!("{}/ui/runs?status=failed", node.url))
         .send()
@@ -188,14 +185,7 @@ async fn auth_tokens_roles_sessions_and_csrf() {
         .send()
         .await
         .unwrap();
-    let csrf = login
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix("xyn_csrf="))
-        .map(|c| c.split(';').next().unwrap().to_string())
-        .unwrap();
+    let csrf = set_cookie(login.headers(), "xyn_csrf").unwrap();
     let form = |token: &str, csrf_field: &str| {
         format!("token={token}&next=%2Fui%2Fruns&csrf={csrf_field}")
     };
@@ -240,22 +230,8 @@ async fn auth_tokens_roles_sessions_and_csrf() {
             .iter()
             .all(|c| c.contains("HttpOnly") && c.contains("SameSite=Strict"))
     );
-    let session = cookies
-        .iter()
-        .find_map(|c| c.strip_prefix("xyn_session="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let csrf2 = cookies
-        .iter()
-        .find_map(|c| c.strip_prefix("xyn_csrf="))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let session = set_cookie(ok.headers(), "xyn_session").unwrap();
+    let csrf2 = set_cookie(ok.headers(), "xyn_csrf").unwrap();
     let jar = format!("xyn_session={session}; xyn_csrf={csrf2}");
     let page = nofollow
         .get(format!("{}/ui/runs", node.url))

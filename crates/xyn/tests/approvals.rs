@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::api::{GATE_BP, OP, call, err, get, post};
+use support::api::{GATE_BP, OP, call, err, get, nofollow, post, set_cookie};
 use support::fixture::Fixture;
 use support::services::TestDb;
 use support::{Node, client};
@@ -262,20 +262,7 @@ async fn csrf_cookie(node: &Node) -> String {
         .send()
         .await
         .unwrap();
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix("xyn_csrf="))
-        .map(|c| c.split(';').next().unwrap().to_string())
-        .unwrap()
-}
-
-fn nofollow() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    set_cookie(r.headers(), "xyn_csrf").unwrap()
 }
 
 async fn form_post(node: &Node, path: &str, csrf: Option<&str>, body: &str) -> reqwest::Response {

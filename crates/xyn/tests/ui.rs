@@ -7,10 +7,8 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
-use support::{Node, repo_root};
+use support::Node;
+use support::browser::{self, Browser};
 
 const BP: &str = r#"
 id: bp.ui.gate
@@ -85,34 +83,10 @@ outputs:
     value: "{{steps.answer.outputs.answer}}"
 "#;
 
-fn require(ok: bool, what: &str) {
-    assert!(ok, "{what} (.ci/run installs it; this test does not skip)");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_works_in_a_real_browser() {
-    let ui = repo_root().join("crates/xyn-web/ui");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    require(
-        Path::new(&chromium).exists(),
-        &format!("Chromium is missing at {chromium}: `apt-get install chromium`"),
-    );
-    require(
-        Command::new("node")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "Node.js is missing: `apt-get install nodejs npm`",
-    );
-    require(
-        ui.join("node_modules/playwright-core/package.json")
-            .exists(),
-        &format!(
-            "playwright-core is missing: `npm ci --prefix {}`",
-            ui.display()
-        ),
-    );
-    let shots = repo_root().join("target/ui-screenshots");
+    let chromium = Browser::require();
+    let shots = browser::screenshots();
     let _ = std::fs::remove_dir_all(&shots);
 
     let node = Node::builder()
@@ -120,30 +94,7 @@ async fn the_ui_works_in_a_real_browser() {
         .blueprint("form.yaml", FORM_BP)
         .blueprint("md.yaml", MD_BP)
         .start();
-    let url = node.url.clone();
-    let script = ui.join("browser/ui.test.mjs");
-    let shots_dir = shots.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(&script)
-            .current_dir(script.parent().unwrap())
-            .env("XYN_URL", url)
-            .env("SCREENSHOT_DIR", &shots_dir)
-            .env("CHROMIUM", chromium)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser tests failed (screenshots in {}):\n{stdout}\n{stderr}\n--- node log\n{}",
-        shots.display(),
-        support::tail(&node.stdout_log(), 30)
-    );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    chromium.run(&node, "ui.test.mjs", &shots).await;
     for page in [
         "events",
         "runs",

@@ -7,11 +7,9 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
+use support::Node;
+use support::browser::{self, Browser};
 use support::fixture::Fixture;
-use support::{Node, repo_root};
 
 const GATE: &str = r#"
 id: bp.ui.gate
@@ -51,26 +49,9 @@ outputs:
     value: "{{steps.greet.outputs.message}}"
 "#;
 
-fn require(ok: bool, what: &str) {
-    assert!(ok, "{what} (.ci/run installs it; this test does not skip)");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_retry_and_rerun_work_in_a_real_browser() {
-    let ui = repo_root().join("crates/xyn-web/ui");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    require(
-        Path::new(&chromium).exists(),
-        &format!("Chromium is missing at {chromium}: `apt-get install chromium`"),
-    );
-    require(
-        ui.join("node_modules/playwright-core/package.json")
-            .exists(),
-        &format!(
-            "playwright-core is missing: `npm ci --prefix {}`",
-            ui.display()
-        ),
-    );
+    let chromium = Browser::require();
     let fx = Fixture::start().await;
     fx.fail_first("ui", 1);
     let flaky = format!(
@@ -83,31 +64,8 @@ async fn the_inbox_retry_and_rerun_work_in_a_real_browser() {
         .blueprint("flaky.yaml", &flaky)
         .allow_http(&fx.url)
         .start();
-    let shots = repo_root().join("target/ui-screenshots");
-    let script = ui.join("browser/inbox.test.mjs");
-    let url = node.url.clone();
-    let shots_dir = shots.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(&script)
-            .current_dir(script.parent().unwrap())
-            .env("XYN_URL", url)
-            .env("SCREENSHOT_DIR", &shots_dir)
-            .env("CHROMIUM", chromium)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser tests failed (screenshots in {}):\n{stdout}\n{stderr}\n--- node log\n{}",
-        shots.display(),
-        support::tail(&node.stdout_log(), 30)
-    );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    let shots = browser::screenshots();
+    let stdout = chromium.run(&node, "inbox.test.mjs", &shots).await;
     eprintln!("{stdout}");
     for name in [
         "approvals-1280",

@@ -6,6 +6,10 @@
 //! `a/` holds whatever the database's locale. Append a migration to change the schema; never
 //! edit a shipped one.
 
+use tokio_postgres::Client;
+
+use crate::{StoreError, StoreResult};
+
 pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: the kernel and the scale-out tables.
     r#"
@@ -271,3 +275,48 @@ UPDATE runs SET status = 'waiting'
    AND EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id AND steps.status = 'waiting');
 "#,
 ];
+
+/// Applies the migrations this database lacks, one process at a time (under an advisory lock).
+pub(super) async fn migrate(c: &Client) -> StoreResult<()> {
+    let err = |e: tokio_postgres::Error| {
+        StoreError::Unavailable(format!("cannot apply the database migrations: {e}"))
+    };
+    c.batch_execute(
+        "SET client_min_messages = warning;
+         SELECT pg_advisory_lock(hashtext('xyn_migrations:' || current_schema()));
+         CREATE TABLE IF NOT EXISTS xyn_migrations (
+             version BIGINT PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         );",
+    )
+    .await
+    .map_err(err)?;
+    let res = async {
+        let row = c
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM xyn_migrations", &[])
+            .await
+            .map_err(err)?;
+        let current: i64 = row.try_get(0).map_err(err)?;
+        let target = MIGRATIONS.len() as i64;
+        if current > target {
+            return Err(StoreError::Unavailable(format!(
+                "the database has schema version {current}, newer than this xyn ({target}); upgrade xyn"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let v = i as i64 + 1;
+            c.batch_execute(&format!(
+                "BEGIN; {sql}; INSERT INTO xyn_migrations (version) VALUES ({v}); COMMIT;"
+            ))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration {v} failed: {e}")))?;
+            tracing::info!(version = v, "database migration applied");
+        }
+        Ok(())
+    }
+    .await;
+    let _ = c
+        .batch_execute("SELECT pg_advisory_unlock(hashtext('xyn_migrations:' || current_schema()))")
+        .await;
+    res
+}

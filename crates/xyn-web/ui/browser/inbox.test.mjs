@@ -3,61 +3,12 @@
 // a real `xyn serve` with the blueprints bp.ui.gate, bp.ui.hello and bp.ui.flaky:
 //   XYN_URL=http://127.0.0.1:PORT SCREENSHOT_DIR=... node inbox.test.mjs
 // Prints one line per check and exits non-zero on the first failure (with a screenshot).
-import { chromium } from 'playwright-core';
-import fs from 'node:fs';
-import path from 'node:path';
-import os from 'node:os';
+import {
+  BASE, context, watch, check, expect, shot, setCurrent, onFailureShoot, finish,
+} from './harness.mjs';
 
-const BASE = process.env.XYN_URL;
-const SHOTS = process.env.SCREENSHOT_DIR;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-if (!BASE || !SHOTS) {
-  console.error('set XYN_URL and SCREENSHOT_DIR');
-  process.exit(2);
-}
-fs.mkdirSync(SHOTS, { recursive: true });
+onFailureShoot('FAILED-inbox');
 
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'xyn-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM,
-  headless: true,
-  viewport: { width: 1280, height: 900 },
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-context.setDefaultTimeout(15000);
-
-const problems = [];
-let stage = 'start';
-function watch(page, name) {
-  page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(`${name} (during "${stage}" at ${page.url()}): console error: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`${name}: page error: ${e.message}`));
-  return page;
-}
-
-let passed = 0;
-let current = null;
-async function check(name, fn) {
-  stage = name;
-  try {
-    await fn();
-    passed += 1;
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    console.log(`not ok - ${name}\n${e.stack || e}`);
-    if (current) await current.screenshot({ path: path.join(SHOTS, 'FAILED-inbox.png'), fullPage: true }).catch(() => {});
-    await context.close();
-    process.exit(1);
-  }
-}
-function expect(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-}
 async function api(method, url, body) {
   const r = await fetch(BASE + url, {
     method,
@@ -86,7 +37,7 @@ async function startGate(who) {
 const count = (page) => page.locator('[data-testid=approvals-count]').getAttribute('data-count');
 
 const main = watch(await context.newPage(), 'main');
-current = main;
+setCurrent(main);
 
 await check('the navigation count of waiting gates updates live', async () => {
   await main.goto(BASE + '/ui/runs');
@@ -230,9 +181,4 @@ await check('re-run with an edited input starts a new run linked to the old one'
   expect((await main.locator('[data-testid=run-rerun-link]').first().getAttribute('href')).endsWith(newId), 'the old run links to the new');
 });
 
-await check('no console errors on any of these pages', async () => {
-  expect(problems.length === 0, problems.join('\n'));
-});
-
-await context.close();
-console.log(`${passed} passed, 0 failed`);
+await finish('no console errors on any of these pages');

@@ -2,70 +2,14 @@
 // playwright-core. Started by crates/xyn/tests/ui.rs against a real `xyn serve`:
 //   XYN_URL=http://127.0.0.1:PORT SCREENSHOT_DIR=... node ui.test.mjs
 // Prints one line per check and exits non-zero on the first failure (with a screenshot).
-import { chromium } from 'playwright-core';
 import fs from 'node:fs';
-import path from 'node:path';
-import os from 'node:os';
-
-const BASE = process.env.XYN_URL;
-const SHOTS = process.env.SCREENSHOT_DIR;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-if (!BASE || !SHOTS) {
-  console.error('set XYN_URL and SCREENSHOT_DIR');
-  process.exit(2);
-}
-fs.mkdirSync(SHOTS, { recursive: true });
-
-const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'xyn-chromium-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM,
-  headless: true,
-  acceptDownloads: true,
-  viewport: { width: 1280, height: 900 },
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-context.setDefaultTimeout(15000);
-
-const problems = [];
-// Refusals a check provokes on purpose (a 404 page, a 422 from a form): not problems.
-const deliberate = [];
-function watch(page, name) {
-  page.on('console', (m) => {
-    const url = m.location().url || '';
-    if (m.type() === 'error' && deliberate.some((d) => d.stage === stage && url.endsWith(d.path))) return;
-    if (m.type() === 'error') problems.push(`${name} (during "${stage}" at ${page.url()}, ${JSON.stringify(m.location())}): console error: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`${name}: page error: ${e.message}`));
-  return page;
-}
-
-let passed = 0;
-let current = null;
-let stage = 'start';
-async function check(name, fn) {
-  stage = name;
-  try {
-    await fn();
-    passed += 1;
-    console.log(`ok - ${name}`);
-  } catch (e) {
-    console.log(`not ok - ${name}\n${e.stack || e}`);
-    if (current) await current.screenshot({ path: path.join(SHOTS, 'FAILED.png'), fullPage: true }).catch(() => {});
-    await context.close();
-    process.exit(1);
-  }
-}
-function expect(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-async function shot(page, name) {
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-}
+import {
+  BASE, context, watch, check, expect, shot, setCurrent, allowErrors, finish,
+} from './harness.mjs';
 
 const console_ = watch(await context.newPage(), 'console');
 const main = watch(await context.newPage(), 'main');
-current = main;
+setCurrent(main);
 
 const PAGES = [
   ['events', '/ui/events', 'Event console'],
@@ -291,7 +235,7 @@ await check('the launcher form uses defaults and refuses a missing required inpu
   expect(missing, 'the required field is reported missing');
   expect(main.url().includes('/ui/runs/new'), 'no run was started');
   // ...and so does the node, when a form arrives without it anyway.
-  deliberate.push({ stage, path: '/ui/runs' });
+  allowErrors('/ui/runs');
   const [status, body] = await main.evaluate(async () => {
     const fd = new URLSearchParams(new FormData(document.querySelector('#launch-form')));
     fd.set('in.who', '   ');
@@ -407,7 +351,7 @@ await check('detail pages, search and the 404 page fit 390px too, and 404 keeps 
     ['launch-form', '/ui/runs/new?blueprint=bp.ui.form'], ['launch-json', '/ui/runs/new?blueprint=bp.ui.form&view=json'],
     ['not-found', '/ui/no-such-page'],
   ];
-  deliberate.push({ stage, path: '/ui/no-such-page' }, { stage, path: '/no/such/thing' });
+  allowErrors('/ui/no-such-page', '/no/such/thing');
   for (const [name, url] of extra) {
     const r = await phone.goto(BASE + url);
     await assertNoOverflow(phone, url);
@@ -422,9 +366,4 @@ await check('detail pages, search and the 404 page fit 390px too, and 404 keeps 
   await phone.close();
 });
 
-await check('no console errors or CSP violations on any page', async () => {
-  expect(problems.length === 0, problems.join('\n'));
-});
-
-await context.close();
-console.log(`${passed} passed, 0 failed`);
+await finish('no console errors or CSP violations on any page');

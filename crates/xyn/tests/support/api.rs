@@ -132,3 +132,22 @@ pub async fn all_pages(node: &Node, path: &str, limit: usize) -> (Vec<Value>, us
 pub fn head_seq(v: &Resp) -> i64 {
     v.body["items"][0]["seq"].as_i64().unwrap_or(0)
 }
+
+/// A client that does not follow redirects, to see the 303 that answers a form post.
+pub fn nofollow() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of the cookie `name` that a response sets, if it sets one.
+pub fn set_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix(prefix.as_str()))
+        .map(|c| c.split(';').next().unwrap_or_default().to_string())
+}

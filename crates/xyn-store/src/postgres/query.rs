@@ -1,0 +1,78 @@
+//! Helpers for reads: limits, keyset pages, row mapping and the WHERE clauses of filters.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Reads.
+
+pub(super) fn limit(n: usize) -> i64 {
+    n.clamp(1, 1000) as i64
+}
+
+pub(super) fn paginate<T>(mut rows: Vec<(i64, T)>, lim: i64) -> Page<T> {
+    let next = if rows.len() as i64 > lim {
+        rows.truncate(lim as usize);
+        rows.last().map(|(k, _)| *k)
+    } else {
+        None
+    };
+    Page {
+        items: rows.into_iter().map(|(_, t)| t).collect(),
+        next,
+    }
+}
+
+pub(super) fn map_rows<T>(rows: &[Row], f: impl Fn(&Row) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    rows.iter().map(f).collect()
+}
+
+/// SQL for an event-name filter: exact, `prefix.*` (one more segment) or `prefix.**`.
+/// SQL for an id filter on `col`: the whole id, or a range of the short-id index
+/// (`substr(col, 29)` in the C collation, the last eight digits).
+pub(super) fn id_filter(col: &str, p: &IdPattern, args: &mut Params) -> String {
+    match p {
+        IdPattern::Exact(u) => {
+            args.push(Box::new(u.hyphenated().to_string()));
+            format!("{col} = ${}", args.len())
+        }
+        IdPattern::Tail(t) => {
+            let (from, to) = IdPattern::range(t);
+            args.push(Box::new(from));
+            args.push(Box::new(to));
+            let n = args.len();
+            format!(
+                "substr({col}, 29) COLLATE \"C\" >= ${} AND substr({col}, 29) COLLATE \"C\" < ${n}",
+                n - 1
+            )
+        }
+    }
+}
+
+pub(super) fn name_filter(name: &str, args: &mut Params) -> String {
+    if let Some(prefix) = name.strip_suffix(".**") {
+        args.push(Box::new(format!("{prefix}.")));
+        args.push(Box::new(format!("{prefix}/")));
+        let n = args.len();
+        format!("event_name >= ${} AND event_name < ${n}", n - 1)
+    } else if let Some(prefix) = name.strip_suffix(".*") {
+        args.push(Box::new(format!("{prefix}.")));
+        args.push(Box::new(format!("{prefix}/")));
+        let n = args.len();
+        format!(
+            "event_name >= ${} AND event_name < ${n} AND strpos(substr(event_name, {}), '.') = 0",
+            n - 1,
+            prefix.len() + 2
+        )
+    } else {
+        args.push(Box::new(name.to_string()));
+        format!("event_name = ${}", args.len())
+    }
+}
+
+pub(super) fn where_clause(conds: &[String]) -> String {
+    if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    }
+}

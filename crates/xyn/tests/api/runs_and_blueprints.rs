@@ -1,0 +1,554 @@
+//! Runs (steps, gates, cancel), blueprints (apply, validate, versions, pages) and drafts
+//! (create, revise, validate, promote).
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_steps_gates_and_cancel() {
+    let node = Node::builder()
+        .blueprint("gate.yaml", GATE_BP)
+        .blueprint("flow.yaml", FLOW_BP)
+        .start();
+    // Create by hand; the actor and correlation id are recorded.
+    let r = call(
+        &node,
+        Method::POST,
+        "/api/v1/runs",
+        Some(json!({"blueprint_ref": "bp.t.gate", "inputs": {"who": "ann"}, "name": "first"})),
+        &[("x-correlation-id", "corr-runs-1"), ("x-actor", "cli:ann")],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let run_id = r.body["run_id"].as_str().unwrap().to_string();
+    assert_eq!(r.body["name"], "first");
+    assert_eq!(r.body["actor"], "cli:ann");
+    assert_eq!(r.body["correlation_id"], "corr-runs-1");
+    node.until_step_status(&run_id, "approve", "waiting", 10)
+        .await;
+
+    // Steps: by id and by name; paginated.
+    let (steps, pages) = all_pages(&node, &format!("/api/v1/runs/{run_id}/steps"), 2).await;
+    assert_eq!(pages, 2);
+    let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["greet", "approve", "done"]);
+    let greet_id = steps[0]["step_id"].as_str().unwrap();
+    let by_id = get(&node, &format!("/api/v1/runs/{run_id}/steps/{greet_id}")).await;
+    assert_eq!(by_id.body["outputs"]["message"], "hello ann");
+    err(
+        &get(&node, &format!("/api/v1/runs/{run_id}/steps/nope")).await,
+        404,
+        "step.not_found",
+    );
+    err(
+        &get(&node, &format!("/api/v1/runs/{run_id}/steps?cursor=q")).await,
+        400,
+        "request.invalid_cursor",
+    );
+
+    // Gate decisions: wrong step kinds and states are conflicts; a decision records the actor.
+    err(
+        &post(
+            &node,
+            &format!("/api/v1/runs/{run_id}/steps/greet/approve"),
+            json!({}),
+        )
+        .await,
+        409,
+        "step.not_a_gate",
+    );
+    err(
+        &post(
+            &node,
+            &format!("/api/v1/runs/{run_id}/steps/approve/approve"),
+            json!({"comment": 1}),
+        )
+        .await,
+        422,
+        "request.invalid",
+    );
+    err(
+        &post(
+            &node,
+            &format!("/api/v1/runs/{run_id}/steps/approve/approve"),
+            json!({"why": "x"}),
+        )
+        .await,
+        422,
+        "request.unknown_field",
+    );
+    let ok = call(
+        &node,
+        Method::POST,
+        &format!("/api/v1/runs/{run_id}/steps/approve/approve"),
+        Some(json!({"comment": "fine"})),
+        &[("x-actor", "cli:bob")],
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.body["decided_by"], "cli:bob");
+    let done = node.until_run_status(&run_id, "completed", 10).await;
+    assert_eq!(done["outputs"]["message"], "hello ann");
+    err(
+        &post(
+            &node,
+            &format!("/api/v1/runs/{run_id}/steps/approve/reject"),
+            json!({}),
+        )
+        .await,
+        409,
+        "step.not_waiting",
+    );
+    err(
+        &post(&node, &format!("/api/v1/runs/{run_id}/cancel"), json!({})).await,
+        409,
+        "run.already_finished",
+    );
+
+    // Reject and cancel.
+    let r2 = post(
+        &node,
+        "/api/v1/runs",
+        json!({"blueprint_ref": "bp.t.gate@1"}),
+    )
+    .await;
+    let r2 = r2.body["run_id"].as_str().unwrap().to_string();
+    node.until_step_status(&r2, "approve", "waiting", 10).await;
+    // The body is optional: an empty one is no comment.
+    let rej = call(
+        &node,
+        Method::POST,
+        &format!("/api/v1/runs/{r2}/steps/approve/reject"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(rej.status, 200, "{}", rej.text);
+    node.until_run_status(&r2, "failed", 10).await;
+    let r3 = post(&node, "/api/v1/runs", json!({"blueprint_ref": "bp.t.gate"})).await;
+    let r3 = r3.body["run_id"].as_str().unwrap().to_string();
+    node.until_step_status(&r3, "approve", "waiting", 10).await;
+    let c = post(
+        &node,
+        &format!("/api/v1/runs/{r3}/cancel"),
+        json!({"reason": "test"}),
+    )
+    .await;
+    assert_eq!(c.status, 200, "{}", c.text);
+    assert_eq!(c.body["status"], "cancelled");
+
+    // Refusals.
+    err(
+        &post(&node, "/api/v1/runs", json!({})).await,
+        422,
+        "request.invalid",
+    );
+    err(
+        &post(
+            &node,
+            "/api/v1/runs",
+            json!({"blueprint_ref": "bp.t.gate@x"}),
+        )
+        .await,
+        422,
+        "request.invalid",
+    );
+    err(
+        &post(
+            &node,
+            "/api/v1/runs",
+            json!({"blueprint_ref": "bp.t.gate@9"}),
+        )
+        .await,
+        404,
+        "blueprint.not_found",
+    );
+    err(
+        &post(&node, "/api/v1/runs", json!({"blueprint_ref": "bp.none"})).await,
+        404,
+        "blueprint.not_found",
+    );
+    err(
+        &post(
+            &node,
+            "/api/v1/runs",
+            json!({"blueprint_ref": "bp.t.gate", "inputs": {"who": 5}}),
+        )
+        .await,
+        422,
+        "run.inputs_invalid",
+    );
+    err(
+        &post(
+            &node,
+            "/api/v1/runs",
+            json!({"blueprint_ref": "bp.t.gate", "inputs": []}),
+        )
+        .await,
+        422,
+        "request.invalid",
+    );
+    err(
+        &post(
+            &node,
+            "/api/v1/runs",
+            json!({"blueprint_ref": "bp.t.gate", "priority": "high"}),
+        )
+        .await,
+        422,
+        "request.invalid",
+    );
+    err(
+        &get(&node, "/api/v1/runs/xyz").await,
+        400,
+        "request.invalid_id",
+    );
+    err(
+        &get(&node, "/api/v1/runs/01a200a6-c4d2-7531-95be-1c4b120fba82").await,
+        404,
+        "run.not_found",
+    );
+    err(
+        &post(
+            &node,
+            "/api/v1/runs/01a200a6-c4d2-7531-95be-1c4b120fba82/cancel",
+            json!({}),
+        )
+        .await,
+        404,
+        "run.not_found",
+    );
+    err(
+        &get(&node, "/api/v1/runs?status=sleeping").await,
+        400,
+        "request.invalid",
+    );
+
+    // Lists with filters, across pages, under concurrent inserts.
+    for _ in 0..5 {
+        node.emit("demo.flow", json!({})).await;
+    }
+    let (flow, pages) = all_pages(&node, "/api/v1/runs?blueprint_id=bp.t.flow", 2).await;
+    assert_eq!((flow.len(), pages), (5, 3));
+    let mut ids: Vec<&str> = flow.iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 5);
+    let cancelled = get(&node, "/api/v1/runs?status=cancelled").await;
+    assert_eq!(cancelled.body["items"].as_array().unwrap().len(), 1);
+    let two = get(
+        &node,
+        "/api/v1/runs?status=completed,failed&blueprint_id=bp.t.gate",
+    )
+    .await;
+    assert_eq!(two.body["items"].as_array().unwrap().len(), 2);
+    let by_corr = get(&node, "/api/v1/runs?correlation_id=corr-runs-1").await;
+    assert_eq!(by_corr.body["items"][0]["run_id"], run_id.as_str());
+    // The correlation id went into the run's events.
+    let evs = node.events_of(&run_id).await;
+    assert!(evs.iter().all(|e| e["correlation_id"] == "corr-runs-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blueprints_apply_validate_versions_and_pages() {
+    let node = Node::builder().start();
+    for id in ["bp.a", "bp.b", "bp.c"] {
+        let def = FLOW_BP.replace("bp.t.flow", id);
+        let r = post(&node, "/api/v1/blueprints", json!({"definition": def})).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.body["created"], true);
+        assert_eq!(r.body["version"], 1);
+    }
+    let again = post(
+        &node,
+        "/api/v1/blueprints",
+        json!({"definition": FLOW_BP.replace("bp.t.flow", "bp.a")}),
+    )
+    .await;
+    assert_eq!(
+        (again.status, again.body["created"].as_bool()),
+        (200, Some(false))
+    );
+    let v2 = post(
+        &node,
+        "/api/v1/blueprints",
+        json!({"definition": FLOW_BP.replace("bp.t.flow", "bp.a").replace("'5'", "'6'")}),
+    )
+    .await;
+    assert_eq!((v2.status, v2.body["version"].as_i64()), (201, Some(2)));
+
+    let (bps, pages) = all_pages(&node, "/api/v1/blueprints", 2).await;
+    assert_eq!(pages, 2);
+    let ids: Vec<&str> = bps
+        .iter()
+        .map(|b| b["blueprint_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["bp.a", "bp.b", "bp.c"]);
+    assert_eq!(bps[0]["version"], 2);
+    let (versions, _) = all_pages(&node, "/api/v1/blueprints/bp.a/versions", 1).await;
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| v["version"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(
+        get(&node, "/api/v1/blueprints/bp.a?version=1").await.body["version"],
+        1
+    );
+    assert_eq!(
+        get(&node, "/api/v1/blueprints/bp.a").await.body["version"],
+        2
+    );
+    err(
+        &get(&node, "/api/v1/blueprints/bp.a?version=x").await,
+        400,
+        "request.invalid",
+    );
+    err(
+        &get(&node, "/api/v1/blueprints/bp.a?version=7").await,
+        404,
+        "blueprint.not_found",
+    );
+    err(
+        &get(&node, "/api/v1/blueprints/bp.none").await,
+        404,
+        "blueprint.not_found",
+    );
+    err(
+        &get(&node, "/api/v1/blueprints/bp.none/versions").await,
+        404,
+        "blueprint.not_found",
+    );
+    err(
+        &get(&node, "/api/v1/blueprints?cursor=c1").await,
+        400,
+        "request.invalid_cursor",
+    );
+
+    let bad = post(
+        &node,
+        "/api/v1/blueprints",
+        json!({"definition": "id: x\nplan: []"}),
+    )
+    .await;
+    err(&bad, 422, "blueprint.invalid");
+    assert!(
+        !bad.body["error"]["details"]["issues"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    err(
+        &post(&node, "/api/v1/blueprints", json!({"definition": 3})).await,
+        422,
+        "request.invalid",
+    );
+    let v = post(
+        &node,
+        "/api/v1/blueprints/validate",
+        json!({"definition": "id: x\nplan: []"}),
+    )
+    .await;
+    assert_eq!((v.status, v.body["valid"].as_bool()), (200, Some(false)));
+    assert!(
+        v.body["issues"][0]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with('$')
+    );
+    let ok = post(
+        &node,
+        "/api/v1/blueprints/validate",
+        json!({"definition": FLOW_BP}),
+    )
+    .await;
+    assert_eq!(
+        (ok.body["valid"].as_bool(), ok.body["blueprint_id"].as_str()),
+        (Some(true), Some("bp.t.flow"))
+    );
+    assert_eq!(
+        get(&node, "/api/v1/blueprints/bp.t.flow").await.status,
+        404,
+        "validate applies nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drafts_create_revise_validate_promote() {
+    let node = Node::builder().start();
+    let d = post(
+        &node,
+        "/api/v1/drafts",
+        json!({"name": "mine", "definition": "id: bp.d\nplan: []\n"}),
+    )
+    .await;
+    assert_eq!(d.status, 201, "{}", d.text);
+    let id = d.body["draft_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (d.body["status"].as_str(), d.body["revision"].as_i64()),
+        (Some("draft"), Some(1))
+    );
+    assert_eq!(d.body["content"]["id"], "bp.d");
+
+    let v = post(&node, &format!("/api/v1/drafts/{id}/validate"), json!(null)).await;
+    assert_eq!(
+        (v.status, v.body["is_valid"].as_bool()),
+        (200, Some(false)),
+        "{}",
+        v.text
+    );
+    assert!(
+        v.body["issues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["code"] == "plan.empty"),
+        "{}",
+        v.text
+    );
+    err(
+        &post(&node, &format!("/api/v1/drafts/{id}/promote"), json!(null)).await,
+        409,
+        "validation_failed",
+    );
+
+    let fixed = call(
+        &node,
+        Method::PUT,
+        &format!("/api/v1/drafts/{id}"),
+        Some(json!({"definition": FLOW_BP.replace("bp.t.flow", "bp.d")})),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (fixed.status, fixed.body["revision"].as_i64()),
+        (200, Some(2)),
+        "{}",
+        fixed.text
+    );
+    let v = post(&node, &format!("/api/v1/drafts/{id}/validate"), json!(null)).await;
+    assert_eq!(v.body["is_valid"], true, "{}", v.text);
+    assert_eq!(v.body["draft"]["status"], "validated");
+    let p = post(&node, &format!("/api/v1/drafts/{id}/promote"), json!(null)).await;
+    assert_eq!(
+        (
+            p.status,
+            p.body["blueprint_id"].as_str(),
+            p.body["version"].as_i64()
+        ),
+        (200, Some("bp.d"), Some(1)),
+        "{}",
+        p.text
+    );
+    assert_eq!(get(&node, "/api/v1/blueprints/bp.d").await.status, 200);
+    err(
+        &post(&node, &format!("/api/v1/drafts/{id}/promote"), json!(null)).await,
+        409,
+        "conflict",
+    );
+    assert_eq!(
+        get(&node, &format!("/api/v1/drafts/{id}")).await.body["status"],
+        "promoted"
+    );
+
+    err(
+        &post(
+            &node,
+            "/api/v1/drafts",
+            json!({"name": "", "definition": "a: 1"}),
+        )
+        .await,
+        422,
+        "invalid_definition",
+    );
+    err(
+        &post(
+            &node,
+            "/api/v1/drafts",
+            json!({"name": "x", "definition": "a: [unclosed"}),
+        )
+        .await,
+        422,
+        "invalid_definition",
+    );
+    err(
+        &post(
+            &node,
+            "/api/v1/drafts",
+            json!({"name": "x", "definition": 5}),
+        )
+        .await,
+        422,
+        "request.invalid",
+    );
+    err(
+        &post(
+            &node,
+            "/api/v1/drafts",
+            json!({"name": "x", "definition": "a: 1", "kind": "song"}),
+        )
+        .await,
+        422,
+        "invalid_definition",
+    );
+    err(
+        &post(&node, "/api/v1/drafts", json!({"definition": "a: 1"})).await,
+        422,
+        "request.invalid",
+    );
+    err(
+        &get(&node, "/api/v1/drafts/nope").await,
+        400,
+        "request.invalid_id",
+    );
+    let missing = "01a200a6-c4d2-7531-95be-1c4b120fba82";
+    err(
+        &get(&node, &format!("/api/v1/drafts/{missing}")).await,
+        404,
+        "draft_not_found",
+    );
+    err(
+        &post(
+            &node,
+            &format!("/api/v1/drafts/{missing}/validate"),
+            json!(null),
+        )
+        .await,
+        404,
+        "draft_not_found",
+    );
+    err(
+        &post(
+            &node,
+            &format!("/api/v1/drafts/{missing}/promote"),
+            json!(null),
+        )
+        .await,
+        404,
+        "draft_not_found",
+    );
+    err(
+        &call(
+            &node,
+            Method::PUT,
+            &format!("/api/v1/drafts/{missing}"),
+            Some(json!({"definition": "a: 1"})),
+            &[],
+        )
+        .await,
+        404,
+        "draft_not_found",
+    );
+
+    for i in 0..4 {
+        post(
+            &node,
+            "/api/v1/drafts",
+            json!({"name": format!("d{i}"), "definition": {"id": format!("bp.o{i}")}}),
+        )
+        .await;
+    }
+    let (drafts, pages) = all_pages(&node, "/api/v1/drafts", 2).await;
+    assert_eq!((drafts.len(), pages), (5, 3));
+    assert_eq!(drafts[0]["name"], "d3");
+}
