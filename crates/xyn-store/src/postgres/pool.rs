@@ -30,7 +30,7 @@ pub(super) struct PConn {
 }
 
 impl Drop for PConn {
-    pub(super) fn drop(&mut self) {
+    fn drop(&mut self) {
         self.task.abort();
     }
 }
@@ -104,7 +104,7 @@ impl Pooled<'_> {
 }
 
 impl Drop for Pooled<'_> {
-    pub(super) fn drop(&mut self) {
+    fn drop(&mut self) {
         if let Some(c) = self.conn.take()
             && !c.client.is_closed()
             && let Ok(mut idle) = self.pool.idle.lock()

@@ -14,7 +14,7 @@ pub(super) struct WConn {
 }
 
 impl Drop for WConn {
-    pub(super) fn drop(&mut self) {
+    fn drop(&mut self) {
         self.task.abort();
     }
 }

@@ -281,10 +281,10 @@ pub async fn a_singleton_has_one_holder_at_a_time(s: Arc<dyn Store>) {
 pub struct TestSigner;
 
 impl CheckpointSigner for TestSigner {
-    pub(super) fn public_key(&self) -> String {
+    fn public_key(&self) -> String {
         "test-key".into()
     }
-    pub(super) fn sign(&self, bytes: &[u8]) -> String {
+    fn sign(&self, bytes: &[u8]) -> String {
         format!("sig:{}", String::from_utf8_lossy(bytes))
     }
 }
