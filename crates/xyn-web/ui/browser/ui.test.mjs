@@ -178,10 +178,15 @@ await check('an artifact previews and downloads', async () => {
   expect(typeof body.is_valid === 'boolean', 'the download is the report');
 });
 
-await check('footprints chart the day\'s wall time', async () => {
+// The transforms here can each take under a millisecond (their wall time rounds to 0 ms on a
+// fast machine), but the gate approved above waited for a click: its day has a bar.
+await check('footprints chart the day\'s working and waiting time', async () => {
   await main.goto(BASE + '/ui/footprints');
-  const heights = await main.locator('[data-testid=chart-wall] rect').evaluateAll((rs) => rs.map((r) => Number(r.getAttribute('height'))));
-  expect(heights.some((h) => h > 0), `bars: ${heights}`);
+  const heights = async (chart) => main.locator(`[data-testid=chart-${chart}] rect`).evaluateAll((rs) => rs.map((r) => Number(r.getAttribute('height'))));
+  const wall = await heights('wall');
+  expect(wall.length === 14 && wall.every((h) => h >= 0), `wall bars: ${wall}`);
+  const waited = await heights('gate-wait');
+  expect(waited.some((h) => h > 0), `gate-wait bars: ${waited}`);
   const rows = await main.locator('[data-testid=footprint-table] tbody tr').count();
   expect(rows > 0, 'the totals table has rows');
   await shot(main, 'footprints-1280');
