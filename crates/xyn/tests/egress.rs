@@ -445,14 +445,18 @@ async fn the_readme_demo_runs_on_a_random_port_with_auth_on() {
     assert_eq!(code, 0, "{out}{err}");
     let auth = |r: reqwest::RequestBuilder| r.bearer_auth(token);
     let run_id = node
-        .until(20, "the run to wait at its gate", || async {
-            let r: Value = auth(client().get(format!("{}/api/v1/runs?status=running", node.url)))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+        .until(20, "the run to start", || async {
+            // Whatever its status by now (`running`, or `waiting` once the gate opens).
+            let r: Value = auth(client().get(format!(
+                "{}/api/v1/runs?blueprint_id=bp.checkmk.auto_remediate",
+                node.url
+            )))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
             r["items"][0]["run_id"].as_str().map(|s| json!(s))
         })
         .await;
