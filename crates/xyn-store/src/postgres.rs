@@ -513,13 +513,19 @@ impl Store for PgStore {
         if let Some(p) = &q.id {
             conds.push(id_filter("run_id", p, &mut args));
         }
-        if let Some(v) = &q.input_value {
-            args.push(Box::new(crate::input_value_key(v)));
-            conds.push(format!(
-                "id IN (SELECT run_pk FROM run_input_values WHERE value = ${})",
-                args.len()
-            ));
-        }
+        // A search by input value walks that value's index entries newest first (one per run)
+        // and stops after a page, however many runs share the value.
+        let (from, pk) = match &q.input_value {
+            Some(v) => {
+                args.push(Box::new(crate::input_value_key(v)));
+                conds.push(format!("v.value = ${}", args.len()));
+                (
+                    "run_input_values AS v JOIN runs ON runs.id = v.run_pk",
+                    "v.run_pk",
+                )
+            }
+            None => ("runs", "id"),
+        };
         if let Some(t) = q.created_since {
             args.push(Box::new(t.as_micros()));
             conds.push(format!("created_at >= ${}", args.len()));
@@ -530,11 +536,11 @@ impl Store for PgStore {
         }
         if let Some(b) = q.before {
             args.push(Box::new(b));
-            conds.push(format!("id < ${}", args.len()));
+            conds.push(format!("{pk} < ${}", args.len()));
         }
         let lim = limit(q.limit);
         let sql = format!(
-            "SELECT id, {RUN_COLS} FROM runs {} ORDER BY id DESC LIMIT {}",
+            "SELECT {pk}, {RUN_COLS} FROM {from} {} ORDER BY {pk} DESC LIMIT {}",
             where_clause(&conds),
             lim + 1
         );

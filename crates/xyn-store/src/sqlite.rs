@@ -465,13 +465,16 @@ impl Store for SqliteStore {
             if let Some(p) = &q.id {
                 conds.push(id_filter("run_id", p, &mut args));
             }
-            if let Some(v) = &q.input_value {
-                args.push(crate::input_value_key(v).into());
-                conds.push(format!(
-                    "id IN (SELECT run_pk FROM run_input_values WHERE value = ?{})",
-                    args.len()
-                ));
-            }
+            // A search by input value walks that value's index entries newest first (one per
+            // run) and stops after a page, however many runs share the value.
+            let (from, pk) = match &q.input_value {
+                Some(v) => {
+                    args.push(crate::input_value_key(v).into());
+                    conds.push(format!("v.value = ?{} AND runs.id = v.run_pk", args.len()));
+                    ("run_input_values AS v CROSS JOIN runs", "v.run_pk")
+                }
+                None => ("runs", "id"),
+            };
             if let Some(t) = q.created_since {
                 args.push(t.as_micros().into());
                 conds.push(format!("created_at >= ?{}", args.len()));
@@ -482,7 +485,7 @@ impl Store for SqliteStore {
             }
             if let Some(b) = q.before {
                 args.push(b.into());
-                conds.push(format!("id < ?{}", args.len()));
+                conds.push(format!("{pk} < ?{}", args.len()));
             }
             let lim = limit(q.limit);
             let wh = if conds.is_empty() {
@@ -491,7 +494,7 @@ impl Store for SqliteStore {
                 format!("WHERE {}", conds.join(" AND "))
             };
             let sql = format!(
-                "SELECT id, {RUN_COLS} FROM runs {wh} ORDER BY id DESC LIMIT {}",
+                "SELECT {pk}, {RUN_COLS} FROM {from} {wh} ORDER BY {pk} DESC LIMIT {}",
                 lim + 1
             );
             Ok(paginate(collect(c, &sql, args, run_from_row)?, lim))

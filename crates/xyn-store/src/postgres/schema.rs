@@ -274,6 +274,26 @@ UPDATE runs SET status = 'waiting'
  WHERE status = 'running'
    AND EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id AND steps.status = 'waiting');
 "#,
+    // 5: a run is indexed once per distinct input value (two inputs holding the same value made
+    // two rows), so a search by value walks the index newest first and stops after one page.
+    r#"
+DELETE FROM run_input_values AS a
+ USING run_input_values AS b
+ WHERE a.value = b.value AND a.run_pk = b.run_pk AND a.ctid > b.ctid;
+DROP INDEX run_input_values_by_value;
+CREATE UNIQUE INDEX run_input_values_by_value ON run_input_values (value, run_pk);
+CREATE OR REPLACE FUNCTION xyn_index_run_input_values() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF strpos(NEW.inputs, '\u0000') = 0 AND json_typeof(NEW.inputs::json) = 'object' THEN
+        INSERT INTO run_input_values (value, run_pk)
+        SELECT DISTINCT lower(left(trim(' ' from j.value), 200) COLLATE "C"), NEW.id
+        FROM json_each_text(NEW.inputs::json) AS j
+        WHERE json_typeof(NEW.inputs::json -> j.key) IN ('string', 'number', 'boolean');
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+"#,
 ];
 
 /// Applies the migrations this database lacks, one process at a time (under an advisory lock).

@@ -261,4 +261,22 @@ UPDATE runs SET status = 'waiting'
  WHERE status = 'running'
    AND EXISTS (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id AND steps.status = 'waiting');
 "#,
+    // 6: a run is indexed once per distinct input value (two inputs holding the same value made
+    // two rows), so a search by value walks the index newest first and stops after one page.
+    r#"
+DELETE FROM run_input_values
+ WHERE rowid NOT IN (SELECT min(rowid) FROM run_input_values GROUP BY value, run_pk);
+DROP INDEX run_input_values_by_value;
+CREATE UNIQUE INDEX run_input_values_by_value ON run_input_values (value, run_pk);
+DROP TRIGGER runs_index_input_values;
+CREATE TRIGGER runs_index_input_values AFTER INSERT ON runs
+WHEN json_valid(NEW.inputs) AND json_type(NEW.inputs) = 'object'
+BEGIN
+    INSERT INTO run_input_values (value, run_pk)
+    SELECT DISTINCT lower(substr(trim(CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
+                                                  ELSE CAST(j.value AS TEXT) END), 1, 200)), NEW.id
+    FROM json_each(NEW.inputs) AS j
+    WHERE j.type IN ('text', 'integer', 'real', 'true', 'false');
+END;
+"#,
 ];

@@ -320,8 +320,19 @@ pub async fn runs_and_events_are_found_by_short_id_input_value_and_time(s: Arc<d
         json!({"host": "web-1 ", "nested": {"host": "deep"}}),
         30,
     );
+    // Two inputs holding one value: the run is found once.
+    let d = run_with(
+        "019ae6b2-1c3d-7a10-8f00-deadbeef0001",
+        json!({"primary": "db-9", "replica": "DB-9"}),
+        40,
+    );
+    let f = run_with(
+        "019ae6b2-1c3d-7a10-8f00-deadbeef0002",
+        json!({"primary": "db-9"}),
+        50,
+    );
     let mut batch = WriteBatch::default();
-    for r in [&a, &b, &c] {
+    for r in [&a, &b, &c, &d, &f] {
         batch.runs.push(RunWrite::Insert(r.clone()));
     }
     let mut e = event("search.thing", Some(a.run_id));
@@ -366,6 +377,31 @@ pub async fn runs_and_events_are_found_by_short_id_input_value_and_time(s: Arc<d
     assert_eq!(find(by_value("padded")).await, vec!["abcd9999"]);
     assert_eq!(find(by_value("8080")).await, vec!["abcd5678"]);
     assert_eq!(find(by_value("true")).await, vec!["abcd5678"]);
+    assert_eq!(find(by_value("db-9")).await, vec!["beef0001", "beef0002"]);
+    // Pages by value: newest first, one run per page, each once.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let p = s
+            .list_runs(RunQuery {
+                input_value: Some("db-9".into()),
+                limit: 1,
+                before,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        pages.extend(
+            p.items
+                .iter()
+                .map(|r| xyn_core::short_id(&r.run_id.to_string()).to_string()),
+        );
+        match p.next {
+            Some(n) if pages.len() < 5 => before = Some(n),
+            _ => break,
+        }
+    }
+    assert_eq!(pages, vec!["beef0002", "beef0001"]);
     assert!(find(by_value("deep")).await.is_empty());
     assert!(find(by_value("x")).await.is_empty());
     assert!(find(by_value("web")).await.is_empty(), "whole values only");

@@ -31,7 +31,8 @@ pub struct SearchParams {
     /// an event, a whole input value of a run (any case), a blueprint id, or an event name
     /// (`checkmk.*` for a family). Empty: only the filters apply.
     pub q: Option<String>,
-    /// Runs in these states, comma-separated: created, running, completed, failed, cancelled.
+    /// Runs in these states, comma-separated: created, running, waiting, completed,
+    /// failed, cancelled.
     pub status: Option<String>,
     /// Runs of this blueprint.
     pub blueprint_id: Option<String>,
