@@ -28,3 +28,8 @@ pub const NODE_STARTED: &str = "xyn.node.started";
 pub const CAP_DENIED: &str = "xyn.cap.denied";
 /// A blueprint's trigger filter failed on an event (the blueprint was not triggered).
 pub const TRIGGER_FILTER_FAILED: &str = "xyn.trigger.filter_failed";
+/// A sandboxed action package installed into the data directory was registered while the node
+/// ran (new, or a new version of one it had).
+pub const ACTION_INSTALLED: &str = "xyn.action.installed";
+/// A sandboxed action package was removed from the data directory while the node ran.
+pub const ACTION_REMOVED: &str = "xyn.action.removed";

@@ -276,6 +276,23 @@ impl WorkerPool {
         drop(evicted);
     }
 
+    /// Stops the idle workers of `key`: its package was replaced or removed, and a worker's
+    /// Landlock rules hold the old directory (by inode) and its caches the old code.
+    pub fn retire(&self, key: &str) {
+        let gone: Vec<(String, Worker)> = match self.idle.lock() {
+            Ok(mut idle) => {
+                let (gone, keep) = std::mem::take(&mut *idle)
+                    .into_iter()
+                    .partition(|(k, _)| k == key);
+                *idle = keep;
+                gone
+            }
+            Err(_) => Vec::new(),
+        };
+        // Dropping a worker kills it (`kill_on_drop`).
+        drop(gone);
+    }
+
     fn take_idle(&self, key: &str) -> Option<Worker> {
         let mut idle = self.idle.lock().ok()?;
         let at = idle.iter().rposition(|(k, _)| k == key)?;

@@ -67,6 +67,9 @@ pub enum Command {
     /// Start, inspect and steer runs.
     #[command(subcommand)]
     Run(RunCmd),
+    /// Find runs and events: by the start of a short id, a whole id, an input value, a
+    /// blueprint id or an event name, narrowed by status, blueprint and a time window.
+    Search(crate::run_ops::SearchArgs),
     /// Check the event log.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -310,6 +313,10 @@ pub enum BlueprintCmd {
         /// Blueprint files (YAML or JSON).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The node's data directory: its installed action packages count as known actions
+        /// (read only).
+        #[arg(long, env = "XYN_DATA_DIR", default_value = "./xyn-data")]
+        data_dir: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -555,9 +562,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => crate::serve::serve(*args),
         Command::Tls(cmd) => crate::tls_cmd::run(cmd),
-        Command::Blueprint(BlueprintCmd::Validate { files, json }) => {
-            output::validate_files(&files, json)
-        }
+        Command::Blueprint(BlueprintCmd::Validate {
+            files,
+            json,
+            data_dir,
+        }) => output::validate_files(&files, json, &data_dir),
         Command::Audit(AuditCmd::Verify {
             data_dir,
             store,
@@ -587,6 +596,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Event(cmd) => rt()?.block_on(event(cmd)),
         Command::Blueprint(cmd) => rt()?.block_on(blueprint(cmd)),
         Command::Run(cmd) => rt()?.block_on(run_cmd(cmd)),
+        Command::Search(a) => rt()?.block_on(crate::run_ops::search(a)),
         Command::Action(cmd) => crate::action_cmd::run(cmd),
         Command::App(cmd) => crate::app_cmd::run(cmd),
         Command::Key(cmd) => crate::pack_cmd::key(cmd),
@@ -680,7 +690,11 @@ async fn event(cmd: EventCmd) -> Result<ExitCode> {
 
 async fn blueprint(cmd: BlueprintCmd) -> Result<ExitCode> {
     match cmd {
-        BlueprintCmd::Validate { files, json } => output::validate_files(&files, json),
+        BlueprintCmd::Validate {
+            files,
+            json,
+            data_dir,
+        } => output::validate_files(&files, json, &data_dir),
         BlueprintCmd::Apply { file, remote } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;

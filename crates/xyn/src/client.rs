@@ -99,6 +99,12 @@ impl Client {
     }
 
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
+        let path_q = self.with_query(path, query)?;
+        self.send(self.req(reqwest::Method::GET, &path_q)).await
+    }
+
+    /// `path?query`, the query encoded.
+    fn with_query(&self, path: &str, query: &[(&str, String)]) -> Result<String> {
         let mut url = reqwest::Url::parse(&format!("{}{path}", self.base))?;
         {
             let mut qp = url.query_pairs_mut();
@@ -106,12 +112,11 @@ impl Client {
                 qp.append_pair(k, v);
             }
         }
-        let path_q = format!(
+        Ok(format!(
             "{}{}",
             url.path(),
             url.query().map(|q| format!("?{q}")).unwrap_or_default()
-        );
-        self.send(self.req(reqwest::Method::GET, &path_q)).await
+        ))
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
@@ -119,19 +124,65 @@ impl Client {
             .await
     }
 
+    /// Opens a Server-Sent Events stream (`GET path?query`); yields each event's `data` as
+    /// JSON. The stream ends when the node closes it.
+    pub async fn stream(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<impl futures_util::Stream<Item = Result<Value>> + Unpin + use<>> {
+        use eventsource_stream::Eventsource;
+        use futures_util::StreamExt;
+        let resp = self
+            .req(reqwest::Method::GET, &self.with_query(path, query)?)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(self.failure(status, &bytes).into());
+        }
+        // The body as a stream of chunks (reqwest's `bytes_stream` needs a feature the rest of
+        // the workspace does not use; `chunk` is the same read).
+        let body = futures_util::stream::unfold(resp, |mut r| async move {
+            match r.chunk().await {
+                Ok(Some(b)) => Some((Ok::<_, reqwest::Error>(b), r)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), r)),
+            }
+        });
+        Ok(Box::pin(body.eventsource().map(|e| {
+            let e = e.map_err(|e| anyhow::anyhow!("the event stream broke: {e}"))?;
+            Ok(serde_json::from_str(&e.data).unwrap_or(Value::String(e.data)))
+        })))
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
+        anyhow::anyhow!(
+            "cannot reach the node at {}: {e}\n  (is `xyn serve` running? set --url or XYN_URL)",
+            self.base
+        )
+    }
+
     async fn send(&self, r: reqwest::RequestBuilder) -> Result<Value> {
-        let resp = r.send().await.map_err(|e| {
-            anyhow::anyhow!("cannot reach the node at {}: {e}\n  (is `xyn serve` running? set --url or XYN_URL)", self.base)
-        })?;
+        let resp = r.send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await?;
-        let v: Value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         if (200..300).contains(&status) {
-            return Ok(v);
+            return Ok(serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())));
         }
+        Err(self.failure(status, &bytes).into())
+    }
+
+    /// The API's error shape (or the raw body) as a failure with a hint for 401/403.
+    fn failure(&self, status: u16, bytes: &[u8]) -> ApiFailure {
+        let v: Value = serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
         let e = v.get("error").cloned().unwrap_or(Value::Null);
-        Err(ApiFailure {
+        ApiFailure {
             status,
             code: e
                 .get("code")
@@ -146,6 +197,5 @@ impl Client {
             details: e.get("details").cloned().unwrap_or(Value::Null),
             hint: auth_hint(status, self.token.is_some()),
         }
-        .into())
     }
 }

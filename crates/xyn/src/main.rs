@@ -3,6 +3,7 @@
 //! data directory directly).
 
 mod action_cmd;
+mod action_watch;
 mod app_cmd;
 mod backup;
 mod cli;

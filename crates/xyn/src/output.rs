@@ -1,7 +1,7 @@
 //! What the CLI prints: a human summary by default, the API's JSON with `--json`.
 #![allow(clippy::print_stdout)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -320,13 +320,24 @@ pub fn blueprint_show(v: &Value) -> String {
 }
 
 /// `xyn blueprint validate FILE…`: validation against the built-in actions and providers.
-pub fn validate_files(files: &[PathBuf], as_json: bool) -> Result<ExitCode> {
-    let registry = crate::serve::node_actions(
-        std::path::Path::new("."),
+/// `xyn blueprint validate`: checks against the actions a node on `data_dir` has — the
+/// built-in ones and the packages installed there (read only; nothing is created).
+pub fn validate_files(files: &[PathBuf], as_json: bool, data_dir: &Path) -> Result<ExitCode> {
+    let mut registry = crate::serve::node_actions(
+        data_dir,
         Vec::new(),
         xyn_containers::Containers::new(Default::default()),
     );
-    let known = |a: &str| registry.contains(a);
+    if let Ok(ssh) = xyn_actions::ssh::SshRun::new(Default::default()) {
+        let _ = registry.register(std::sync::Arc::new(ssh));
+    }
+    let packages: std::collections::HashSet<String> = xyn_sandbox::install::Layout::new(data_dir)
+        .installed()
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|(m, _)| m.name)
+        .collect();
+    let known = |a: &str| registry.contains(a) || packages.contains(a);
     let env = xyn_core::blueprint::ValidationEnv {
         is_known_action: &known,
         known_providers: xyn_core::blueprint::PROVIDERS,

@@ -34,7 +34,7 @@ pub const TRUST_REMOVED: &str = "xyn.trust.removed";
 pub const PACK_INSTALLED: &str = "xyn.pack.installed";
 pub const PACK_REMOVED: &str = "xyn.pack.removed";
 
-fn now() -> Timestamp {
+pub(crate) fn now() -> Timestamp {
     Timestamp::from_micros(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -674,6 +674,7 @@ pub fn install(
                 for (name, _) in &actions {
                     registry_before.push((name.clone(), r.get(name)));
                     r.remove(name);
+                    live.sandbox.pool.retire(name);
                     let dest = layout.package(name);
                     let made = xyn_sandbox::Manifest::load(&dest).and_then(|am| {
                         xyn_sandbox::action::SandboxedAction::new(live.sandbox.clone(), am, dest)

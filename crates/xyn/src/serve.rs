@@ -251,6 +251,7 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
     actions
         .register(Arc::new(ssh_run))
         .map_err(|e| anyhow::anyhow!("ssh.run: {e}"))?;
+    let not_packages: std::collections::HashSet<String> = actions.names().into_iter().collect();
     for (name, e) in xyn_sandbox::action::register_installed(&sandbox, &mut actions) {
         tracing::error!(action = %name, code = %e.code, error = %e.message, "sandboxed action not registered");
         eprintln!("xyn: action {name} not registered: {}", e.message);
@@ -323,6 +324,19 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 
+    // Packages installed while the node runs are registered live (and removed ones dropped).
+    let node_has: std::collections::HashSet<String> = node.action_names().into_iter().collect();
+    let registered = crate::action_watch::registered_at_start(&sandbox, |n| {
+        !not_packages.contains(n) && node_has.contains(n)
+    });
+    let _action_watch = match crate::action_watch::watch(node.clone(), sandbox.clone(), registered)
+    {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the installed actions; installs are seen after a restart");
+            None
+        }
+    };
     if let Some(src) = &settings.source {
         tracing::info!(config = %src.display(), "configuration loaded");
     }

@@ -827,6 +827,7 @@ async fn watch_follows_a_run_and_event_show_prints_one() {
     };
     // Let the watcher see the waiting gate, then decide it.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let decided = std::time::Instant::now();
     let r = post(
         &node,
         &format!("/api/v1/runs/{run_id}/steps/approve/approve"),
@@ -837,6 +838,9 @@ async fn watch_follows_a_run_and_event_show_prints_one() {
     let out = tokio::task::spawn_blocking(move || watcher.join().unwrap())
         .await
         .unwrap();
+    // The run's events wake the watcher: it does not wait out its 15 s quiet timeout.
+    let took = decided.elapsed();
+    assert!(took < Duration::from_secs(8), "watch took {took:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -886,4 +890,45 @@ async fn watch_follows_a_run_and_event_show_prints_one() {
     let (code, _, e) = node.cli(&["event", "show", uuid_like()]);
     assert_ne!(code, 0);
     assert!(e.contains("event.not_found"), "{e}");
+
+    // `xyn search`: by input value (any case), by the short id, narrowed by status.
+    let (code, out, e) = node.cli(&["search", "WAT"]);
+    assert_eq!(code, 0, "{e}");
+    assert!(
+        out.contains("input value") && out.contains(&run_id),
+        "{out}"
+    );
+    assert!(!out.contains(&rejected), "{out}");
+    let short = &run_id[run_id.len() - 8..];
+    let v = node.cli_json(&["search", &short[..5]]);
+    assert!(
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["run_id"] == run_id.as_str()),
+        "{v}"
+    );
+    assert!(
+        v["read_as"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "short_id"),
+        "{v}"
+    );
+    let v = node.cli_json(&["search", "--status", "failed", "--blueprint", "bp.t.gate"]);
+    let ids: Vec<&str> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["run_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![rejected.as_str()], "{v}");
+    let (code, out, _) = node.cli(&["search", "no-such-value-anywhere"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing found"), "{out}");
+    let (code, _, e) = node.cli(&["search", "--status", "sleeping"]);
+    assert_ne!(code, 0);
+    assert!(e.contains("request"), "{e}");
 }
