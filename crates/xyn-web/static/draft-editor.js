@@ -49,9 +49,18 @@
           ? ed.indentSelection('add')
           : ed.replaceSelection(' '.repeat(ed.getOption('indentUnit')), 'end')),
         'Shift-Tab': (ed) => ed.indentSelection('subtract'),
+        // Tab stays in the editor, so the keyboard leaves it with Esc (to the form's buttons).
+        Esc: () => {
+          const button = ta.form && ta.form.querySelector('button[type=submit]');
+          if (button) button.focus();
+        },
       },
     });
     cm.getWrapperElement().setAttribute('data-testid', 'draft-code-editor');
+    const hint = document.createElement('p');
+    hint.className = 'muted small editor-hint';
+    hint.textContent = 'Tab indents with spaces; Esc leaves the editor.';
+    cm.getWrapperElement().after(hint);
     // The textarea is what the form sends (by a plain submit or by htmx): keep it current.
     cm.on('change', () => cm.save());
     markIssues(cm, root);

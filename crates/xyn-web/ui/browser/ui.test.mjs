@@ -18,6 +18,7 @@ const PAGES = [
   ['launch', '/ui/runs/new', 'Launch a run'],
   ['blueprints', '/ui/blueprints', 'Blueprints'],
   ['drafts', '/ui/drafts', 'Drafts'],
+  ['draft-new', '/ui/drafts/new', 'New draft'],
   ['artifacts', '/ui/artifacts', 'Artifacts'],
   ['footprints', '/ui/footprints', 'Footprints'],
   ['health', '/ui/health', 'Health'],
@@ -169,6 +170,8 @@ await check('drafts are edited in a code editor with line numbers and YAML highl
   await main.keyboard.type('# typed in the editor');
   const typed = await editorValue(main);
   expect(typed.endsWith('\n  # typed in the editor') && !typed.includes('\t'), `typed: ${JSON.stringify(typed.slice(-60))}`);
+  await main.keyboard.press('Escape');
+  expect(await main.evaluate(() => document.activeElement?.dataset.testid) === 'draft-save', 'Esc leaves the editor for its buttons');
   await main.click('[data-testid=draft-save]');
   await main.waitForURL(/\/ui\/drafts\/[0-9a-f-]{36}$/);
   await main.reload();
