@@ -1,6 +1,8 @@
-//! Embeds htmx and its SSE extension from their published npm packages (never copied into the
+//! Embeds htmx, its SSE extension and the CodeMirror 5 editor (the draft editor; MIT licence,
+//! prebuilt browser files, no bundler) from their published npm packages (never copied into the
 //! repository). They are installed into `ui/node_modules` by `npm ci` from `ui/package-lock.json`;
-//! when they are missing, this script runs `npm ci --omit=dev` itself (npm must be on PATH).
+//! when they are missing, this script runs `npm ci` itself (npm must be on PATH; without the
+//! browser tests' dev packages unless they were there).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,6 +10,9 @@ use std::process::Command;
 const FILES: &[(&str, &str)] = &[
     ("htmx.org/dist/htmx.min.js", "htmx.min.js"),
     ("htmx-ext-sse/dist/sse.min.js", "sse.min.js"),
+    ("codemirror/lib/codemirror.js", "codemirror.js"),
+    ("codemirror/lib/codemirror.css", "codemirror.css"),
+    ("codemirror/mode/yaml/yaml.js", "codemirror-yaml.js"),
 ];
 
 fn main() {
@@ -28,7 +33,7 @@ fn main() {
         let from = modules.join(src);
         if let Err(e) = std::fs::copy(&from, out.join(dst)) {
             panic!(
-                "cannot read {} ({e}).\nThe Xyn UI embeds htmx from npm: run `npm ci --prefix {}` (needs Node.js and npm), then build again.",
+                "cannot read {} ({e}).\nThe Xyn UI embeds htmx and CodeMirror from npm: run `npm ci --prefix {}` (needs Node.js and npm), then build again.",
                 from.display(),
                 ui.display()
             );
@@ -37,24 +42,22 @@ fn main() {
 }
 
 fn install(ui: &Path) {
-    let status = Command::new("npm")
-        .args([
-            "ci",
-            "--omit=dev",
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-        ])
-        .current_dir(ui)
-        .status();
+    // `npm ci` starts from an empty node_modules: where the browser tests' packages (dev
+    // dependencies) are installed, install them again rather than remove them.
+    let dev = ui.join("node_modules/playwright-core").is_dir();
+    let mut args = vec!["ci", "--no-audit", "--no-fund", "--loglevel=error"];
+    if !dev {
+        args.push("--omit=dev");
+    }
+    let status = Command::new("npm").args(&args).current_dir(ui).status();
     match status {
         Ok(s) if s.success() => {}
         Ok(s) => panic!(
-            "`npm ci --omit=dev` in {} failed ({s}). The Xyn UI embeds htmx from its npm package.",
+            "`npm ci` in {} failed ({s}). The Xyn UI embeds htmx and CodeMirror from their npm packages.",
             ui.display()
         ),
         Err(e) => panic!(
-            "cannot run npm ({e}). The Xyn UI embeds htmx from its npm package: install Node.js and npm, or run `npm ci --prefix {}` on a machine that has them.",
+            "cannot run npm ({e}). The Xyn UI embeds htmx and CodeMirror from their npm packages: install Node.js and npm, or run `npm ci --prefix {}` on a machine that has them.",
             ui.display()
         ),
     }

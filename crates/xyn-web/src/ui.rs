@@ -1,6 +1,7 @@
 //! The Xyn Core UI: server-rendered pages (minijinja templates
-//! embedded in the binary) with HTMX partials and SSE for live views. No build step: htmx and
-//! its SSE extension come from their npm packages at build time (`build.rs`).
+//! embedded in the binary) with HTMX partials and SSE for live views. No build step: htmx, its
+//! SSE extension and the draft editor (CodeMirror 5) come from their npm packages at build time
+//! (`build.rs`).
 //!
 //! Every page goes through the same service layer as the API ([`xyn_engine::Node`]); every
 //! interactive element has a stable `data-testid`. Operators see the operator view;
@@ -16,6 +17,7 @@ pub(crate) mod render;
 mod rerun;
 mod runs;
 mod search;
+pub(crate) mod source_lines;
 
 use std::sync::OnceLock;
 
@@ -116,6 +118,26 @@ const STATIC: &[(&str, &str, &[u8])] = &[
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("../static/app.css"),
+    ),
+    (
+        "codemirror.css",
+        "text/css; charset=utf-8",
+        include_bytes!(concat!(env!("OUT_DIR"), "/codemirror.css")),
+    ),
+    (
+        "codemirror.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!(concat!(env!("OUT_DIR"), "/codemirror.js")),
+    ),
+    (
+        "codemirror-yaml.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!(concat!(env!("OUT_DIR"), "/codemirror-yaml.js")),
+    ),
+    (
+        "draft-editor.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../static/draft-editor.js"),
     ),
     (
         "htmx.min.js",

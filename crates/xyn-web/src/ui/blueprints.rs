@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use xyn_core::records::Draft;
 use xyn_core::{DraftId, XynError, codes};
 
+use super::source_lines::{syntax_line, with_lines};
 use super::{Ui, UiError, UiResult, q, url_with};
 use crate::AppState;
 use crate::dto::{BlueprintDto, DraftDto, decode_cursor, encode_cursor, parse_id};
@@ -113,11 +114,18 @@ pub struct DraftForm {
     op: Option<String>,
 }
 
-fn error_issues(e: &XynError) -> Value {
-    e.details
+/// A refusal as the editor shows it: the message, the issues (each with its line in `text`, the
+/// definition that was refused) and, for text that does not parse, the line of the error.
+fn refusal(e: &XynError, text: &str) -> Value {
+    let issues = e
+        .details
         .as_ref()
-        .map(|d| json!(issues_of(d)))
-        .unwrap_or(Value::Null)
+        .map(|d| json!(with_lines(&issues_of(d), text)))
+        .unwrap_or(Value::Null);
+    let line = (e.code == codes::DRAFT_INVALID_DEFINITION)
+        .then(|| syntax_line(text, &e.message))
+        .flatten();
+    json!({"error": e.message, "error_issues": issues, "error_line": line})
 }
 
 /// Re-renders the editor with a message (status 422 for refused input).
@@ -160,7 +168,7 @@ pub async fn create_draft(
             &ui,
             None,
             &f,
-            json!({"error": e.message, "error_issues": error_issues(&e)}),
+            refusal(&e, &f.definition),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
         Err(e) => Err(e.into()),
@@ -177,13 +185,23 @@ async fn load(s: &AppState, id: &str) -> UiResult<Draft> {
     })
 }
 
-fn report_of(d: &Draft) -> Value {
+/// The validation report of the draft's current revision, if it has one. Its issues get lines
+/// when the editor shows that revision's text (`shown`); after a refused save it shows other text.
+fn report_of(d: &Draft, shown: &str) -> Value {
     match &d.validation {
-        Some(v) if v.get("revision").and_then(Value::as_i64) == Some(d.revision) => json!({
-            "is_valid": v.get("is_valid").and_then(Value::as_bool).unwrap_or(false),
-            "issues": issues_of(v),
-            "revision": d.revision,
-        }),
+        Some(v) if v.get("revision").and_then(Value::as_i64) == Some(d.revision) => {
+            let issues = issues_of(v);
+            let issues = if shown == d.definition {
+                json!(with_lines(&issues, shown))
+            } else {
+                json!(issues)
+            };
+            json!({
+                "is_valid": v.get("is_valid").and_then(Value::as_bool).unwrap_or(false),
+                "issues": issues,
+                "revision": d.revision,
+            })
+        }
         _ => Value::Null,
     }
 }
@@ -200,7 +218,7 @@ pub async fn draft(
         definition: d.definition.clone(),
         op: None,
     };
-    let report = report_of(&d);
+    let report = report_of(&d, &d.definition);
     editor(
         &ui,
         Some(&d),
@@ -222,13 +240,9 @@ pub async fn draft_op(
     let op = f.op.clone().unwrap_or_else(|| "save".into());
     let actor = ui.actor();
     let refused = |d: &Draft, e: XynError| {
-        editor(
-            &ui,
-            Some(d),
-            &f,
-            json!({"error": e.message, "error_issues": error_issues(&e), "report": report_of(d)}),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
+        let mut shown = refusal(&e, &f.definition);
+        shown["report"] = report_of(d, &f.definition);
+        editor(&ui, Some(d), &f, shown, StatusCode::UNPROCESSABLE_ENTITY)
     };
     // Save what is in the editor unless promoting (which promotes the validated revision).
     let d = if op == "promote" {
@@ -256,7 +270,7 @@ pub async fn draft_op(
         "validate" => match s.node.validate_draft(d.draft_id, &actor).await {
             // The report is the answer, valid or not (as in the API).
             Ok((d, _)) => {
-                let report = report_of(&d);
+                let report = report_of(&d, &d.definition);
                 editor(
                     &ui,
                     Some(&d),
@@ -275,7 +289,7 @@ pub async fn draft_op(
             Err(e) => Err(e.into()),
         },
         _ => {
-            let report = report_of(&d);
+            let report = report_of(&d, &d.definition);
             editor(
                 &ui,
                 Some(&d),

@@ -18,6 +18,7 @@ const PAGES = [
   ['launch', '/ui/runs/new', 'Launch a run'],
   ['blueprints', '/ui/blueprints', 'Blueprints'],
   ['drafts', '/ui/drafts', 'Drafts'],
+  ['draft-new', '/ui/drafts/new', 'New draft'],
   ['artifacts', '/ui/artifacts', 'Artifacts'],
   ['footprints', '/ui/footprints', 'Footprints'],
   ['health', '/ui/health', 'Health'],
@@ -140,25 +141,135 @@ await check('runs list filters by status', async () => {
   await shot(main, 'runs-completed');
 });
 
-await check('validating a broken draft shows the problems inline', async () => {
+// The draft editor is CodeMirror over the form's textarea: its instance hangs on its wrapper.
+const editorValue = (page) => page.evaluate(() => document.querySelector('.CodeMirror').CodeMirror.getValue());
+const setEditor = (page, text) => page.evaluate((t) => document.querySelector('.CodeMirror').CodeMirror.setValue(t), text);
+
+await check('drafts are edited in a code editor with line numbers and YAML highlighting', async () => {
   await main.goto(BASE + '/ui/drafts/new');
-  await main.fill('[data-testid=draft-name-input]', 'broken draft');
-  await main.fill('[data-testid=draft-definition]', 'id: bp.ui.broken\ntrigger:\n  event_type: demo.broken\nplan: []\n');
+  const editor = main.locator('[data-testid=draft-code-editor]');
+  await editor.waitFor();
+  expect(!(await main.locator('[data-testid=draft-definition]').isVisible()), 'the textarea gives way to the editor');
+  const numbers = await editor.locator('.CodeMirror-linenumber').allTextContents();
+  expect(numbers.includes('1') && numbers.includes('10'), `line numbers: ${numbers.slice(0, 12)}`);
+  expect(await editor.locator('.cm-atom').count() > 3 && await editor.locator('.cm-string').count() > 0, 'YAML keys and strings are highlighted');
+  // The editor's assets come from the binary, cached like htmx.
+  for (const f of ['codemirror.js', 'codemirror-yaml.js', 'codemirror.css', 'draft-editor.js']) {
+    const r = await main.request.get(`${BASE}/ui/static/${f}`);
+    expect(r.status() === 200 && (r.headers()['cache-control'] || '').includes('max-age'), `${f}: ${r.status()} ${r.headers()['cache-control']}`);
+  }
+  // Type into it: a comment at the end, and Tab indents with spaces (YAML has no tabs).
+  await main.fill('[data-testid=draft-name-input]', 'typed draft');
+  await editor.click();
+  await main.keyboard.press('Control+End');
+  await main.keyboard.press('Enter');
+  await main.keyboard.press('Home');
+  await main.keyboard.press('Shift+End');
+  await main.keyboard.press('Backspace');
+  await main.keyboard.press('Tab');
+  await main.keyboard.type('# typed in the editor');
+  const typed = await editorValue(main);
+  expect(typed.endsWith('\n  # typed in the editor') && !typed.includes('\t'), `typed: ${JSON.stringify(typed.slice(-60))}`);
+  await main.keyboard.press('Escape');
+  expect(await main.evaluate(() => document.activeElement?.dataset.testid) === 'draft-save', 'Esc leaves the editor for its buttons');
   await main.click('[data-testid=draft-save]');
   await main.waitForURL(/\/ui\/drafts\/[0-9a-f-]{36}$/);
+  await main.reload();
+  await main.locator('[data-testid=draft-code-editor]').waitFor();
+  expect((await editorValue(main)).endsWith('  # typed in the editor'), 'the typed text was saved (after a reload)');
+  // Saving again goes through htmx (the editor is swapped): an edit still arrives.
+  await setEditor(main, (await editorValue(main)) + '\n# second edit');
+  await main.click('[data-testid=draft-save]');
+  await main.locator('[data-testid=flash]').filter({ hasText: 'revision 2' }).waitFor();
+  await main.locator('[data-testid=draft-code-editor]').waitFor();
+  expect((await editorValue(main)).endsWith('# second edit'), 'the editor is back after the swap, with the saved text');
+  expect(await main.locator('.CodeMirror').count() === 1, 'one editor after the swap');
+  await shot(main, 'draft-editor');
+});
+
+await check('validating a broken draft shows the problems inline, with their lines marked in the editor', async () => {
+  await main.goto(BASE + '/ui/drafts/new');
+  await main.locator('[data-testid=draft-code-editor]').waitFor();
+  await main.fill('[data-testid=draft-name-input]', 'broken draft');
+  await setEditor(main, 'id: bp.ui.broken\ntrigger:\n  event_type: demo.broken\nplan: []\n');
+  await main.click('[data-testid=draft-save]');
+  await main.waitForURL(/\/ui\/drafts\/[0-9a-f-]{36}$/);
+  await main.locator('[data-testid=draft-code-editor]').waitFor();
   await main.click('[data-testid=draft-validate]');
   await main.locator('[data-testid=draft-invalid]').waitFor();
   const issue = await main.locator('[data-testid=issue]').first().textContent();
   expect(issue.includes('plan.empty'), `issue: ${issue}`);
   expect(await main.locator('[data-testid=draft-promote]').isDisabled(), 'promote stays disabled');
   await shot(main, 'draft-invalid');
-  // Fix it in the editor, validate, promote.
-  await main.fill('[data-testid=draft-definition]', 'id: bp.ui.broken\ntrigger:\n  event_type: demo.broken\nplan:\n  - {kind: transform, id: a, expr: "1"}\n');
+  // A template naming an input that does not exist, on line 8.
+  await setEditor(main, 'id: bp.ui.broken\ntrigger:\n  event_type: demo.broken\nplan:\n  - kind: transform\n    id: a\n    template:\n      x: "{{inputs.nope}}"\n');
+  await main.click('[data-testid=draft-validate]');
+  await main.locator('[data-testid=issue]').filter({ hasText: 'inputs.nope' }).waitFor();
+  const line = main.locator('[data-testid=issue]').filter({ hasText: 'inputs.nope' }).locator('[data-testid=issue-line]');
+  expect((await line.textContent()).trim() === 'line 8', `the issue's line: ${await line.textContent()}`);
+  await main.locator('.CodeMirror .cm-issue-line').first().waitFor();
+  const marked = await main.evaluate(() => {
+    const cm = document.querySelector('.CodeMirror').CodeMirror;
+    const lines = [];
+    cm.eachLine((h) => { const i = cm.lineInfo(h); if ((i.bgClass || '').includes('cm-issue-line')) lines.push(i.line + 1); });
+    return lines;
+  });
+  expect(JSON.stringify(marked) === '[8]', `marked lines: ${marked}`);
+  expect(await main.locator('.CodeMirror .cm-issue-marker').count() === 1, 'one gutter marker');
+  await line.click();
+  const cursor = await main.evaluate(() => {
+    const cm = document.querySelector('.CodeMirror').CodeMirror;
+    return [cm.getCursor().line + 1, cm.hasFocus()];
+  });
+  expect(cursor[0] === 8 && cursor[1], `the cursor went to ${cursor}`);
+  await shot(main, 'draft-invalid-lines');
+  // A syntax error refuses the save, with its line.
+  await setEditor(main, 'id: bp.ui.broken\ntrigger:\n  event_type: demo.broken\nplan: [\n  a: b: c\n');
+  allowErrors(main.url().replace(BASE, ''));
+  await main.click('[data-testid=draft-save]');
+  await main.locator('[data-testid=draft-error] [data-testid=issue-line]').waitFor();
+  await main.locator('.CodeMirror .cm-issue-line').first().waitFor();
+  // Fix it in the editor, validate, promote: one banner.
+  await setEditor(main, 'id: bp.ui.broken\ntrigger:\n  event_type: demo.broken\nplan:\n  - {kind: transform, id: a, expr: "1"}\n');
   await main.click('[data-testid=draft-validate]');
   await main.locator('[data-testid=draft-valid]').waitFor();
+  expect(await main.locator('.CodeMirror .cm-issue-line').count() === 0, 'no marked lines once valid');
   await main.click('[data-testid=draft-promote]');
   await main.locator('[data-testid=draft-promoted]').waitFor();
+  expect(await main.locator('[data-testid=draft-promoted]').count() === 1 && await main.locator('.ok-note, .flash').count() === 1,
+    `one banner after promote: ${await main.locator('.ok-note, .flash').allTextContents()}`);
   await shot(main, 'draft-promoted');
+});
+
+await check('the draft editor shows hostile text as text, follows dark mode and fits 390px', async () => {
+  await main.goto(BASE + '/ui/drafts/new');
+  await main.locator('[data-testid=draft-code-editor]').waitFor();
+  const attack = `# </textarea><img src=x onerror="window.__xss=1"><script>window.__xss=2</script>\nid: bp.ui.hostile\nname: "${'x'.repeat(400)}"\n`;
+  await main.fill('[data-testid=draft-name-input]', '<b>hostile</b> draft');
+  await setEditor(main, attack);
+  await main.click('[data-testid=draft-save]');
+  await main.waitForURL(/\/ui\/drafts\/[0-9a-f-]{36}$/);
+  await main.locator('[data-testid=draft-code-editor]').waitFor();
+  expect(await editorValue(main) === attack, 'the text comes back as it was written');
+  expect(await main.evaluate(() => window.__xss === undefined), 'no attack code ran');
+  expect((await main.locator('[data-testid=draft-name]').textContent()) === '<b>hostile</b> draft', 'the name is text');
+  const hostile = main.url();
+  const dark = watch(await context.newPage(), 'editor-dark');
+  await dark.emulateMedia({ colorScheme: 'dark' });
+  await dark.setViewportSize({ width: 390, height: 844 });
+  await dark.goto(hostile);
+  await dark.locator('[data-testid=draft-code-editor]').waitFor();
+  const [bg, ink, gutter] = await dark.evaluate(() => {
+    const s = (q) => getComputedStyle(document.querySelector(q));
+    return [s('.CodeMirror').backgroundColor, s('.CodeMirror').color, s('.CodeMirror-gutters').backgroundColor];
+  });
+  expect(luminance(bg) < 0.05 && luminance(ink) > 0.6 && luminance(gutter) < 0.1, `dark editor: ${bg} / ${ink} / ${gutter}`);
+  // A 400-character line scrolls inside the editor, not the page.
+  await assertNoOverflow(dark, 'draft editor (dark, 390px)');
+  const right = await dark.evaluate(() => document.querySelector('.CodeMirror').getBoundingClientRect().right);
+  expect(right <= 390, `the editor ends at ${right}px`);
+  await shot(dark, 'draft-editor-dark-390');
+  await dark.close();
 });
 
 await check('an artifact previews and downloads', async () => {
