@@ -15,11 +15,11 @@ use xyn_core::blueprint::{Backoff, OnReject, Plan, StepBody, StepKind, StepPlan}
 pub const WIDTH: i32 = 360;
 /// The main column: every step's box.
 const BOX_X: i32 = 28;
-const BOX_W: i32 = 240;
+const BOX_W: i32 = 232;
 const BOX_H: i32 = 52;
 /// The side column: a gate's outcome when rejected.
-const SIDE_X: i32 = 284;
-const SIDE_W: i32 = 68;
+const SIDE_X: i32 = 272;
+const SIDE_W: i32 = 84;
 const SIDE_H: i32 = 40;
 /// The lane of the dashed bypass for skipped steps.
 const SKIP_X: i32 = 12;
@@ -27,7 +27,7 @@ const GAP: i32 = 30;
 const COND_H: i32 = 18;
 const TOP: i32 = 8;
 const NAME_CHARS: usize = 28;
-const COND_CHARS: usize = 40;
+const COND_CHARS: usize = 28;
 const SUB_CHARS: usize = 30;
 
 /// What a node stands for.
@@ -273,7 +273,6 @@ pub fn layout(plan: &Plan) -> Diagram {
     let mut y = head.bottom();
     let mut prev = (head.key.clone(), head.cx(), head.bottom());
     nodes.push(head);
-    // A skip bypass waiting for the point below its step (where the next edge leaves).
     for step in &plan.steps {
         let cond_h = if step.condition.is_some() { COND_H } else { 0 };
         let top = y + GAP + cond_h;
@@ -476,7 +475,7 @@ pub fn render_svg(d: &Diagram) -> String {
                 full = escape(c),
                 x = n.x + n.w / 2 + 8,
                 y = n.y - 6,
-                short = escape(&truncate(c, COND_CHARS - 4))
+                short = escape(&truncate(c, COND_CHARS))
             );
         }
         let _ = write!(
@@ -528,7 +527,7 @@ pub fn render_svg(d: &Diagram) -> String {
             Role::Rejected(_) => {
                 let _ = write!(
                     out,
-                    r#"<text class="pd-sub" x="{cx}" y="{}" text-anchor="middle">{}</text><text class="pd-label pd-small" x="{cx}" y="{}" text-anchor="middle">{}</text>"#,
+                    r#"<text class="pd-sub" x="{cx}" y="{}" text-anchor="middle">{}</text><text class="pd-outcome" x="{cx}" y="{}" text-anchor="middle">{}</text>"#,
                     n.y + 16,
                     escape(&n.label),
                     n.y + 31,

@@ -111,4 +111,28 @@ mod tests {
         );
         assert_eq!(compare_choices(&[])["to"], Value::Null);
     }
+
+    #[test]
+    fn the_diff_partial_escapes_the_definitions_and_signs_each_change() {
+        let d = line_diff(
+            "a: 1\n",
+            "a: 1\nb: \"<script>alert(1)</script> & <img src=x onerror=alert(2)>\"\n",
+            CONTEXT,
+        );
+        let html = super::super::templates()
+            .render(
+                "_blueprint_diff.html",
+                json!({"diff": d, "old": {"version": 1}, "new": {"version": 2}}),
+            )
+            .unwrap_or_default();
+        assert!(
+            !html.contains("<script") && !html.contains("<img"),
+            "{html}"
+        );
+        assert!(html.contains("&lt;script&gt;alert(1)"), "{html}");
+        assert!(html.contains(" &amp; &lt;img"), "{html}");
+        assert_eq!(html.matches(r#"data-testid="diff-add""#).count(), 1);
+        assert!(html.contains(r#"<span class="diff-sign">+</span>"#));
+        assert!(html.contains("1 line added"));
+    }
 }
