@@ -292,6 +292,11 @@ async fn main() -> Result<()> {
         ),
         ("Run list", "/ui/runs"),
         ("Run list, filtered by status", "/ui/runs?status=completed"),
+        ("Blueprints, with run counts", "/ui/blueprints"),
+        (
+            "Blueprint: plan diagram and run counts",
+            "/ui/blueprints/bench.flow3",
+        ),
         ("API: GET /api/v1/events", "/api/v1/events?limit=50"),
         ("API: GET /api/v1/runs", "/api/v1/runs?limit=50"),
     ];
