@@ -457,6 +457,16 @@ impl SingletonGuard {
     }
 }
 
+/// The runs of one blueprint in one status (see [`Store::blueprint_run_counts`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlueprintRunCount {
+    pub blueprint_id: String,
+    pub status: String,
+    pub runs: u64,
+    /// When the newest run counted here was created.
+    pub last_created_at: Option<Timestamp>,
+}
+
 /// The storage port.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -495,6 +505,10 @@ pub trait Store: Send + Sync + 'static {
         version: Option<i64>,
     ) -> StoreResult<Option<BlueprintVersion>>;
     async fn list_blueprint_versions(&self, id: &str) -> StoreResult<Vec<BlueprintVersion>>;
+    /// How many runs each blueprint has in each status, and when its newest run in that status
+    /// was created. Read from an aggregate the store keeps up to date as runs are written, so
+    /// the cost grows with the number of blueprints, not of runs.
+    async fn blueprint_run_counts(&self) -> StoreResult<Vec<BlueprintRunCount>>;
 
     async fn get_draft(&self, id: DraftId) -> StoreResult<Option<Draft>>;
     async fn list_drafts(&self, before: Option<i64>, limit: usize) -> StoreResult<Page<Draft>>;

@@ -55,10 +55,10 @@ use crate::sqlite::rows::{
     json_text, opt_json_text, ts,
 };
 use crate::{
-    ArtifactQuery, Checkpoint, CheckpointSigner, Claim, Claimed, DraftWrite, EventQuery,
-    FootprintQuery, LoadedRun, OutboxLag, OutboxRange, Page, PruneReport, QueueStats, QueueWrite,
-    RunQuery, RunWrite, Signal, SingletonGuard, StepWrite, Store, StoreError, StoreResult,
-    StoreStats, WriteBatch,
+    ArtifactQuery, BlueprintRunCount, Checkpoint, CheckpointSigner, Claim, Claimed, DraftWrite,
+    EventQuery, FootprintQuery, LoadedRun, OutboxLag, OutboxRange, Page, PruneReport, QueueStats,
+    QueueWrite, RunQuery, RunWrite, Signal, SingletonGuard, StepWrite, Store, StoreError,
+    StoreResult, StoreStats, WriteBatch,
 };
 use columns::*;
 use listen::*;
@@ -704,6 +704,11 @@ impl Store for PgStore {
             )
             .await?;
         map_rows(&rows, rows::blueprint)
+    }
+
+    async fn blueprint_run_counts(&self) -> StoreResult<Vec<BlueprintRunCount>> {
+        let rows = self.query(query::BLUEPRINT_RUN_COUNTS, &[]).await?;
+        map_rows(&rows, query::blueprint_run_count)
     }
 
     async fn get_draft(&self, id: DraftId) -> StoreResult<Option<Draft>> {

@@ -30,9 +30,9 @@ use xyn_core::run::{Run, Step};
 use xyn_core::{ArtifactId, DraftId, EventId, IdPattern, RunId, Timestamp};
 
 use crate::{
-    ArtifactQuery, Checkpoint, CheckpointSigner, Claim, Claimed, DAY_MICROS, DraftWrite,
-    EventQuery, FootprintDay, FootprintQuery, FootprintRollupQuery, LoadedRun, OutboxLag,
-    OutboxRange, Page, PruneReport, QueueStats, QueueWrite, RunQuery, RunWrite, Signal,
+    ArtifactQuery, BlueprintRunCount, Checkpoint, CheckpointSigner, Claim, Claimed, DAY_MICROS,
+    DraftWrite, EventQuery, FootprintDay, FootprintQuery, FootprintRollupQuery, LoadedRun,
+    OutboxLag, OutboxRange, Page, PruneReport, QueueStats, QueueWrite, RunQuery, RunWrite, Signal,
     SingletonGuard, StepWrite, Store, StoreError, StoreResult, StoreStats, WriteBatch,
 };
 use query::*;
@@ -645,6 +645,10 @@ impl Store for SqliteStore {
             collect(c, &sql, vec![id.into()], blueprint_from_row)
         })
         .await
+    }
+
+    async fn blueprint_run_counts(&self) -> StoreResult<Vec<BlueprintRunCount>> {
+        self.read(query::blueprint_run_counts).await
     }
 
     async fn get_draft(&self, id: DraftId) -> StoreResult<Option<Draft>> {

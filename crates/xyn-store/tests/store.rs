@@ -248,8 +248,22 @@ async fn the_migration_marks_runs_held_at_a_gate_waiting() {
         .unwrap();
         s.close();
     }
-    sql(dir.path(), "PRAGMA user_version = 4");
+    // Back to how a database at version 4 looked (before the run counts of version 7).
+    sql(
+        dir.path(),
+        "DROP TRIGGER runs_count_insert; DROP TRIGGER runs_count_update; \
+         DROP TRIGGER runs_count_delete; DROP TABLE blueprint_run_counts; PRAGMA user_version = 4",
+    );
     let s = open(dir.path());
+    // Version 7 counts the runs already there, in the status version 5 gave them.
+    let counts: Vec<(String, u64)> = s
+        .blueprint_run_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.status, c.runs))
+        .collect();
+    assert_eq!(counts, [("running".into(), 1), ("waiting".into(), 1)]);
     let status = |r: Option<xyn_core::run::Run>| r.map(|r| r.status);
     assert_eq!(
         status(s.get_run(held.run_id).await.unwrap()),

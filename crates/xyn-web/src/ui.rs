@@ -10,14 +10,18 @@
 mod approvals;
 mod artifacts;
 mod blueprints;
+mod diagram;
+mod diff;
 mod events;
 mod footprints;
 mod health;
 pub(crate) mod render;
 mod rerun;
+mod run_stats;
 mod runs;
 mod search;
 pub(crate) mod source_lines;
+mod versions;
 
 use std::sync::OnceLock;
 
@@ -96,6 +100,26 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "blueprint.html",
         include_str!("../templates/blueprint.html"),
+    ),
+    (
+        "_plan_diagram.html",
+        include_str!("../templates/_plan_diagram.html"),
+    ),
+    (
+        "_version_compare.html",
+        include_str!("../templates/_version_compare.html"),
+    ),
+    (
+        "_run_stats.html",
+        include_str!("../templates/_run_stats.html"),
+    ),
+    (
+        "_blueprint_diff.html",
+        include_str!("../templates/_blueprint_diff.html"),
+    ),
+    (
+        "blueprint_diff.html",
+        include_str!("../templates/blueprint_diff.html"),
     ),
     ("drafts.html", include_str!("../templates/drafts.html")),
     ("draft.html", include_str!("../templates/draft.html")),
@@ -565,6 +589,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/artifacts/{artifact_id}", get(artifacts::detail))
         .route("/ui/blueprints", get(blueprints::page))
         .route("/ui/blueprints/{blueprint_id}", get(blueprints::detail))
+        .route("/ui/blueprints/{blueprint_id}/diff", get(versions::diff))
         .route(
             "/ui/drafts",
             get(blueprints::drafts).post(blueprints::create_draft),

@@ -115,5 +115,21 @@ async fn the_ui_works_in_a_real_browser() {
             );
         }
     }
+    // The blueprint page: its diagram and version diff, in both themes and at phone width.
+    for name in ["blueprint", "blueprint-diff"] {
+        for width in [
+            "1280",
+            "390",
+            "dark-1280",
+            "light-1280",
+            "dark-390",
+            "light-390",
+        ] {
+            assert!(
+                shots.join(format!("{name}-{width}.png")).exists(),
+                "screenshot of {name} at {width}"
+            );
+        }
+    }
     eprintln!("UI screenshots: {}", shots.display());
 }

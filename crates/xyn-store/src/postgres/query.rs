@@ -76,3 +76,20 @@ pub(super) fn where_clause(conds: &[String]) -> String {
         format!("WHERE {}", conds.join(" AND "))
     }
 }
+
+/// Runs per blueprint and status, from the aggregate the `runs` trigger keeps.
+pub(super) const BLUEPRINT_RUN_COUNTS: &str = "SELECT blueprint_id, status, runs, last_created_at \
+     FROM blueprint_run_counts WHERE runs > 0 ORDER BY blueprint_id, status";
+
+pub(super) fn blueprint_run_count(r: &Row) -> StoreResult<BlueprintRunCount> {
+    let get = |e: tokio_postgres::Error| StoreError::Corrupt(format!("blueprint_run_counts: {e}"));
+    Ok(BlueprintRunCount {
+        blueprint_id: r.try_get(0).map_err(get)?,
+        status: r.try_get(1).map_err(get)?,
+        runs: r.try_get::<_, i64>(2).map_err(get)?.max(0) as u64,
+        last_created_at: r
+            .try_get::<_, Option<i64>>(3)
+            .map_err(get)?
+            .map(Timestamp::from_micros),
+    })
+}

@@ -83,3 +83,26 @@ pub(super) fn name_filter(name: &str, args: &mut Vec<rusqlite::types::Value>) ->
         format!("event_name = ?{}", args.len())
     }
 }
+
+/// Runs per blueprint and status, from the aggregate the `runs` triggers keep.
+pub(super) fn blueprint_run_counts(conn: &Connection) -> StoreResult<Vec<BlueprintRunCount>> {
+    collect(
+        conn,
+        "SELECT blueprint_id, status, runs, last_created_at FROM blueprint_run_counts \
+         WHERE runs > 0 ORDER BY blueprint_id, status",
+        vec![],
+        |r| {
+            let get =
+                |e: rusqlite::Error| StoreError::Corrupt(format!("blueprint_run_counts: {e}"));
+            Ok(BlueprintRunCount {
+                blueprint_id: r.get(0).map_err(get)?,
+                status: r.get(1).map_err(get)?,
+                runs: r.get::<_, i64>(2).map_err(get)?.max(0) as u64,
+                last_created_at: r
+                    .get::<_, Option<i64>>(3)
+                    .map_err(get)?
+                    .map(Timestamp::from_micros),
+            })
+        },
+    )
+}

@@ -279,4 +279,43 @@ BEGIN
     WHERE j.type IN ('text', 'integer', 'real', 'true', 'false');
 END;
 "#,
+    // 7: runs per blueprint and status, kept by triggers so that counting them costs one row
+    // per blueprint and status instead of a scan of the runs.
+    r#"
+CREATE TABLE blueprint_run_counts (
+    blueprint_id    TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    runs            INTEGER NOT NULL,
+    last_created_at INTEGER,
+    PRIMARY KEY (blueprint_id, status)
+) WITHOUT ROWID;
+
+CREATE TRIGGER runs_count_insert AFTER INSERT ON runs
+BEGIN
+    INSERT INTO blueprint_run_counts (blueprint_id, status, runs, last_created_at)
+    VALUES (NEW.blueprint_id, NEW.status, 1, NEW.created_at)
+    ON CONFLICT (blueprint_id, status) DO UPDATE
+       SET runs = runs + 1, last_created_at = max(coalesce(last_created_at, 0), excluded.last_created_at);
+END;
+
+CREATE TRIGGER runs_count_update AFTER UPDATE OF blueprint_id, status ON runs
+WHEN OLD.blueprint_id IS NOT NEW.blueprint_id OR OLD.status IS NOT NEW.status
+BEGIN
+    UPDATE blueprint_run_counts SET runs = runs - 1
+     WHERE blueprint_id = OLD.blueprint_id AND status = OLD.status;
+    INSERT INTO blueprint_run_counts (blueprint_id, status, runs, last_created_at)
+    VALUES (NEW.blueprint_id, NEW.status, 1, NEW.created_at)
+    ON CONFLICT (blueprint_id, status) DO UPDATE
+       SET runs = runs + 1, last_created_at = max(coalesce(last_created_at, 0), excluded.last_created_at);
+END;
+
+CREATE TRIGGER runs_count_delete AFTER DELETE ON runs
+BEGIN
+    UPDATE blueprint_run_counts SET runs = runs - 1
+     WHERE blueprint_id = OLD.blueprint_id AND status = OLD.status;
+END;
+
+INSERT INTO blueprint_run_counts (blueprint_id, status, runs, last_created_at)
+SELECT blueprint_id, status, count(*), max(created_at) FROM runs GROUP BY blueprint_id, status;
+"#,
 ];

@@ -795,3 +795,102 @@ pub async fn stats_count_work_and_empty_batches_are_free(s: Arc<dyn Store>) {
     assert_eq!(after.events, before.events + 3);
     assert!(after.reads > before.reads);
 }
+
+/// Runs per blueprint and status follow inserts and status changes, and a refused batch leaves
+/// them as they were.
+pub async fn runs_are_counted_per_blueprint_and_status(s: Arc<dyn Store>) {
+    let counts = |s: Arc<dyn Store>| async move {
+        let mut v: Vec<(String, String, u64)> = s
+            .blueprint_run_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.blueprint_id.starts_with("bp.count"))
+            .map(|c| (c.blueprint_id, c.status, c.runs))
+            .collect();
+        v.sort();
+        v
+    };
+    let row = |b: &str, st: &str, n: u64| (b.to_string(), st.to_string(), n);
+    let mut a = run("bp.count.a", RunStatus::Running);
+    let mut b = run("bp.count.a", RunStatus::Running);
+    b.created_at = ts(5);
+    let c = run("bp.count.b", RunStatus::Completed);
+    s.commit(WriteBatch {
+        runs: vec![
+            RunWrite::Insert(a.clone()),
+            RunWrite::Insert(b.clone()),
+            RunWrite::Insert(c.clone()),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        counts(s.clone()).await,
+        [
+            row("bp.count.a", "running", 2),
+            row("bp.count.b", "completed", 1)
+        ]
+    );
+    // One completes, one fails; a write that keeps the status changes no count.
+    a.revision = 1;
+    a.status = RunStatus::Completed;
+    b.revision = 1;
+    b.status = RunStatus::Failed;
+    s.commit(WriteBatch {
+        runs: vec![
+            RunWrite::Update {
+                run: a.clone(),
+                expect: None,
+            },
+            RunWrite::Update {
+                run: b.clone(),
+                expect: None,
+            },
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    a.revision = 2;
+    a.step_executions = 3;
+    s.commit(WriteBatch {
+        runs: vec![RunWrite::Update {
+            run: a.clone(),
+            expect: None,
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        counts(s.clone()).await,
+        [
+            row("bp.count.a", "completed", 1),
+            row("bp.count.a", "failed", 1),
+            row("bp.count.b", "completed", 1)
+        ]
+    );
+    // A refused update (stale revision) counts nothing.
+    let mut stale = b.clone();
+    stale.status = RunStatus::Completed;
+    let res = s
+        .commit(WriteBatch {
+            runs: vec![RunWrite::Update {
+                run: stale,
+                expect: None,
+            }],
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(res, Err(StoreError::Conflict(_))), "{res:?}");
+    assert_eq!(counts(s.clone()).await.len(), 3);
+    // The newest run's creation time, per status.
+    let all = s.blueprint_run_counts().await.unwrap();
+    let failed = all
+        .iter()
+        .find(|c| c.blueprint_id == "bp.count.a" && c.status == "failed")
+        .unwrap();
+    assert_eq!(failed.last_created_at, Some(ts(5)));
+}

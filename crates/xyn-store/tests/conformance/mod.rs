@@ -130,6 +130,7 @@ macro_rules! conformance_suite {
             check!(footprints_roll_up_by_day_and_metric);
             check!(secrets_keep_versions_and_rotate_all_or_nothing);
             check!(runs_and_events_are_found_by_short_id_input_value_and_time);
+            check!(runs_are_counted_per_blueprint_and_status);
         }
     };
 }

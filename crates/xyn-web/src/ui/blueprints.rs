@@ -11,7 +11,7 @@ use xyn_core::records::Draft;
 use xyn_core::{DraftId, XynError, codes};
 
 use super::source_lines::{syntax_line, with_lines};
-use super::{Ui, UiError, UiResult, q, url_with};
+use super::{Ui, UiError, UiResult, q, run_stats, url_with, versions};
 use crate::AppState;
 use crate::dto::{BlueprintDto, DraftDto, decode_cursor, encode_cursor, parse_id};
 use crate::routes::drafts::issues_of;
@@ -26,10 +26,11 @@ pub async fn page(State(s): State<AppState>, ui: Ui) -> UiResult<Html<String>> {
         .into_iter()
         .map(Into::into)
         .collect();
+    let stats = run_stats::by_blueprint(&s.node.store().blueprint_run_counts().await?);
     ui.page(
         "blueprints.html",
         "blueprints",
-        json!({"blueprints": heads}),
+        json!({"blueprints": heads, "stats": stats}),
     )
 }
 
@@ -52,18 +53,18 @@ pub async fn detail(
         .get_blueprint(&id, version)
         .await?
         .ok_or_else(|| UiError::not_found("No such blueprint or version."))?;
-    let versions: Vec<BlueprintDto> = s
-        .node
-        .store()
-        .list_blueprint_versions(&id)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
+    let all = s.node.store().list_blueprint_versions(&id).await?;
+    let compare = versions::compare_choices(&all.iter().map(|v| v.version).collect::<Vec<_>>());
+    let versions: Vec<BlueprintDto> = all.into_iter().map(Into::into).collect();
+    let diagram = versions::diagram_of(&b);
+    let stats = run_stats::by_blueprint(&s.node.store().blueprint_run_counts().await?)
+        .remove(&id)
+        .unwrap_or_default();
     ui.page(
         "blueprint.html",
         "blueprints",
-        json!({"b": BlueprintDto::from(b), "versions": versions}),
+        json!({"b": BlueprintDto::from(b), "versions": versions,
+            "diagram": diagram, "compare": compare, "stats": stats}),
     )
 }
 

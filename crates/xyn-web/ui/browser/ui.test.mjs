@@ -421,6 +421,114 @@ await check('an LLM answer renders as Markdown and an XSS attack in it is inert'
   expect(await main.evaluate(() => window.__xss === undefined), 'no attack code ran on the run page');
 });
 
+// A second version of bp.ui.gate: a conditional step with retries (its condition carries markup
+// and an ampersand, which must show as text) and a gate whose rejection cancels the run.
+const GATE_V2 = `id: bp.ui.gate
+name: UI gate
+trigger:
+  event_type: demo.ui
+inputs:
+  - name: who
+    type: string
+plan:
+  - kind: transform
+    id: greet
+    template:
+      message: "hello {{inputs.who}}"
+  - kind: transform
+    id: shout
+    if: '.inputs.who != "<script>window.__xss = 5</script>" and .inputs.who != "a&b"'
+    retry: {max_attempts: 3, backoff: exponential, delay: 1s}
+    expr: '{loud: (.inputs.who | ascii_upcase)}'
+  - kind: gate
+    id: approve
+    mode: manual
+    on_reject: cancel
+    message: "Greet {{inputs.who}}?"
+  - kind: transform
+    id: finish
+    expr: '.steps.greet.outputs.message'
+outputs:
+  - name: message
+    value: "{{steps.greet.outputs.message}}"
+`;
+
+await check('the blueprint page draws the plan, counts the runs and diffs two versions', async () => {
+  const applied = await main.evaluate(async (definition) => {
+    const r = await fetch('/api/v1/blueprints', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ definition }) });
+    return [r.status, await r.json()];
+  }, GATE_V2);
+  expect(applied[0] < 300 && applied[1].version === 2, `apply v2: ${JSON.stringify(applied)}`);
+  // The list: one completed run of bp.ui.gate (approved above), so 100 %.
+  await main.goto(BASE + '/ui/blueprints');
+  const row = main.locator('[data-testid=blueprint-row]').filter({ hasText: 'bp.ui.gate' });
+  expect((await row.locator('[data-testid=run-count]').textContent()).trim() === '1', 'the list counts the run');
+  expect((await row.locator('[data-testid=success-rate]').textContent()).trim() === '100 %', 'the list shows the success rate');
+  await main.goto(BASE + '/ui/blueprints/bp.ui.gate');
+  const stats = await main.locator('[data-testid=blueprint-run-stats]').textContent();
+  expect(/Runs\s*1/.test(stats) && stats.includes('100 %'), `run stats: ${stats}`);
+  // The diagram: one node per step, the gate set apart, its rejection drawn, the retry badge.
+  const svg = main.locator('svg[data-testid=plan-diagram]');
+  await svg.waitFor();
+  const nodes = await svg.locator('[data-testid=plan-node]').evaluateAll((ns) => ns.map((n) => `${n.dataset.step}:${n.dataset.kind}`));
+  expect(JSON.stringify(nodes) === JSON.stringify(['greet:transform', 'shout:transform', 'approve:gate', 'finish:transform']), `nodes: ${nodes}`);
+  expect(await svg.locator('[data-testid=plan-node][data-kind=gate] polygon').count() === 1, 'the gate is drawn as a hexagon');
+  expect((await svg.locator('[data-testid=plan-rejected]').textContent()).includes('run cancelled'), 'the rejection path');
+  expect((await svg.locator('[data-testid=plan-retry]').textContent()) === '↻ 3× exponential', 'the retry badge');
+  expect(await svg.locator('[data-edge=skip]').count() === 1, 'the bypass of the conditional step');
+  const cond = await svg.locator('[data-testid=plan-condition] title').textContent();
+  expect(cond.includes('"<script>window.__xss = 5</script>"') && cond.includes('"a&b"'), `the condition as text: ${cond}`);
+  expect(await main.evaluate(() => document.querySelectorAll('svg script').length === 0 && window.__xss === undefined), 'no markup ran');
+  // Gates look different from other steps in the page's colours.
+  const fills = await svg.evaluate((s) => ['gate', 'transform'].map((k) => getComputedStyle(s.querySelector(`[data-kind=${k}] .pd-shape`)).fill));
+  expect(fills[0] !== fills[1], `gate and step fills: ${fills}`);
+  await shot(main, 'blueprint-1280');
+  // Compare: by default the version before the newest against the newest.
+  expect((await main.inputValue('[data-testid=compare-from]')) === '1' && (await main.inputValue('[data-testid=compare-to]')) === '2', 'default pair');
+  await main.click('[data-testid=compare-submit]');
+  await main.waitForURL(/\/ui\/blueprints\/bp\.ui\.gate\/diff\?from=1&to=2$/);
+  const added = await main.locator('[data-testid=diff-add]').allTextContents();
+  expect(added.some((l) => l.includes('+') && l.includes('id: shout')), `added lines: ${added}`);
+  expect(added.every((l) => /^\d*\+/.test(l.trim())), `every added line carries a +: ${added}`);
+  const bg = await main.locator('[data-testid=diff-add]').first().evaluate((e) => getComputedStyle(e).backgroundColor);
+  expect(bg !== 'rgba(0, 0, 0, 0)', 'added lines are coloured');
+  expect((await main.locator('[data-testid=diff-summary]').textContent()).includes('added'), 'the summary counts');
+  await shot(main, 'blueprint-diff-1280');
+  // An unknown version is the 404 page, not JSON; a version that is not a number, a 400 page.
+  const missing = await main.request.get(`${BASE}/ui/blueprints/bp.ui.gate/diff?from=1&to=9`);
+  expect(missing.status() === 404 && (await missing.text()).includes('data-testid="error-page"'), `unknown version: ${missing.status()}`);
+  const bad = await main.request.get(`${BASE}/ui/blueprints/bp.ui.gate/diff?from=x`);
+  expect(bad.status() === 400 && (await bad.text()).includes('data-testid="error-page"'), `bad version: ${bad.status()}`);
+  const none = await main.request.get(`${BASE}/ui/blueprints/bp.no.such/diff`);
+  expect(none.status() === 404, `unknown blueprint: ${none.status()}`);
+  // Phone width and both themes.
+  const phone = watch(await context.newPage(), 'blueprint-phone');
+  await phone.setViewportSize({ width: 390, height: 844 });
+  for (const [name, url] of [['blueprint', '/ui/blueprints/bp.ui.gate'], ['blueprint-diff', '/ui/blueprints/bp.ui.gate/diff?from=1&to=2']]) {
+    await phone.goto(BASE + url);
+    await assertNoOverflow(phone, url);
+    await shot(phone, `${name}-390`);
+    for (const scheme of ['dark', 'light']) {
+      await phone.emulateMedia({ colorScheme: scheme });
+      await phone.setViewportSize({ width: 1280, height: 900 });
+      await phone.goto(BASE + url);
+      await shot(phone, `${name}-${scheme}-1280`);
+      await phone.setViewportSize({ width: 390, height: 844 });
+      await phone.goto(BASE + url);
+      await assertNoOverflow(phone, `${url} (${scheme}, 390px)`);
+      await shot(phone, `${name}-${scheme}-390`);
+    }
+    await phone.emulateMedia({ colorScheme: 'light' });
+  }
+  // In dark mode the diagram's boxes are dark too.
+  await phone.emulateMedia({ colorScheme: 'dark' });
+  await phone.goto(BASE + '/ui/blueprints/bp.ui.gate');
+  const darkFill = await phone.locator('[data-testid=plan-node][data-kind=transform] .pd-shape').first().evaluate((e) => getComputedStyle(e).fill);
+  expect(luminance(darkFill) < 0.1, `a step box in dark mode: ${darkFill}`);
+  await phone.close();
+});
+
 await check('dark mode follows the system, on every page, with screenshots', async () => {
   // Live pages hold a server-sent event stream each (the event console, live lists) and
   // Chromium opens at most 6 connections to one host over HTTP/1.1: pages of other checks are
