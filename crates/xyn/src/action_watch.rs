@@ -54,12 +54,17 @@ pub fn installed(
     out
 }
 
-/// The digests of what `register_installed` registered at start.
-pub fn registered_at_start(host: &SandboxHost, node_has: impl Fn(&str) -> bool) -> Registered {
-    installed(host)
+/// The digests of the packages `register_installed` registered at start, by name.
+pub fn registered_at_start(
+    host: &SandboxHost,
+    names: impl IntoIterator<Item = String>,
+) -> Registered {
+    names
         .into_iter()
-        .filter(|(name, _)| node_has(name))
-        .map(|(name, (_, dir))| (name, digest(&dir)))
+        .map(|name| {
+            let sha = digest(&host.layout.package(&name));
+            (name, sha)
+        })
         .collect()
 }
 

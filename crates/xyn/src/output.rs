@@ -319,25 +319,11 @@ pub fn blueprint_show(v: &Value) -> String {
     )
 }
 
-/// `xyn blueprint validate FILE…`: validation against the built-in actions and providers.
 /// `xyn blueprint validate`: checks against the actions a node on `data_dir` has — the
 /// built-in ones and the packages installed there (read only; nothing is created).
 pub fn validate_files(files: &[PathBuf], as_json: bool, data_dir: &Path) -> Result<ExitCode> {
-    let mut registry = crate::serve::node_actions(
-        data_dir,
-        Vec::new(),
-        xyn_containers::Containers::new(Default::default()),
-    );
-    if let Ok(ssh) = xyn_actions::ssh::SshRun::new(Default::default()) {
-        let _ = registry.register(std::sync::Arc::new(ssh));
-    }
-    let packages: std::collections::HashSet<String> = xyn_sandbox::install::Layout::new(data_dir)
-        .installed()
-        .into_iter()
-        .filter_map(Result::ok)
-        .map(|(m, _)| m.name)
-        .collect();
-    let known = |a: &str| registry.contains(a) || packages.contains(a);
+    let names = crate::serve::known_actions(data_dir)?;
+    let known = |a: &str| names.contains(a);
     let env = xyn_core::blueprint::ValidationEnv {
         is_known_action: &known,
         known_providers: xyn_core::blueprint::PROVIDERS,

@@ -540,18 +540,9 @@ pub fn install(
         }
         // Compile every blueprint against the built-ins, the installed actions and the
         // pack's own.
-        let registry = crate::serve::node_actions(
-            Path::new("."),
-            Vec::new(),
-            xyn_containers::Containers::new(Default::default()),
-        );
-        let mut known: std::collections::BTreeSet<String> = layout
-            .installed()
-            .into_iter()
-            .filter_map(|r| r.ok().map(|(m, _)| m.name))
-            .collect();
+        let mut known = crate::serve::known_actions(data_dir)?;
         known.extend(actions.iter().map(|(n, _)| n.clone()));
-        let is_known = |a: &str| registry.contains(a) || known.contains(a);
+        let is_known = |a: &str| known.contains(a);
         let venv = xyn_core::blueprint::ValidationEnv {
             is_known_action: &is_known,
             known_providers: xyn_core::blueprint::PROVIDERS,

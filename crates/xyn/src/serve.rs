@@ -235,27 +235,31 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
             Err(_) => tracing::warn!("reaping leftover containers timed out"),
         }
     }
-    let mut actions = node_actions(
-        &args.data_dir,
-        settings.git_clone_sources.clone(),
-        containers,
-    );
     // `ssh.run` with the node's `[actions.ssh]`; its known_hosts file defaults to the data
     // directory.
     let mut ssh = settings.ssh.clone();
     if ssh.known_hosts.is_none() {
         ssh.known_hosts = Some(args.data_dir.join("ssh").join("known_hosts"));
     }
-    let ssh_run =
-        xyn_actions::ssh::SshRun::new(ssh).map_err(|e| anyhow::anyhow!("[actions.ssh]: {e}"))?;
-    actions
-        .register(Arc::new(ssh_run))
-        .map_err(|e| anyhow::anyhow!("ssh.run: {e}"))?;
+    let mut actions = node_actions(
+        &args.data_dir,
+        settings.git_clone_sources.clone(),
+        containers,
+        ssh,
+    )?;
     let not_packages: std::collections::HashSet<String> = actions.names().into_iter().collect();
     for (name, e) in xyn_sandbox::action::register_installed(&sandbox, &mut actions) {
         tracing::error!(action = %name, code = %e.code, error = %e.message, "sandboxed action not registered");
         eprintln!("xyn: action {name} not registered: {}", e.message);
     }
+    // The packages just registered, for the watch that keeps them in line while the node runs.
+    let registered = crate::action_watch::registered_at_start(
+        &sandbox,
+        actions
+            .names()
+            .into_iter()
+            .filter(|n| !not_packages.contains(n)),
+    );
     match sandbox.pool.warm_up().await {
         Ok(seal) => {
             tracing::info!(landlock = %seal.landlock, landlock_abi = ?seal.landlock_abi, seccomp = seal.seccomp,
@@ -325,10 +329,6 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
     .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // Packages installed while the node runs are registered live (and removed ones dropped).
-    let node_has: std::collections::HashSet<String> = node.action_names().into_iter().collect();
-    let registered = crate::action_watch::registered_at_start(&sandbox, |n| {
-        !not_packages.contains(n) && node_has.contains(n)
-    });
     let _action_watch = match crate::action_watch::watch(node.clone(), sandbox.clone(), registered)
     {
         Ok(w) => Some(w),
@@ -499,7 +499,8 @@ pub fn node_actions(
     data_dir: &Path,
     clone_sources: Vec<std::path::PathBuf>,
     containers: std::sync::Arc<xyn_containers::Containers>,
-) -> xyn_actions::Registry {
+    ssh: xyn_actions::ssh::SshSettings,
+) -> Result<xyn_actions::Registry> {
     let mut r = xyn_actions::Registry::with_builtins();
     if let Err(e) = r.register(std::sync::Arc::new(xyn_containers::ContainerExec {
         containers,
@@ -514,7 +515,30 @@ pub fn node_actions(
             tracing::error!(error = %e, "git action refused");
         }
     }
-    r
+    let ssh_run =
+        xyn_actions::ssh::SshRun::new(ssh).map_err(|e| anyhow::anyhow!("[actions.ssh]: {e}"))?;
+    r.register(std::sync::Arc::new(ssh_run))
+        .map_err(|e| anyhow::anyhow!("ssh.run: {e}"))?;
+    Ok(r)
+}
+
+/// The names of the actions a node on `data_dir` has: the built-in ones and the packages
+/// installed there (read only; nothing is created). What offline checks validate against.
+pub fn known_actions(data_dir: &Path) -> Result<std::collections::HashSet<String>> {
+    let builtin = node_actions(
+        data_dir,
+        Vec::new(),
+        xyn_containers::Containers::new(Default::default()),
+        Default::default(),
+    )?;
+    let mut names: std::collections::HashSet<String> = builtin.names().into_iter().collect();
+    names.extend(
+        xyn_sandbox::install::Layout::new(data_dir)
+            .installed()
+            .into_iter()
+            .filter_map(|r| r.ok().map(|(m, _)| m.name)),
+    );
+    Ok(names)
 }
 
 /// `xyn audit verify`: opens the store read-only (on SQLite) and
