@@ -170,19 +170,81 @@ pub trait SecretStore: Send + Sync {
 pub struct Secrets {
     pub local: Arc<local::LocalSecretStore>,
     pub env: Arc<env::EnvSecretStore>,
+    cache: Arc<ResolveCache>,
+}
+
+/// How long a resolved value is reused without reading the store again. A value written
+/// through this node is seen at once (the write empties the cache); one written by another
+/// node of a cluster, or by `xyn secret set` on the data directory, within this time.
+pub const RESOLVE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Values resolved recently, by path, with the local store's write generation they were read
+/// at. Entries past their time are dropped as new ones arrive, so decrypted values do not
+/// linger; they are wiped from memory when dropped ([`SecretValue`]).
+struct ResolveCache {
+    ttl: std::time::Duration,
+    entries:
+        std::sync::Mutex<std::collections::HashMap<String, (Resolved, std::time::Instant, u64)>>,
+}
+
+impl ResolveCache {
+    fn get(&self, path: &SecretPath, generation: u64) -> Option<Resolved> {
+        let map = self.entries.lock().ok()?;
+        let (r, at, g) = map.get(path.as_str())?;
+        (*g == generation && at.elapsed() < self.ttl).then(|| r.clone())
+    }
+
+    fn put(&self, path: &SecretPath, r: &Resolved, generation: u64) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut map) = self.entries.lock() {
+            let ttl = self.ttl;
+            map.retain(|_, (_, at, g)| *g == generation && at.elapsed() < ttl);
+            map.insert(
+                path.as_str().to_string(),
+                (r.clone(), std::time::Instant::now(), generation),
+            );
+        }
+    }
 }
 
 impl Secrets {
     pub fn new(local: Arc<local::LocalSecretStore>, env: Arc<env::EnvSecretStore>) -> Self {
-        Self { local, env }
+        Self::with_cache_ttl(local, env, RESOLVE_CACHE_TTL)
     }
 
-    /// Reads `path` (latest version): the local store, else the environment.
+    /// As [`Secrets::new`], reusing resolved values for `ttl` (zero: never).
+    pub fn with_cache_ttl(
+        local: Arc<local::LocalSecretStore>,
+        env: Arc<env::EnvSecretStore>,
+        ttl: std::time::Duration,
+    ) -> Self {
+        Self {
+            local,
+            env,
+            cache: Arc::new(ResolveCache {
+                ttl,
+                entries: Default::default(),
+            }),
+        }
+    }
+
+    /// Reads `path` (latest version): the local store, else the environment. A value read
+    /// within [`RESOLVE_CACHE_TTL`] and not rewritten through this node since is reused.
     pub async fn resolve(&self, path: &SecretPath) -> Result<Option<Resolved>, XynError> {
-        if let Some(r) = self.local.get(path, None).await? {
+        let generation = self.local.generation();
+        if let Some(r) = self.cache.get(path, generation) {
             return Ok(Some(r));
         }
-        self.env.get(path, None).await
+        let found = match self.local.get(path, None).await? {
+            Some(r) => Some(r),
+            None => self.env.get(path, None).await?,
+        };
+        if let Some(r) = &found {
+            self.cache.put(path, r, generation);
+        }
+        Ok(found)
     }
 }
 

@@ -88,6 +88,9 @@ pub struct LocalSecretStore {
     store: Arc<dyn Store>,
     source: std::sync::Mutex<KeySource>,
     master: tokio::sync::RwLock<Option<Arc<Master>>>,
+    /// Counts the writes and removals made through this store, so that values resolved
+    /// before one are not reused after it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn forbidden(code: &'static str, msg: impl Into<String>) -> XynError {
@@ -226,7 +229,18 @@ impl LocalSecretStore {
             store,
             source: std::sync::Mutex::new(source),
             master: tokio::sync::RwLock::new(None),
+            generation: Default::default(),
         }
+    }
+
+    /// The number of writes and removals made through this store so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     fn source(&self) -> Result<KeySource, XynError> {
@@ -585,7 +599,10 @@ impl SecretStore for LocalSecretStore {
                 nonce: nonce.to_vec(),
                 ciphertext,
             };
-            match self.store.secret_put(row).await {
+            let stored = self.store.secret_put(row).await;
+            // Counted whatever the outcome: a failed commit may still have landed.
+            self.bump();
+            match stored {
                 Ok(()) => {
                     let metas = self.store.secret_list(path.as_str()).await?;
                     return metas
@@ -670,7 +687,9 @@ impl SecretStore for LocalSecretStore {
     }
 
     async fn delete(&self, path: &SecretPath) -> Result<bool, XynError> {
-        Ok(self.store.secret_delete(path.as_str()).await? > 0)
+        let removed = self.store.secret_delete(path.as_str()).await;
+        self.bump();
+        Ok(removed? > 0)
     }
 }
 

@@ -398,6 +398,47 @@ async fn a_rotation_cut_short_before_the_rename_is_finished_at_unlock(e: Env) {
     assert!(!e.dir.join("secrets.key.new").exists());
 }
 
+/// Resolution reuses a value for a short time: a write through this node is seen at once, one
+/// made by another node over the same database once the reuse time has passed.
+async fn resolution_is_cached_but_never_stale_after_a_write(e: Env) {
+    use std::time::Duration;
+    use xyn_secrets::Secrets;
+    use xyn_secrets::env::EnvSecretStore;
+    let local = Arc::new(e.with_file());
+    let env = Arc::new(EnvSecretStore::from_vars(Vec::<(String, String)>::new()));
+    let secrets = Secrets::with_cache_ttl(local.clone(), env, Duration::from_millis(300));
+    let path = p("team/t/cached");
+    local.put(&path, &v("one"), "t").await.unwrap();
+    let got =
+        |r: Option<xyn_secrets::Resolved>| r.map(|r| (r.value.expose().to_string(), r.version));
+    assert_eq!(
+        got(secrets.resolve(&path).await.unwrap()),
+        Some(("one".into(), 1))
+    );
+    // Written through this node: the next resolution reads it.
+    local.put(&path, &v("two"), "t").await.unwrap();
+    assert_eq!(
+        got(secrets.resolve(&path).await.unwrap()),
+        Some(("two".into(), 2))
+    );
+    // Written by another node (another store over the same database): reused until the time
+    // is up, then read.
+    let other = e.with_file();
+    other.put(&path, &v("three"), "t").await.unwrap();
+    assert_eq!(
+        got(secrets.resolve(&path).await.unwrap()),
+        Some(("two".into(), 2))
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        got(secrets.resolve(&path).await.unwrap()),
+        Some(("three".into(), 3))
+    );
+    // Removed through this node: gone at once.
+    assert!(local.delete(&path).await.unwrap());
+    assert!(secrets.resolve(&path).await.unwrap().is_none());
+}
+
 macro_rules! suite {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -416,6 +457,7 @@ macro_rules! suite {
             check!(an_exposed_or_foreign_key_file_is_refused);
             check!(rotation_rewraps_without_reencrypting);
             check!(a_rotation_cut_short_before_the_rename_is_finished_at_unlock);
+            check!(resolution_is_cached_but_never_stale_after_a_write);
         }
     };
 }

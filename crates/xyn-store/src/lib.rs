@@ -269,6 +269,15 @@ pub struct FootprintRollupQuery {
     pub until: Option<Timestamp>,
 }
 
+impl FootprintRollupQuery {
+    /// Whether the query covers whole UTC days of every run, so that the daily totals the
+    /// stores keep as footprints are written answer it without summing the measurements.
+    pub fn whole_days(&self) -> bool {
+        let aligned = |t: Option<Timestamp>| t.is_none_or(|t| t.as_micros() % DAY_MICROS == 0);
+        self.run_id.is_none() && aligned(self.since) && aligned(self.until)
+    }
+}
+
 /// The total of one metric on one UTC day.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FootprintDay {
@@ -515,34 +524,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_footprints(&self, q: FootprintQuery) -> StoreResult<Page<Footprint>>;
 
-    /// Footprint totals per UTC day and metric, ordered by day then metric. The default pages
-    /// through [`Store::list_footprints`]; adapters may aggregate in the database instead.
-    async fn footprint_rollup(&self, q: FootprintRollupQuery) -> StoreResult<Vec<FootprintDay>> {
-        let mut all = Vec::new();
-        let mut before = None;
-        loop {
-            let page = self
-                .list_footprints(FootprintQuery {
-                    run_id: q.run_id,
-                    metric: None,
-                    since: q.since,
-                    until: q.until,
-                    before,
-                    limit: 1000,
-                })
-                .await?;
-            all.extend(
-                page.items
-                    .into_iter()
-                    .filter(|f| q.metrics.is_empty() || q.metrics.contains(&f.metric)),
-            );
-            match page.next {
-                Some(n) => before = Some(n),
-                None => break,
-            }
-        }
-        Ok(rollup_footprints(&all))
-    }
+    /// Footprint totals per UTC day and metric, ordered by day then metric: the same as
+    /// [`rollup_footprints`] over the matching footprints. Adapters answer a
+    /// [whole-day](FootprintRollupQuery::whole_days) query from the daily totals they keep.
+    async fn footprint_rollup(&self, q: FootprintRollupQuery) -> StoreResult<Vec<FootprintDay>>;
 
     /// The latest cron slot claimed for a blueprint.
     async fn last_cron_slot(&self, blueprint_id: &str) -> StoreResult<Option<Timestamp>>;

@@ -55,10 +55,10 @@ use crate::sqlite::rows::{
     json_text, opt_json_text, ts,
 };
 use crate::{
-    ArtifactQuery, BlueprintRunCount, Checkpoint, CheckpointSigner, Claim, Claimed, DraftWrite,
-    EventQuery, FootprintQuery, LoadedRun, OutboxLag, OutboxRange, Page, PruneReport, QueueStats,
-    QueueWrite, RunQuery, RunWrite, Signal, SingletonGuard, StepWrite, Store, StoreError,
-    StoreResult, StoreStats, WriteBatch,
+    ArtifactQuery, BlueprintRunCount, Checkpoint, CheckpointSigner, Claim, Claimed, DAY_MICROS,
+    DraftWrite, EventQuery, FootprintDay, FootprintQuery, FootprintRollupQuery, LoadedRun,
+    OutboxLag, OutboxRange, Page, PruneReport, QueueStats, QueueWrite, RunQuery, RunWrite, Signal,
+    SingletonGuard, StepWrite, Store, StoreError, StoreResult, StoreStats, WriteBatch,
 };
 use columns::*;
 use listen::*;
@@ -773,6 +773,59 @@ impl Store for PgStore {
         );
         let rows = self.query_p(&sql, args).await?;
         Ok(paginate(map_rows(&rows, rows::footprint)?, lim))
+    }
+
+    async fn footprint_rollup(&self, q: FootprintRollupQuery) -> StoreResult<Vec<FootprintDay>> {
+        // Whole days of every run come from the daily totals the triggers keep; anything
+        // narrower sums the measurements.
+        let whole = q.whole_days();
+        let time = if whole { "day" } else { "occurred_at" };
+        let mut args: Params = Vec::new();
+        let mut conds = Vec::new();
+        if let Some(r) = q.run_id {
+            args.push(Box::new(r.to_string()));
+            conds.push(format!("run_id = ${}", args.len()));
+        }
+        if !q.metrics.is_empty() {
+            args.push(Box::new(q.metrics.clone()));
+            conds.push(format!("metric = ANY(${})", args.len()));
+        }
+        if let Some(s) = q.since {
+            args.push(Box::new(s.as_micros()));
+            conds.push(format!("{time} >= ${}", args.len()));
+        }
+        if let Some(u) = q.until {
+            args.push(Box::new(u.as_micros()));
+            conds.push(format!("{time} < ${}", args.len()));
+        }
+        let wh = where_clause(&conds);
+        let sql = if whole {
+            format!(
+                "SELECT day, metric, unit, total, samples FROM footprint_days {wh} ORDER BY day, metric"
+            )
+        } else {
+            // Floor division also for instants before 1970.
+            format!(
+                "SELECT occurred_at - ((occurred_at % {DAY_MICROS}) + {DAY_MICROS}) % {DAY_MICROS} AS d, \
+                        metric, MIN(unit), SUM(quantity), COUNT(*)::BIGINT FROM footprints {wh} \
+                 GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+        };
+        let rows = self.query_p(&sql, args).await?;
+        rows.iter()
+            .map(|r| {
+                let bad = |e: tokio_postgres::Error| {
+                    StoreError::Unavailable(format!("cannot read a footprint total: {e}"))
+                };
+                Ok(FootprintDay {
+                    day: Timestamp::from_micros(r.try_get(0).map_err(bad)?),
+                    metric: r.try_get(1).map_err(bad)?,
+                    unit: r.try_get(2).map_err(bad)?,
+                    total: r.try_get(3).map_err(bad)?,
+                    count: r.try_get::<_, i64>(4).map_err(bad)?.max(0) as u64,
+                })
+            })
+            .collect()
     }
 
     async fn last_cron_slot(&self, blueprint_id: &str) -> StoreResult<Option<Timestamp>> {

@@ -720,6 +720,20 @@ impl Store for SqliteStore {
 
     async fn footprint_rollup(&self, q: FootprintRollupQuery) -> StoreResult<Vec<FootprintDay>> {
         self.read(move |c| {
+            // Whole days of every run come from the daily totals the triggers keep; anything
+            // narrower sums the measurements.
+            let whole = q.whole_days();
+            let (time, day) = if whole {
+                ("day", "day".to_string())
+            } else {
+                // Floor division also for instants before 1970.
+                (
+                    "occurred_at",
+                    format!(
+                        "(occurred_at - ((occurred_at % {DAY_MICROS}) + {DAY_MICROS}) % {DAY_MICROS})"
+                    ),
+                )
+            };
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             let mut conds = Vec::new();
             if let Some(r) = q.run_id {
@@ -736,25 +750,28 @@ impl Store for SqliteStore {
             }
             if let Some(s) = q.since {
                 args.push(s.as_micros().into());
-                conds.push(format!("occurred_at >= ?{}", args.len()));
+                conds.push(format!("{time} >= ?{}", args.len()));
             }
             if let Some(u) = q.until {
                 args.push(u.as_micros().into());
-                conds.push(format!("occurred_at < ?{}", args.len()));
+                conds.push(format!("{time} < ?{}", args.len()));
             }
             let wh = if conds.is_empty() {
                 String::new()
             } else {
                 format!("WHERE {}", conds.join(" AND "))
             };
-            // Floor division also for instants before 1970.
-            let day = format!(
-                "((occurred_at - ((occurred_at % {DAY_MICROS}) + {DAY_MICROS}) % {DAY_MICROS}))"
-            );
-            let sql = format!(
-                "SELECT {day} AS d, metric, MIN(unit), SUM(quantity), COUNT(*) FROM footprints {wh} \
-                 GROUP BY d, metric ORDER BY d, metric"
-            );
+            let sql = if whole {
+                format!(
+                    "SELECT day, metric, unit, total, samples FROM footprint_days {wh} \
+                     ORDER BY day, metric"
+                )
+            } else {
+                format!(
+                    "SELECT {day} AS d, metric, MIN(unit), SUM(quantity), COUNT(*) FROM footprints {wh} \
+                     GROUP BY d, metric ORDER BY d, metric"
+                )
+            };
             collect(c, &sql, args, |r| {
                 Ok(FootprintDay {
                     day: Timestamp::from_micros(r.get(0).map_err(unavailable)?),

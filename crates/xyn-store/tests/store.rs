@@ -242,18 +242,40 @@ async fn the_migration_marks_runs_held_at_a_gate_waiting() {
                 RunWrite::Insert(working.clone()),
             ],
             steps: vec![StepWrite::Insert(gate)],
+            footprints: vec![xyn_core::footprint::Footprint {
+                occurred_at: conformance::ts(90_000),
+                run_id: Some(held.run_id),
+                step_id: None,
+                source_kind: "step".into(),
+                source_ref: "approve".into(),
+                metric: "gate_wait_ms".into(),
+                quantity: 4.0,
+                unit: "ms".into(),
+                class: "internal".into(),
+                dims: serde_json::json!({}),
+            }],
             ..Default::default()
         })
         .await
         .unwrap();
         s.close();
     }
-    // Back to how a database at version 4 looked (before the run counts of version 7).
+    // Back to how a database at version 4 looked (before the run counts of version 7 and the
+    // daily footprint totals of version 8).
     sql(
         dir.path(),
         "DROP TRIGGER runs_count_insert; DROP TRIGGER runs_count_update; \
-         DROP TRIGGER runs_count_delete; DROP TABLE blueprint_run_counts; PRAGMA user_version = 4",
+         DROP TRIGGER runs_count_delete; DROP TABLE blueprint_run_counts; \
+         DROP TRIGGER footprints_days_insert; DROP TRIGGER footprints_days_delete; \
+         DROP TABLE footprint_days; PRAGMA user_version = 4",
     );
+    // Version 8 adds up the footprints already there.
+    let days = s_days(dir.path()).await;
+    let day = conformance::ts(90_000)
+        .as_micros()
+        .div_euclid(xyn_store::DAY_MICROS)
+        * xyn_store::DAY_MICROS;
+    assert_eq!(days, [(day, "gate_wait_ms".to_string(), 4.0, 1)]);
     let s = open(dir.path());
     // Version 7 counts the runs already there, in the status version 5 gave them.
     let counts: Vec<(String, u64)> = s
@@ -327,4 +349,18 @@ async fn outbox_ranges_cover_every_event_exactly_once() {
         .unwrap();
     assert_eq!(next - 1, max);
     assert!(ranges.len() <= 40, "one row per transaction, not per event");
+}
+
+/// The daily footprint totals of a reopened store.
+async fn s_days(dir: &std::path::Path) -> Vec<(i64, String, f64, u64)> {
+    let s = open(dir);
+    let days = s
+        .footprint_rollup(xyn_store::FootprintRollupQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.day.as_micros(), d.metric, d.total, d.count))
+        .collect();
+    s.close();
+    days
 }

@@ -385,12 +385,15 @@ pub struct BlueprintApplied {
     pub created: bool,
 }
 
-/// One validation problem: JSON path, stable code, sentence.
+/// One validation problem: JSON path, stable code, sentence, and the line of the definition
+/// text where the node starts (absent when the definition was not text or the node has no line).
 #[derive(Serialize, ToSchema, Clone)]
 pub struct IssueDto {
     pub path: String,
     pub code: String,
     pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
 }
 
 impl From<&xyn_core::blueprint::Issue> for IssueDto {
@@ -399,6 +402,7 @@ impl From<&xyn_core::blueprint::Issue> for IssueDto {
             path: i.path.clone(),
             code: i.code.to_string(),
             message: i.message.clone(),
+            line: None,
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod redirect;
 pub mod routes;
+pub mod source_lines;
 pub mod sse;
 pub mod tls;
 pub mod ui;

@@ -20,7 +20,6 @@ mod rerun;
 mod run_stats;
 mod runs;
 mod search;
-pub(crate) mod source_lines;
 mod versions;
 
 use std::sync::OnceLock;

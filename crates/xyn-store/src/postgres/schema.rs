@@ -335,6 +335,53 @@ CREATE TRIGGER runs_count AFTER INSERT OR UPDATE OF blueprint_id, status OR DELE
 INSERT INTO blueprint_run_counts (blueprint_id, status, runs, last_created_at)
 SELECT blueprint_id, status, count(*), max(created_at) FROM runs GROUP BY blueprint_id, status;
 "#,
+    // 7: footprint totals per UTC day and metric, kept by statement triggers (one upsert per
+    // day and metric a statement touches) so that the daily rollup reads one row per day and
+    // metric instead of summing every measurement.
+    r#"
+CREATE TABLE footprint_days (
+    day      BIGINT           NOT NULL,
+    metric   TEXT             NOT NULL,
+    unit     TEXT             NOT NULL,
+    total    DOUBLE PRECISION NOT NULL,
+    samples  BIGINT           NOT NULL,
+    PRIMARY KEY (day, metric)
+);
+
+CREATE FUNCTION xyn_footprint_days_insert() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO footprint_days AS d (day, metric, unit, total, samples)
+    SELECT n.occurred_at - ((n.occurred_at % 86400000000) + 86400000000) % 86400000000 AS day,
+           n.metric, min(n.unit), sum(n.quantity), count(*)
+      FROM new_rows AS n GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, metric) DO UPDATE
+       SET total = d.total + EXCLUDED.total, samples = d.samples + EXCLUDED.samples,
+           unit = LEAST(d.unit, EXCLUDED.unit);
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER footprints_days_insert AFTER INSERT ON footprints
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION xyn_footprint_days_insert();
+
+CREATE FUNCTION xyn_footprint_days_delete() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    UPDATE footprint_days AS d SET total = d.total - o.total, samples = d.samples - o.samples
+      FROM (SELECT occurred_at - ((occurred_at % 86400000000) + 86400000000) % 86400000000 AS day,
+                   metric, sum(quantity) AS total, count(*) AS samples
+              FROM old_rows GROUP BY 1, 2) AS o
+     WHERE d.day = o.day AND d.metric = o.metric;
+    DELETE FROM footprint_days WHERE samples <= 0;
+    RETURN NULL;
+END
+$fn$;
+CREATE TRIGGER footprints_days_delete AFTER DELETE ON footprints
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION xyn_footprint_days_delete();
+
+INSERT INTO footprint_days (day, metric, unit, total, samples)
+SELECT occurred_at - ((occurred_at % 86400000000) + 86400000000) % 86400000000, metric,
+       min(unit), sum(quantity), count(*)
+  FROM footprints GROUP BY 1, 2;
+"#,
 ];
 
 /// Applies the migrations this database lacks, one process at a time (under an advisory lock).

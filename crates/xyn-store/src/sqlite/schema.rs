@@ -318,4 +318,40 @@ END;
 INSERT INTO blueprint_run_counts (blueprint_id, status, runs, last_created_at)
 SELECT blueprint_id, status, count(*), max(created_at) FROM runs GROUP BY blueprint_id, status;
 "#,
+    // 8: footprint totals per UTC day and metric, kept by triggers so that the daily rollup
+    // reads one row per day and metric instead of summing every measurement.
+    r#"
+CREATE TABLE footprint_days (
+    day      INTEGER NOT NULL,
+    metric   TEXT    NOT NULL,
+    unit     TEXT    NOT NULL,
+    total    REAL    NOT NULL,
+    samples  INTEGER NOT NULL,
+    PRIMARY KEY (day, metric)
+) WITHOUT ROWID;
+
+CREATE TRIGGER footprints_days_insert AFTER INSERT ON footprints
+BEGIN
+    INSERT INTO footprint_days (day, metric, unit, total, samples)
+    VALUES (NEW.occurred_at - ((NEW.occurred_at % 86400000000) + 86400000000) % 86400000000,
+            NEW.metric, NEW.unit, NEW.quantity, 1)
+    ON CONFLICT (day, metric) DO UPDATE
+       SET total = total + excluded.total, samples = samples + 1, unit = min(unit, excluded.unit);
+END;
+
+CREATE TRIGGER footprints_days_delete AFTER DELETE ON footprints
+BEGIN
+    UPDATE footprint_days SET total = total - OLD.quantity, samples = samples - 1
+     WHERE day = OLD.occurred_at - ((OLD.occurred_at % 86400000000) + 86400000000) % 86400000000
+       AND metric = OLD.metric;
+    DELETE FROM footprint_days
+     WHERE day = OLD.occurred_at - ((OLD.occurred_at % 86400000000) + 86400000000) % 86400000000
+       AND metric = OLD.metric AND samples <= 0;
+END;
+
+INSERT INTO footprint_days (day, metric, unit, total, samples)
+SELECT occurred_at - ((occurred_at % 86400000000) + 86400000000) % 86400000000 AS d, metric,
+       min(unit), sum(quantity), count(*)
+  FROM footprints GROUP BY d, metric;
+"#,
 ];

@@ -424,6 +424,53 @@ pub async fn footprints_roll_up_by_day_and_metric(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(of_run.len(), 2);
+    // Whole days (aligned bounds, every run) come from the kept daily totals; they agree with
+    // the reference over the same footprints.
+    let from_day1 = s
+        .footprint_rollup(FootprintRollupQuery {
+            since: Some(ts(day)),
+            until: Some(ts(3 * day)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        from_day1,
+        xyn_store::rollup_footprints(&fps[3..]),
+        "whole days match the reference"
+    );
+    // More measurements on a day add to its total.
+    s.commit(WriteBatch {
+        footprints: vec![at(day + 20, "wall_ms", 2.5, None)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let wall: Vec<(f64, u64)> = s
+        .footprint_rollup(FootprintRollupQuery {
+            metrics: vec!["wall_ms".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| (d.total, d.count))
+        .collect();
+    assert_eq!(wall, vec![(12.0, 2), (3.5, 2)]);
+    // Retention removes the measurements of the first day and its totals with them.
+    s.prune(ts(day), false, &TestSigner, ts(3 * day))
+        .await
+        .unwrap();
+    let left = s
+        .footprint_rollup(FootprintRollupQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter()
+            .map(|d| (d.metric.as_str(), d.total, d.count))
+            .collect::<Vec<_>>(),
+        vec![("wall_ms", 3.5, 2), ("tokens_in", 3.0, 1)]
+    );
 }
 
 pub async fn secrets_keep_versions_and_rotate_all_or_nothing(s: Arc<dyn Store>) {

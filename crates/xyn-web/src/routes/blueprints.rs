@@ -104,7 +104,10 @@ pub async fn validate(
     Json(ValidationDto {
         valid: r.valid,
         blueprint_id: r.blueprint_id,
-        issues: r.issues.iter().map(Into::into).collect(),
+        issues: crate::source_lines::located(
+            r.issues.iter().map(Into::into).collect(),
+            &req.definition,
+        ),
     })
 }
 

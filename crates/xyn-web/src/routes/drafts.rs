@@ -41,6 +41,7 @@ pub fn issues_of(v: &Value) -> Vec<IssueDto> {
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .into(),
+                    line: None,
                 })
                 .collect()
         })
@@ -148,7 +149,7 @@ pub async fn validate(
             .get("is_valid")
             .and_then(Value::as_bool)
             .unwrap_or(false),
-        issues: issues_of(&out),
+        issues: crate::source_lines::located(issues_of(&out), &d.definition),
         report_artifact_id: out
             .get("report_artifact_id")
             .and_then(Value::as_str)

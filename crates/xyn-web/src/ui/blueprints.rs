@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 use xyn_core::records::Draft;
 use xyn_core::{DraftId, XynError, codes};
 
-use super::source_lines::{syntax_line, with_lines};
 use super::{Ui, UiError, UiResult, q, run_stats, url_with, versions};
 use crate::AppState;
 use crate::dto::{BlueprintDto, DraftDto, decode_cursor, encode_cursor, parse_id};
 use crate::routes::drafts::issues_of;
+use crate::source_lines::{syntax_line, with_lines};
 
 /// `GET /ui/blueprints`.
 pub async fn page(State(s): State<AppState>, ui: Ui) -> UiResult<Html<String>> {

@@ -356,6 +356,26 @@ async fn blueprints_apply_validate_versions_and_pages() {
             .unwrap()
             .starts_with('$')
     );
+    // Each issue carries the line of the text where its node starts.
+    let bad_url = FLOW_BP.replacen("plan:", "inputs:\n  n: {type: integr}\nplan:", 1);
+    let v = post(
+        &node,
+        "/api/v1/blueprints/validate",
+        json!({"definition": bad_url}),
+    )
+    .await;
+    assert_eq!(v.body["valid"].as_bool(), Some(false), "{}", v.text);
+    let issue = &v.body["issues"][0];
+    let want = bad_url.lines().position(|l| l.contains("integr}")).unwrap() + 1;
+    assert_eq!(issue["line"].as_u64(), Some(want as u64), "{}", v.text);
+    let v = post(
+        &node,
+        "/api/v1/blueprints/validate",
+        json!({"definition": "id: x\nplan: [\n"}),
+    )
+    .await;
+    assert_eq!(v.body["issues"][0]["code"], "syntax", "{}", v.text);
+    assert!(v.body["issues"][0]["line"].as_u64().is_some(), "{}", v.text);
     let ok = post(
         &node,
         "/api/v1/blueprints/validate",

@@ -19,22 +19,27 @@ use crate::dto::IssueDto;
 /// Nesting deeper than this is not followed (the parser itself refuses far less deep text).
 const MAX_DEPTH: usize = 256;
 
-/// The issues as JSON objects (`path`, `code`, `message`), each with the `line` (1-based) of
-/// `text` where its node starts when there is one.
-pub fn with_lines(issues: &[IssueDto], text: &str) -> Vec<Value> {
+/// The issues, each with the `line` (1-based) of `text` where its node starts when there is one.
+pub fn located(mut issues: Vec<IssueDto>, text: &str) -> Vec<IssueDto> {
     let mut lines: Option<SourceLines> = None;
+    for i in &mut issues {
+        i.line = if i.path == "$" && i.code == xyn_core::blueprint::codes::SYNTAX {
+            syntax_line(text, &i.message)
+        } else {
+            lines
+                .get_or_insert_with(|| SourceLines::of(text))
+                .line(&i.path)
+        };
+    }
     issues
-        .iter()
-        .map(|i| {
-            let line = if i.path == "$" && i.code == xyn_core::blueprint::codes::SYNTAX {
-                syntax_line(text, &i.message)
-            } else {
-                lines
-                    .get_or_insert_with(|| SourceLines::of(text))
-                    .line(&i.path)
-            };
-            json!({"path": i.path, "code": i.code, "message": i.message, "line": line})
-        })
+}
+
+/// The issues as JSON objects (`path`, `code`, `message`), each with the `line` (1-based) of
+/// `text` where its node starts (`null` when there is none).
+pub fn with_lines(issues: &[IssueDto], text: &str) -> Vec<Value> {
+    located(issues.to_vec(), text)
+        .into_iter()
+        .map(|i| json!({"path": i.path, "code": i.code, "message": i.message, "line": i.line}))
         .collect()
 }
 
@@ -320,6 +325,7 @@ outputs: [{name: message, value: x}]
             path: path.into(),
             code: code.into(),
             message: message.into(),
+            line: None,
         };
         let out = with_lines(
             &[
