@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions,
@@ -418,7 +418,9 @@ impl Containers {
                     if !mine {
                         return Err(ActionError::new(
                             codes::WORKCELL_INVALID,
-                            format!("the container {cname} exists but is not this node's workcell {name:?} of this run"),
+                            format!(
+                                "the container {cname} exists but is not this node's workcell {name:?} of this run"
+                            ),
                             false,
                         ));
                     }
@@ -438,7 +440,9 @@ impl Containers {
                     if !running {
                         return Err(ActionError::new(
                             codes::WORKCELL_INVALID,
-                            format!("the workcell {name:?} of this run has stopped (its container {id} is not running)"),
+                            format!(
+                                "the workcell {name:?} of this run has stopped (its container {id} is not running)"
+                            ),
                             false,
                         ));
                     }
@@ -1036,7 +1040,10 @@ impl ContainerExec {
             }
             // The output ends when the command does; its exit code follows shortly.
             for _ in 0..50 {
-                let i = docker.inspect_exec(&exec.id).await.map_err(|e| e.to_string())?;
+                let i = docker
+                    .inspect_exec(&exec.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 if i.running != Some(true)
                     && let Some(code) = i.exit_code
                 {

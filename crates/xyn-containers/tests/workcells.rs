@@ -83,7 +83,14 @@ struct NoArtifacts;
 
 #[async_trait]
 impl ArtifactSink for NoArtifacts {
-    async fn put(&self, _: &str, _: &str, _: &str, _: Vec<u8>, _: Value) -> Result<Artifact, XynError> {
+    async fn put(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Vec<u8>,
+        _: Value,
+    ) -> Result<Artifact, XynError> {
         Err(XynError::invalid("test", "no artifacts here"))
     }
 }
@@ -154,10 +161,16 @@ fn containers(label: &str) -> Arc<Containers> {
 }
 
 fn of_run(run: RunId) -> Vec<String> {
-    docker(&["ps", "-a", "-q", "--filter", &format!("label=dev.xyn.run={run}")])
-        .lines()
-        .map(str::to_string)
-        .collect()
+    docker(&[
+        "ps",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=dev.xyn.run={run}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,28 +197,43 @@ async fn steps_reaching_a_new_workcell_at_once_share_one_container() {
     }
     assert_eq!(of_run(run).len(), 1, "one container for the workcell");
     let out = exec
-        .execute(&ctx(Some(run)), json!({"image": IMAGE, "workcell": "w", "cmd": ["sh", "-c", "wc -l < log; id -u"]}))
+        .execute(
+            &ctx(Some(run)),
+            json!({"image": IMAGE, "workcell": "w", "cmd": ["sh", "-c", "wc -l < log; id -u"]}),
+        )
         .await
         .unwrap();
     assert_eq!(out.output["stdout"], "4\n65534\n", "{}", out.output);
     let list = c.workcells().await.unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!((list[0].name.as_str(), list[0].image.as_str()), ("w", IMAGE));
+    assert_eq!(
+        (list[0].name.as_str(), list[0].image.as_str()),
+        ("w", IMAGE)
+    );
     assert_eq!(list[0].run_id, run.to_string());
 
     // Another image for the same workcell, a workcell outside a run, a bad name: refused.
     let e = exec
-        .execute(&ctx(Some(run)), json!({"image": OTHER, "workcell": "w", "cmd": ["true"]}))
+        .execute(
+            &ctx(Some(run)),
+            json!({"image": OTHER, "workcell": "w", "cmd": ["true"]}),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code, codes::WORKCELL_INVALID, "{}", e.message);
     let e = exec
-        .execute(&ctx(None), json!({"image": IMAGE, "workcell": "w", "cmd": ["true"]}))
+        .execute(
+            &ctx(None),
+            json!({"image": IMAGE, "workcell": "w", "cmd": ["true"]}),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code, codes::WORKCELL_INVALID, "{}", e.message);
     let e = exec
-        .execute(&ctx(Some(run)), json!({"image": IMAGE, "workcell": "W_1", "cmd": ["true"]}))
+        .execute(
+            &ctx(Some(run)),
+            json!({"image": IMAGE, "workcell": "W_1", "cmd": ["true"]}),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code, codes::WORKCELL_INVALID, "{}", e.message);
@@ -223,7 +251,10 @@ async fn a_command_past_its_timeout_takes_its_workcell_and_the_sweep_takes_ended
     };
     let run = run_id();
     let e = exec
-        .execute(&ctx(Some(run)), json!({"image": IMAGE, "workcell": "slow", "cmd": ["sleep", "600"], "timeout": 1}))
+        .execute(
+            &ctx(Some(run)),
+            json!({"image": IMAGE, "workcell": "slow", "cmd": ["sleep", "600"], "timeout": 1}),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.code, codes::TIMED_OUT, "{}", e.message);
@@ -232,9 +263,12 @@ async fn a_command_past_its_timeout_takes_its_workcell_and_the_sweep_takes_ended
     // Two runs with a workcell each: the sweep removes the one whose run has ended.
     let (live, ended) = (run_id(), run_id());
     for r in [live, ended] {
-        exec.execute(&ctx(Some(r)), json!({"image": IMAGE, "workcell": "a", "cmd": ["true"]}))
-            .await
-            .unwrap();
+        exec.execute(
+            &ctx(Some(r)),
+            json!({"image": IMAGE, "workcell": "a", "cmd": ["true"]}),
+        )
+        .await
+        .unwrap();
     }
     let live_s = live.to_string();
     let n = c
@@ -248,7 +282,12 @@ async fn a_command_past_its_timeout_takes_its_workcell_and_the_sweep_takes_ended
     assert!(of_run(ended).is_empty());
     assert_eq!(of_run(live).len(), 1);
     // A run whose state cannot be read keeps its workcell.
-    assert_eq!(c.sweep(|_| async { Err("store down".to_string()) }).await.unwrap(), 0);
+    assert_eq!(
+        c.sweep(|_| async { Err("store down".to_string()) })
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(of_run(live).len(), 1);
     // The node's start removes all of them.
     assert_eq!(c.reap().await.unwrap(), 1);
