@@ -279,6 +279,14 @@ async fn a_container_left_by_a_killed_node_is_removed_at_its_next_start() {
             "the leftover {id} is still there: {now:?}"
         );
     }
+    // Cancel the resumed run so that its new container does not outlive the test.
+    let run = node.the_run_of("bp.exec").await;
+    let (st, _) = node
+        .post(&format!("/api/v1/runs/{run}/cancel"), json!({}))
+        .await;
+    assert!(st < 300, "{st}");
+    node.until_run_status(&run, "cancelled", 30).await;
+    until_no_container(&run).await;
 }
 
 /// Three steps sharing one workcell: the first writes `/work/f`, the second appends (and exits
