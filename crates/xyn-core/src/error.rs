@@ -152,7 +152,14 @@ pub mod codes {
     /// The event name a delivery selects is not among the source's `events`.
     pub const HOOK_EVENT_NOT_ALLOWED: &str = "hook.event_not_allowed";
 
+    /// The node runs no containers (`[containers] images` is empty).
     pub const WORKCELL_UNSUPPORTED: &str = "workcell.unsupported";
+    /// A workcell is made by the first `container.exec` step of a run that names it, never
+    /// on its own.
+    pub const WORKCELL_RUN_SCOPED: &str = "workcell.run_scoped";
+    pub const WORKCELL_NOT_FOUND: &str = "workcell.not_found";
+    /// The container engine failed or cannot be reached.
+    pub const WORKCELL_ENGINE: &str = "workcell.engine_unavailable";
 
     pub const STORE_UNAVAILABLE: &str = "store.unavailable";
     pub const STORAGE_ERROR: &str = "storage_error";

@@ -189,6 +189,9 @@ impl Node {
                 if releases {
                     inner.held.remove(run_id);
                 }
+                if changed && m.run.status.is_terminal() {
+                    self.teardown(run_id);
+                }
                 if let (None, End::Park(Some(at))) = (&inner.config.cluster, end) {
                     inner.scheduler.wake_at(at, run_id);
                 }
@@ -213,6 +216,27 @@ impl Node {
                 Err(e.into())
             }
         }
+    }
+
+    /// Releases what the ended run held outside the store (the teardown port), in the
+    /// background: its errors are logged and never change the run.
+    fn teardown(&self, run_id: RunId) {
+        let Some(t) = self.inner().teardown.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            match tokio::time::timeout(std::time::Duration::from_secs(120), t.run_ended(run_id))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(%run_id, error = %e, "the run's teardown failed; what it held is swept later")
+                }
+                Err(_) => {
+                    tracing::warn!(%run_id, "the run's teardown timed out; what it held is swept later")
+                }
+            }
+        });
     }
 
     /// Drives a run until it waits (gate, timer) or ends. The caller holds the run lock.

@@ -44,6 +44,15 @@ pub use cluster::ClusterConfig;
 pub use direct::{ACTION_EXECUTED, ARTIFACT_UPLOADED, DirectOutcome, NewArtifact};
 pub use intake::{EmitEvent, StartRun, valid_correlation_id};
 
+/// The teardown port: what a run held outside the store (the workcell containers of
+/// `container.exec`) is released once the run has ended. Called after the run's terminal status
+/// (completed, failed, cancelled) is committed, off the driver's path; its errors are logged and
+/// never change the run. May be called more than once for a run.
+#[async_trait::async_trait]
+pub trait RunTeardown: Send + Sync {
+    async fn run_ended(&self, run_id: RunId) -> Result<(), String>;
+}
+
 /// The clock port.
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
@@ -159,6 +168,8 @@ pub struct NodeParts {
     /// which share it through the worker pool).
     pub egress: Arc<xyn_actions::net::Egress>,
     pub config: NodeConfig,
+    /// Called when a run has ended (`None`: nothing to release).
+    pub teardown: Option<Arc<dyn RunTeardown>>,
 }
 
 /// A running node: the service layer over the engine.
@@ -190,6 +201,7 @@ pub(crate) struct Inner {
     pub http: reqwest::Client,
     pub egress: Arc<xyn_actions::net::Egress>,
     pub config: NodeConfig,
+    pub teardown: Option<Arc<dyn RunTeardown>>,
     pub catalog: catalog::Catalog,
     pub scheduler: scheduler::Scheduler,
     pub run_locks: RunLocks,
@@ -215,6 +227,7 @@ impl Node {
             http: parts.http,
             egress: parts.egress,
             config: parts.config,
+            teardown: parts.teardown,
             catalog: catalog::Catalog::default(),
             scheduler: scheduler::Scheduler::default(),
             run_locks: RunLocks::default(),

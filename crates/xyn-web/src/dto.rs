@@ -644,10 +644,20 @@ pub struct ActionExecuteResponse {
     pub event: EventDto,
 }
 
-/// A workcell (v1; this node has none).
-#[derive(Serialize, ToSchema)]
+/// A workcell: a run's long-lived container that `container.exec` steps naming it share.
+#[derive(Serialize, ToSchema, Clone, Debug)]
 pub struct WorkcellDto {
+    /// `<run_id>.<name>`: what `POST /api/internal/workcells/{id}/destroy` takes.
     pub workcell_id: String,
+    #[schema(format = Uuid)]
+    pub run_id: String,
+    pub name: String,
+    pub container_id: String,
+    pub container_name: String,
+    pub image: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// The engine's state (`running`, `exited`, …); `removed` in a destroy's answer.
     pub status: String,
 }
 

@@ -137,6 +137,8 @@ pub struct AppInner {
     pub store_description: String,
     /// Pack installation on this node (`/api/v1/packs`); `None`: the routes answer 503.
     pub packs: Option<Arc<dyn routes::packs::PackService>>,
+    /// The node's workcells (`/api/internal/workcells`); `None`: the node runs no containers.
+    pub workcells: Option<Arc<dyn routes::internal::WorkcellService>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -159,6 +161,17 @@ impl AppState {
         config: WebConfig,
         packs: Option<Arc<dyn routes::packs::PackService>>,
     ) -> Self {
+        Self::with_services(node, feed, config, packs, None)
+    }
+
+    /// A state with the services the binary provides: pack installation and workcells.
+    pub fn with_services(
+        node: Node,
+        feed: EventFeed,
+        config: WebConfig,
+        packs: Option<Arc<dyn routes::packs::PackService>>,
+        workcells: Option<Arc<dyn routes::internal::WorkcellService>>,
+    ) -> Self {
         if let Some(k) = &config.cursor_key
             && !dto::install_cursor_key(k)
         {
@@ -177,6 +190,7 @@ impl AppState {
             openapi: openapi::document_json(),
             store_description: node.store().describe(),
             packs,
+            workcells,
             node,
         }))
     }

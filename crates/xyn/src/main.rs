@@ -23,6 +23,7 @@ mod serve;
 mod slo_cmd;
 mod spec_cmd;
 mod tls_cmd;
+mod workcells;
 
 use std::process::ExitCode;
 

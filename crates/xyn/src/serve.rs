@@ -221,7 +221,10 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         .display()
         .to_string();
     let containers = xyn_containers::Containers::new(container_settings);
-    if !containers.settings().images.is_empty() {
+    // A node that runs containers has workcells: removed when their run ends, listed and
+    // removed through `/api/internal/workcells`, swept when their run ended elsewhere.
+    let runs_containers = !containers.settings().images.is_empty();
+    if runs_containers {
         // Containers a killed node left behind are removed before any step runs.
         match tokio::time::timeout(Duration::from_secs(30), containers.reap()).await {
             Ok(Ok(0)) => {}
@@ -244,7 +247,7 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
     let mut actions = node_actions(
         &args.data_dir,
         settings.git_clone_sources.clone(),
-        containers,
+        containers.clone(),
         ssh,
     )?;
     let not_packages: std::collections::HashSet<String> = actions.names().into_iter().collect();
@@ -324,6 +327,10 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         http,
         egress: egress.clone(),
         config: settings.node.clone(),
+        teardown: runs_containers.then(|| {
+            Arc::new(crate::workcells::Teardown(containers.clone()))
+                as Arc<dyn xyn_engine::RunTeardown>
+        }),
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -452,7 +459,14 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
         },
         args.data_dir.clone(),
     );
-    let state = xyn_web::AppState::with_packs(node.clone(), feed, web, Some(Arc::new(packs)));
+    let sweep =
+        runs_containers.then(|| crate::workcells::spawn_sweep(containers.clone(), node.clone()));
+    let workcells = runs_containers.then(|| {
+        Arc::new(crate::workcells::LiveWorkcells(containers.clone()))
+            as Arc<dyn xyn_web::routes::internal::WorkcellService>
+    });
+    let state =
+        xyn_web::AppState::with_services(node.clone(), feed, web, Some(Arc::new(packs)), workcells);
     xyn_web::serve_with(
         listener,
         state,
@@ -465,6 +479,9 @@ async fn run_node(args: ServeArgs, mut settings: config::Settings) -> Result<Exi
     drop(dispatcher);
     if let Some(r) = retention {
         r.abort();
+    }
+    if let Some(s) = sweep {
+        s.abort();
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     opened.close();

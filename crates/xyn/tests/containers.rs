@@ -279,4 +279,219 @@ async fn a_container_left_by_a_killed_node_is_removed_at_its_next_start() {
             "the leftover {id} is still there: {now:?}"
         );
     }
+    // Cancel the resumed run so that its new container does not outlive the test.
+    let run = node.the_run_of("bp.exec").await;
+    let (st, _) = node
+        .post(&format!("/api/v1/runs/{run}/cancel"), json!({}))
+        .await;
+    assert!(st < 300, "{st}");
+    node.until_run_status(&run, "cancelled", 30).await;
+    until_no_container(&run).await;
+}
+
+/// Three steps sharing one workcell: the first writes `/work/f`, the second appends (and exits
+/// with `inputs.code`), the third reads it.
+const WC_BP: &str = r#"
+id: bp.wc
+trigger: {event_type: wc}
+inputs:
+  - {name: code, type: integer, default: 0}
+plan:
+  - kind: action_task
+    id: one
+    action: container.exec
+    timeout: 60s
+    with: {image: "xyn-test/busybox:1", workcell: build, cmd: [sh, -c, "echo one > /work/f"]}
+  - kind: action_task
+    id: two
+    action: container.exec
+    timeout: 60s
+    with: {image: "xyn-test/busybox:1", workcell: build, cmd: [sh, -c, "echo two >> f; exit {{inputs.code}}"]}
+  - kind: action_task
+    id: three
+    action: container.exec
+    timeout: 60s
+    with: {image: "xyn-test/busybox:1", workcell: build, cmd: [cat, /work/f]}
+"#;
+
+/// A workcell step, a gate, a workcell step.
+const WC_GATE_BP: &str = r#"
+id: bp.wcgate
+trigger: {event_type: wcgate}
+plan:
+  - kind: action_task
+    id: one
+    action: container.exec
+    timeout: 60s
+    with: {image: "xyn-test/busybox:1", workcell: cell-1, cmd: [sh, -c, "echo one > /work/f"]}
+  - {kind: gate, id: wait, mode: manual}
+  - kind: action_task
+    id: three
+    action: container.exec
+    timeout: 60s
+    with: {image: "xyn-test/busybox:1", workcell: cell-1, cmd: [cat, /work/f]}
+"#;
+
+fn wc_node() -> Node {
+    image();
+    Node::builder()
+        .toml(&format!(
+            "[containers]\ndocker_host = {:?}\nimages = [{IMAGE:?}]\n",
+            docker_host()
+        ))
+        .blueprint("wc.yaml", WC_BP)
+        .blueprint("wcgate.yaml", WC_GATE_BP)
+        .start()
+}
+
+fn run_containers(run: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=dev.xyn.run={run}"),
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Waits until no container of the run is left (the teardown runs just after the run's end).
+async fn until_no_container(run: &str) {
+    for _ in 0..200 {
+        if run_containers(run).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the containers of run {run} are still there: {:?}",
+        run_containers(run)
+    );
+}
+
+async fn start(node: &Node, bp: &str, event: &str, data: Value) -> String {
+    let before = node.runs_of(bp).await.len();
+    node.emit(event, data).await;
+    let run = node
+        .until(10, "the new run", || async {
+            let runs = node.runs_of(bp).await;
+            (runs.len() > before).then(|| runs[0]["run_id"].clone())
+        })
+        .await;
+    run.as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_of_a_run_share_its_workcell_which_goes_when_the_run_ends() {
+    let node = wc_node();
+
+    // Step 1 writes, step 2 appends (its working directory is /work), step 3 reads both.
+    let run = start(&node, "bp.wc", "wc", json!({})).await;
+    node.until_run_status(&run, "completed", 90).await;
+    let three = node.step(&run, "three").await;
+    assert_eq!(three["outputs"]["stdout"], "one\ntwo\n", "{three}");
+    assert_eq!(three["outputs"]["workcell"], "build", "{three}");
+    until_no_container(&run).await;
+
+    // The middle step fails: the run fails and its workcell is removed all the same.
+    let run = start(&node, "bp.wc", "wc", json!({"code": 1})).await;
+    node.until_run_status(&run, "failed", 90).await;
+    let two = node.step(&run, "two").await;
+    assert_eq!(two["error"]["code"], "container.exit_nonzero", "{two}");
+    assert_eq!(two["error"]["details"]["exit_code"], 1, "{two}");
+    until_no_container(&run).await;
+    assert!(node_containers(&label(&node)).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workcell_is_listed_destroyed_and_removed_when_its_run_is_cancelled() {
+    let node = wc_node();
+
+    // A run waits at its gate with its workcell alive: the API lists it.
+    let run = start(&node, "bp.wcgate", "wcgate", json!({})).await;
+    node.until_step_status(&run, "wait", "waiting", 60).await;
+    let live = run_containers(&run);
+    assert_eq!(live.len(), 1, "{live:?}");
+    let (st, list) = node.get("/api/internal/workcells").await;
+    assert_eq!(st, 200, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    let w = &items[0];
+    assert_eq!(w["run_id"], run.as_str());
+    assert_eq!(w["name"], "cell-1");
+    assert_eq!(w["image"], IMAGE);
+    assert_eq!(w["status"], "running");
+    assert_eq!(w["container_name"], format!("xyn-wc-{run}-cell-1"));
+    assert!(live[0].starts_with(&w["container_id"].as_str().unwrap()[..12]));
+
+    // Workcells are made by runs only; one can be removed by hand.
+    let (st, e) = node.post("/api/internal/workcells/create", json!({})).await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (409, Some("workcell.run_scoped")),
+        "{e}"
+    );
+    let id = w["workcell_id"].as_str().unwrap().to_string();
+    let (st, gone) = node
+        .post(&format!("/api/internal/workcells/{id}/destroy"), json!({}))
+        .await;
+    assert_eq!(st, 200, "{gone}");
+    assert_eq!(gone["status"], "removed");
+    assert!(run_containers(&run).is_empty());
+    let (st, e) = node
+        .post(&format!("/api/internal/workcells/{id}/destroy"), json!({}))
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (404, Some("workcell.not_found")),
+        "{e}"
+    );
+    let (st, _) = node
+        .post(&format!("/api/v1/runs/{run}/cancel"), json!({}))
+        .await;
+    assert!(st < 300, "{st}");
+    node.until_run_status(&run, "cancelled", 30).await;
+
+    // Cancelled while its gate waits between two workcell steps: the workcell goes.
+    let run = start(&node, "bp.wcgate", "wcgate", json!({})).await;
+    node.until_step_status(&run, "wait", "waiting", 60).await;
+    assert_eq!(run_containers(&run).len(), 1);
+    let (st, _) = node
+        .post(&format!("/api/v1/runs/{run}/cancel"), json!({}))
+        .await;
+    assert!(st < 300, "{st}");
+    node.until_run_status(&run, "cancelled", 30).await;
+    until_no_container(&run).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workcell_left_by_a_killed_node_is_removed_at_its_next_start() {
+    let mut node = wc_node();
+    let run = start(&node, "bp.wcgate", "wcgate", json!({})).await;
+    node.until_step_status(&run, "wait", "waiting", 60).await;
+    let stale = run_containers(&run);
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    node.kill9();
+    assert_eq!(
+        run_containers(&run),
+        stale,
+        "the workcell outlives the killed node"
+    );
+    node.relaunch_after_kill();
+    assert!(
+        run_containers(&run).is_empty(),
+        "the workcell is still there after the restart"
+    );
+    let (st, list) = node.get("/api/internal/workcells").await;
+    assert_eq!(
+        (st, list["items"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{list}"
+    );
+    let (st, _) = node
+        .post(&format!("/api/v1/runs/{run}/cancel"), json!({}))
+        .await;
+    assert!(st < 300, "{st}");
 }

@@ -59,34 +59,80 @@ pub async fn execute(
     }))
 }
 
-/// Workcells (v1). This node has no workcell runtime: the list is empty.
-#[utoipa::path(get, path = "/api/internal/workcells", tag = "internal",
-    responses((status = 200, description = "No workcells", body = WorkcellList)))]
-pub async fn workcells(ApiQuery(_): ApiQuery<NoParams>) -> Json<ListDto<WorkcellDto>> {
-    Json(ListDto {
-        items: vec![],
-        next_cursor: None,
+/// Future returned by [`WorkcellService`] methods.
+pub type WorkcellFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, XynError>> + Send>>;
+
+/// The node's workcells (the binary provides it over its container engine).
+pub trait WorkcellService: Send + Sync {
+    /// The live workcells of this node, oldest first.
+    fn list(&self) -> WorkcellFuture<Vec<WorkcellDto>>;
+    /// Removes a run's workcell; `workcell.not_found` when there is none.
+    fn destroy(&self, run_id: String, name: String) -> WorkcellFuture<WorkcellDto>;
+}
+
+fn service(s: &AppState) -> Result<std::sync::Arc<dyn WorkcellService>, XynError> {
+    s.workcells.clone().ok_or_else(|| {
+        XynError::conflict(
+            codes::WORKCELL_UNSUPPORTED,
+            "this node runs no containers ([containers] images is empty), so it has no workcells",
+        )
     })
 }
 
-fn unsupported() -> XynError {
-    XynError::conflict(
-        codes::WORKCELL_UNSUPPORTED,
-        "this node has no workcell runtime (workcells arrive in v1)",
-    )
+/// The live workcells of this node: the containers that `container.exec` steps naming a
+/// `workcell` share within a run. Empty on a node that runs no containers.
+#[utoipa::path(get, path = "/api/internal/workcells", tag = "internal",
+    responses((status = 200, description = "The live workcells, oldest first", body = WorkcellList),
+        (status = 503, description = "The container engine cannot be reached", body = ErrorResponse)))]
+pub async fn workcells(
+    State(s): State<AppState>,
+    ApiQuery(_): ApiQuery<NoParams>,
+) -> ApiResult<Json<ListDto<WorkcellDto>>> {
+    let items = match &s.workcells {
+        Some(w) => w.list().await?,
+        None => vec![],
+    };
+    Ok(Json(ListDto {
+        items,
+        next_cursor: None,
+    }))
 }
 
-/// Creates a workcell (v1): refused on this node.
+/// Creating a workcell on its own is refused: a workcell belongs to a run and is made by the
+/// first `container.exec` step that names it (`workcell.run_scoped`; `workcell.unsupported` on a
+/// node that runs no containers).
 #[utoipa::path(post, path = "/api/internal/workcells/create", tag = "internal",
-    responses((status = 409, description = "No workcell runtime", body = ErrorResponse)))]
-pub async fn create_workcell() -> ApiResult<Json<WorkcellDto>> {
-    Err(unsupported().into())
+    responses((status = 409, description = "Workcells are made by runs", body = ErrorResponse)))]
+pub async fn create_workcell(State(s): State<AppState>) -> ApiResult<Json<WorkcellDto>> {
+    service(&s)?;
+    Err(XynError::conflict(
+        codes::WORKCELL_RUN_SCOPED,
+        "a workcell is made by the first container.exec step of a run that names it (input `workcell`), never on its own",
+    )
+    .into())
 }
 
-/// Destroys a workcell (v1): refused on this node.
+/// Removes a workcell now (`id`: its `workcell_id`, `<run_id>.<name>`); a later step of its run
+/// that names it makes a new, empty one. The run itself is not changed.
 #[utoipa::path(post, path = "/api/internal/workcells/{id}/destroy", tag = "internal",
-    params(("id" = String, Path)),
-    responses((status = 409, description = "No workcell runtime", body = ErrorResponse)))]
-pub async fn destroy_workcell(Path(_id): Path<String>) -> ApiResult<Json<WorkcellDto>> {
-    Err(unsupported().into())
+    params(("id" = String, Path, description = "`<run_id>.<name>`")),
+    responses((status = 200, description = "The removed workcell", body = WorkcellDto),
+        (status = 404, description = "No such workcell", body = ErrorResponse),
+        (status = 409, description = "This node runs no containers", body = ErrorResponse),
+        (status = 503, description = "The container engine cannot be reached", body = ErrorResponse)))]
+pub async fn destroy_workcell(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WorkcellDto>> {
+    let w = service(&s)?;
+    let not_found =
+        || XynError::not_found(codes::WORKCELL_NOT_FOUND, format!("no workcell {id:?}"));
+    let Some((run_id, name)) = id.split_once('.') else {
+        return Err(not_found().into());
+    };
+    if run_id.parse::<xyn_core::RunId>().is_err() {
+        return Err(not_found().into());
+    }
+    Ok(Json(w.destroy(run_id.to_string(), name.to_string()).await?))
 }
