@@ -17,6 +17,10 @@ pub const GATE_APPROVED: &str = "xyn.gate.approved";
 pub const GATE_REJECTED: &str = "xyn.gate.rejected";
 pub const ARTIFACT_ATTACHED: &str = "xyn.artifact.attached";
 pub const BLUEPRINT_APPLIED: &str = "xyn.blueprint.version.created";
+/// A blueprint's trigger was switched off: its events, NATS messages and cron slots start no runs.
+pub const BLUEPRINT_TRIGGER_DISABLED: &str = "xyn.blueprint.trigger.disabled";
+/// A blueprint's trigger was switched back on.
+pub const BLUEPRINT_TRIGGER_ENABLED: &str = "xyn.blueprint.trigger.enabled";
 pub const DRAFT_SAVED: &str = "xyn.draft.saved";
 pub const DRAFT_VALIDATED: &str = "xyn.draft.validated";
 pub const DRAFT_VALIDATION_FAILED: &str = "xyn.draft.validation_failed";

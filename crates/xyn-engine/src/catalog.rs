@@ -11,7 +11,7 @@ use xyn_core::event::Event;
 use xyn_core::records::BlueprintVersion;
 use xyn_core::run::event_json;
 use xyn_core::{EventId, XynError, codes, names};
-use xyn_store::WriteBatch;
+use xyn_store::{BlueprintTrigger, WriteBatch};
 
 use crate::Node;
 
@@ -25,6 +25,8 @@ pub(crate) struct Head {
 pub(crate) struct Catalog {
     heads: RwLock<BTreeMap<String, Head>>,
     plans: RwLock<HashMap<(String, i64), Arc<Plan>>>,
+    /// Trigger switches that were set, by blueprint id (none: enabled).
+    switches: RwLock<HashMap<String, BlueprintTrigger>>,
     apply_lock: tokio::sync::Mutex<()>,
 }
 
@@ -54,6 +56,13 @@ fn invalid(issues: Vec<blueprint::Issue>) -> XynError {
 
 impl Node {
     pub(crate) async fn load_catalog(&self) -> Result<(), XynError> {
+        let switches = self.inner().store.blueprint_triggers().await?;
+        if let Ok(mut s) = self.inner().catalog.switches.write() {
+            *s = switches
+                .into_iter()
+                .map(|t| (t.blueprint_id.clone(), t))
+                .collect();
+        }
         let heads = self.inner().store.blueprint_heads().await?;
         for v in heads {
             match self.compile_value(&v.definition) {
@@ -316,6 +325,10 @@ impl Node {
             Ok(h) => h,
             Err(_) => return (vec![], vec![]),
         };
+        let switches = match self.inner().catalog.switches.read() {
+            Ok(s) => s,
+            Err(_) => return (vec![], vec![]),
+        };
         let jq_limits = self.inner().config.limits.jq;
         let mut out = Vec::new();
         let mut failures = Vec::new();
@@ -328,6 +341,9 @@ impl Node {
         for h in heads.values() {
             let by_subject = nats_subject.is_some_and(|s| h.plan.matches_nats_subject(s));
             if !by_subject && !h.plan.matches_event_name(&event.event_name) {
+                continue;
+            }
+            if switches.get(&h.plan.id).is_some_and(|s| !s.enabled) {
                 continue;
             }
             if let Some(filter) = &h.plan.trigger.filter {
@@ -369,19 +385,104 @@ impl Node {
         v
     }
 
-    /// Latest versions that have a cron trigger.
-    pub(crate) fn cron_plans(&self) -> Vec<(i64, Arc<Plan>)> {
-        self.inner()
-            .catalog
-            .heads
+    /// Latest versions that have a cron trigger, each with its trigger switch when one was set.
+    pub(crate) fn cron_plans(&self) -> Vec<(i64, Arc<Plan>, Option<BlueprintTrigger>)> {
+        let cat = &self.inner().catalog;
+        let switches = cat.switches.read().map(|s| s.clone()).unwrap_or_default();
+        cat.heads
             .read()
             .map(|h| {
                 h.values()
                     .filter(|h| h.plan.trigger.cron.is_some())
-                    .map(|h| (h.version, h.plan.clone()))
+                    .map(|h| (h.version, h.plan.clone(), switches.get(&h.plan.id).cloned()))
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Switches a blueprint's trigger on or off. Off, the events, NATS messages and cron slots
+    /// that would start its runs start none (events are still recorded; runs asked for by hand
+    /// still start). Written with an `xyn.blueprint.trigger.enabled|disabled` event; setting
+    /// the state it already has writes nothing. Returns the switch as it now stands.
+    pub async fn set_trigger_enabled(
+        &self,
+        blueprint_id: &str,
+        enabled: bool,
+        actor: &str,
+    ) -> Result<BlueprintTrigger, XynError> {
+        let inner = self.inner();
+        let _serial = inner.catalog.apply_lock.lock().await;
+        let head = inner.store.get_blueprint(blueprint_id, None).await?;
+        let Some(head) = head else {
+            return Err(XynError::not_found(
+                codes::BLUEPRINT_NOT_FOUND,
+                format!("no blueprint with id {blueprint_id:?}"),
+            ));
+        };
+        let current = inner
+            .store
+            .blueprint_triggers()
+            .await?
+            .into_iter()
+            .find(|t| t.blueprint_id == blueprint_id);
+        if let Some(c) = &current
+            && c.enabled == enabled
+        {
+            return Ok(c.clone());
+        }
+        if current.is_none() && enabled {
+            return Ok(BlueprintTrigger {
+                blueprint_id: blueprint_id.to_string(),
+                enabled: true,
+                changed_at: head.created_at,
+                changed_by: head.created_by,
+            });
+        }
+        let now = inner.clock.now();
+        let switch = BlueprintTrigger {
+            blueprint_id: blueprint_id.to_string(),
+            enabled,
+            changed_at: now,
+            changed_by: actor.to_string(),
+        };
+        let event = Event {
+            event_id: EventId(inner.ids.new_uuid()),
+            event_name: if enabled {
+                names::BLUEPRINT_TRIGGER_ENABLED
+            } else {
+                names::BLUEPRINT_TRIGGER_DISABLED
+            }
+            .into(),
+            occurred_at: now,
+            env_id: inner.config.env_id.clone(),
+            actor: actor.to_string(),
+            correlation_id: inner.ids.new_uuid().to_string(),
+            run_id: None,
+            step_id: None,
+            resource: Some(xyn_core::Resource {
+                kind: "blueprint".into(),
+                id: blueprint_id.to_string(),
+            }),
+            data: json!({
+                "blueprint_id": blueprint_id,
+                "enabled": enabled,
+                "version": head.version,
+            }),
+        };
+        inner
+            .store
+            .commit(WriteBatch {
+                events: vec![event],
+                blueprint_triggers: vec![switch.clone()],
+                ..Default::default()
+            })
+            .await?;
+        if let Ok(mut s) = inner.catalog.switches.write() {
+            s.insert(blueprint_id.to_string(), switch.clone());
+        }
+        inner.scheduler.cron_changed();
+        tracing::info!(blueprint_id, enabled, actor, "blueprint trigger switched");
+        Ok(switch)
     }
 }
 

@@ -105,6 +105,16 @@ pub struct CronFire {
     pub fired_at: Timestamp,
 }
 
+/// Whether a blueprint's trigger (event, NATS subject or cron) starts runs. A blueprint with no
+/// row is enabled; writing a row replaces the previous one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlueprintTrigger {
+    pub blueprint_id: String,
+    pub enabled: bool,
+    pub changed_at: Timestamp,
+    pub changed_by: String,
+}
+
 /// A change to the run queue, committed with the run's own rows.
 ///
 /// The queue holds one row per unfinished run that workers share: the run is *due* at
@@ -155,6 +165,7 @@ pub struct WriteBatch {
     pub drafts: Vec<DraftWrite>,
     pub cron_fires: Vec<CronFire>,
     pub queue: Vec<QueueWrite>,
+    pub blueprint_triggers: Vec<BlueprintTrigger>,
 }
 
 impl WriteBatch {
@@ -168,6 +179,7 @@ impl WriteBatch {
             && self.drafts.is_empty()
             && self.cron_fires.is_empty()
             && self.queue.is_empty()
+            && self.blueprint_triggers.is_empty()
     }
 
     /// Appends another batch to this one.
@@ -181,6 +193,7 @@ impl WriteBatch {
         self.drafts.extend(other.drafts);
         self.cron_fires.extend(other.cron_fires);
         self.queue.extend(other.queue);
+        self.blueprint_triggers.extend(other.blueprint_triggers);
     }
 }
 
@@ -518,6 +531,9 @@ pub trait Store: Send + Sync + 'static {
     /// was created. Read from an aggregate the store keeps up to date as runs are written, so
     /// the cost grows with the number of blueprints, not of runs.
     async fn blueprint_run_counts(&self) -> StoreResult<Vec<BlueprintRunCount>>;
+    /// The trigger switch of every blueprint that has one, ordered by blueprint id (a
+    /// blueprint with none is enabled).
+    async fn blueprint_triggers(&self) -> StoreResult<Vec<BlueprintTrigger>>;
 
     async fn get_draft(&self, id: DraftId) -> StoreResult<Option<Draft>>;
     async fn list_drafts(&self, before: Option<i64>, limit: usize) -> StoreResult<Page<Draft>>;

@@ -24,10 +24,10 @@ use xyn_core::run::{Run, Step};
 use xyn_core::{ArtifactId, DraftId, EventId, RunId, Timestamp};
 
 use crate::{
-    ArtifactQuery, BlueprintRunCount, Checkpoint, CheckpointSigner, Claimed, EventQuery,
-    FootprintDay, FootprintQuery, FootprintRollupQuery, LoadedRun, OutboxLag, OutboxRange, Page,
-    PruneReport, QueueStats, RunQuery, Signal, SingletonGuard, Store, StoreResult, StoreStats,
-    WriteBatch,
+    ArtifactQuery, BlueprintRunCount, BlueprintTrigger, Checkpoint, CheckpointSigner, Claimed,
+    EventQuery, FootprintDay, FootprintQuery, FootprintRollupQuery, LoadedRun, OutboxLag,
+    OutboxRange, Page, PruneReport, QueueStats, RunQuery, Signal, SingletonGuard, Store,
+    StoreResult, StoreStats, WriteBatch,
 };
 
 /// Events of one commit, in `seq` order.
@@ -227,6 +227,9 @@ impl Store for NotifyingStore {
     }
     async fn blueprint_run_counts(&self) -> StoreResult<Vec<BlueprintRunCount>> {
         self.inner.blueprint_run_counts().await
+    }
+    async fn blueprint_triggers(&self) -> StoreResult<Vec<BlueprintTrigger>> {
+        self.inner.blueprint_triggers().await
     }
     async fn get_draft(&self, id: DraftId) -> StoreResult<Option<Draft>> {
         self.inner.get_draft(id).await

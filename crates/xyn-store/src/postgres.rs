@@ -55,10 +55,11 @@ use crate::sqlite::rows::{
     json_text, opt_json_text, ts,
 };
 use crate::{
-    ArtifactQuery, BlueprintRunCount, Checkpoint, CheckpointSigner, Claim, Claimed, DAY_MICROS,
-    DraftWrite, EventQuery, FootprintDay, FootprintQuery, FootprintRollupQuery, LoadedRun,
-    OutboxLag, OutboxRange, Page, PruneReport, QueueStats, QueueWrite, RunQuery, RunWrite, Signal,
-    SingletonGuard, StepWrite, Store, StoreError, StoreResult, StoreStats, WriteBatch,
+    ArtifactQuery, BlueprintRunCount, BlueprintTrigger, Checkpoint, CheckpointSigner, Claim,
+    Claimed, DAY_MICROS, DraftWrite, EventQuery, FootprintDay, FootprintQuery,
+    FootprintRollupQuery, LoadedRun, OutboxLag, OutboxRange, Page, PruneReport, QueueStats,
+    QueueWrite, RunQuery, RunWrite, Signal, SingletonGuard, StepWrite, Store, StoreError,
+    StoreResult, StoreStats, WriteBatch,
 };
 use columns::*;
 use listen::*;
@@ -709,6 +710,11 @@ impl Store for PgStore {
     async fn blueprint_run_counts(&self) -> StoreResult<Vec<BlueprintRunCount>> {
         let rows = self.query(query::BLUEPRINT_RUN_COUNTS, &[]).await?;
         map_rows(&rows, query::blueprint_run_count)
+    }
+
+    async fn blueprint_triggers(&self) -> StoreResult<Vec<BlueprintTrigger>> {
+        let rows = self.query(query::BLUEPRINT_TRIGGERS, &[]).await?;
+        map_rows(&rows, query::blueprint_trigger)
     }
 
     async fn get_draft(&self, id: DraftId) -> StoreResult<Option<Draft>> {

@@ -30,10 +30,11 @@ use xyn_core::run::{Run, Step};
 use xyn_core::{ArtifactId, DraftId, EventId, IdPattern, RunId, Timestamp};
 
 use crate::{
-    ArtifactQuery, BlueprintRunCount, Checkpoint, CheckpointSigner, Claim, Claimed, DAY_MICROS,
-    DraftWrite, EventQuery, FootprintDay, FootprintQuery, FootprintRollupQuery, LoadedRun,
-    OutboxLag, OutboxRange, Page, PruneReport, QueueStats, QueueWrite, RunQuery, RunWrite, Signal,
-    SingletonGuard, StepWrite, Store, StoreError, StoreResult, StoreStats, WriteBatch,
+    ArtifactQuery, BlueprintRunCount, BlueprintTrigger, Checkpoint, CheckpointSigner, Claim,
+    Claimed, DAY_MICROS, DraftWrite, EventQuery, FootprintDay, FootprintQuery,
+    FootprintRollupQuery, LoadedRun, OutboxLag, OutboxRange, Page, PruneReport, QueueStats,
+    QueueWrite, RunQuery, RunWrite, Signal, SingletonGuard, StepWrite, Store, StoreError,
+    StoreResult, StoreStats, WriteBatch,
 };
 use query::*;
 use rows::*;
@@ -649,6 +650,10 @@ impl Store for SqliteStore {
 
     async fn blueprint_run_counts(&self) -> StoreResult<Vec<BlueprintRunCount>> {
         self.read(query::blueprint_run_counts).await
+    }
+
+    async fn blueprint_triggers(&self) -> StoreResult<Vec<BlueprintTrigger>> {
+        self.read(query::blueprint_triggers).await
     }
 
     async fn get_draft(&self, id: DraftId) -> StoreResult<Option<Draft>> {

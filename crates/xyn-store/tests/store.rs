@@ -260,14 +260,14 @@ async fn the_migration_marks_runs_held_at_a_gate_waiting() {
         .unwrap();
         s.close();
     }
-    // Back to how a database at version 4 looked (before the run counts of version 7 and the
-    // daily footprint totals of version 8).
+    // Back to how a database at version 4 looked (before the run counts of version 7, the
+    // daily footprint totals of version 8 and the trigger switches of version 9).
     sql(
         dir.path(),
         "DROP TRIGGER runs_count_insert; DROP TRIGGER runs_count_update; \
          DROP TRIGGER runs_count_delete; DROP TABLE blueprint_run_counts; \
          DROP TRIGGER footprints_days_insert; DROP TRIGGER footprints_days_delete; \
-         DROP TABLE footprint_days; PRAGMA user_version = 4",
+         DROP TABLE footprint_days; DROP TABLE blueprint_triggers; PRAGMA user_version = 4",
     );
     // Version 8 adds up the footprints already there.
     let days = s_days(dir.path()).await;

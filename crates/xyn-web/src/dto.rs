@@ -306,6 +306,9 @@ pub struct BlueprintDto {
     #[schema(value_type = Object)]
     pub definition: Value,
     pub source: String,
+    /// Whether the blueprint's trigger starts runs (`POST /api/v1/blueprints/{id}/disable`
+    /// switches it off; runs asked for by hand start either way).
+    pub enabled: bool,
 }
 
 impl From<BlueprintVersion> for BlueprintDto {
@@ -320,6 +323,7 @@ impl From<BlueprintVersion> for BlueprintDto {
             origin: b.origin,
             definition: b.definition,
             source: b.source,
+            enabled: true,
         }
     }
 }

@@ -49,6 +49,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(blueprints::validate))
         .routes(routes!(blueprints::get_one))
         .routes(routes!(blueprints::versions))
+        .routes(routes!(blueprints::disable))
+        .routes(routes!(blueprints::enable))
         .routes(routes!(drafts::list, drafts::create))
         .routes(routes!(drafts::get_one, drafts::update))
         .routes(routes!(drafts::validate))

@@ -55,7 +55,9 @@ pub fn syntax_line(text: &str, message: &str) -> Option<usize> {
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
     let skipped = &text[..text.len() - trimmed.len()];
     let line = n + skipped.matches('\n').count();
-    (line <= text.lines().count().max(1)).then_some(line)
+    // An error at the end of the text is on the (empty) line after its last newline, which an
+    // editor shows too.
+    (line <= text.split('\n').count()).then_some(line)
 }
 
 /// The first line of every node of the first document, by its path.
@@ -316,6 +318,7 @@ outputs: [{name: message, value: x}]
         assert_eq!(syntax_line("\n\na\nb", "bad (line 2, column 1)"), Some(4));
         assert_eq!(syntax_line("a", "bad (line 0, column 1)"), None);
         assert_eq!(syntax_line("a", "bad (line 9, column 1)"), None);
+        assert_eq!(syntax_line("a: [\n", "bad (line 2, column 1)"), Some(2));
         assert_eq!(syntax_line("a", "no position"), None);
     }
 

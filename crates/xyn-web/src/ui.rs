@@ -20,6 +20,7 @@ mod rerun;
 mod run_stats;
 mod runs;
 mod search;
+mod secrets;
 mod versions;
 
 use std::sync::OnceLock;
@@ -131,6 +132,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/footprints.html"),
     ),
     ("health.html", include_str!("../templates/health.html")),
+    ("secrets.html", include_str!("../templates/secrets.html")),
     ("search.html", include_str!("../templates/search.html")),
     ("operator.html", include_str!("../templates/operator.html")),
     ("_audit.html", include_str!("../templates/_audit.html")),
@@ -483,6 +485,7 @@ fn nav(operator: bool) -> Value {
         json!({"id": "drafts", "href": "/ui/drafts", "label": "Drafts"}),
         json!({"id": "artifacts", "href": "/ui/artifacts", "label": "Artifacts"}),
         json!({"id": "footprints", "href": "/ui/footprints", "label": "Footprints"}),
+        json!({"id": "secrets", "href": "/ui/secrets", "label": "Secrets"}),
         json!({"id": "health", "href": "/ui/health", "label": "Health"}),
     ];
     if operator {
@@ -590,6 +593,10 @@ pub fn router() -> Router<AppState> {
         .route("/ui/blueprints/{blueprint_id}", get(blueprints::detail))
         .route("/ui/blueprints/{blueprint_id}/diff", get(versions::diff))
         .route(
+            "/ui/blueprints/{blueprint_id}/trigger",
+            post(blueprints::switch_trigger),
+        )
+        .route(
             "/ui/drafts",
             get(blueprints::drafts).post(blueprints::create_draft),
         )
@@ -603,6 +610,7 @@ pub fn router() -> Router<AppState> {
             get(blueprints::draft).post(blueprints::draft_op),
         )
         .route("/ui/search", get(search::page))
+        .route("/ui/secrets", get(secrets::page).post(secrets::change))
         .route("/ui/footprints", get(footprints::page))
         .route("/ui/health", get(health::health))
         .route("/ui/operator", get(health::operator))

@@ -333,6 +333,21 @@ pub enum BlueprintCmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Switch a blueprint's trigger off: its events, NATS messages and cron slots start no
+    /// runs until it is enabled again (`run start` still starts one by hand).
+    Disable {
+        /// The blueprint's id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Switch a blueprint's trigger back on (cron slots missed while it was off do not fire).
+    Enable {
+        /// The blueprint's id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Show one blueprint version.
     Show {
         /// The blueprint's id.
@@ -709,6 +724,8 @@ async fn blueprint(cmd: BlueprintCmd) -> Result<ExitCode> {
             let v = c.get("/api/v1/blueprints", &[]).await?;
             output::print(&remote, &v, output::blueprint_table)
         }
+        BlueprintCmd::Disable { id, remote } => switch_trigger(&id, "disable", &remote).await,
+        BlueprintCmd::Enable { id, remote } => switch_trigger(&id, "enable", &remote).await,
         BlueprintCmd::Show {
             id,
             version,
@@ -725,6 +742,17 @@ async fn blueprint(cmd: BlueprintCmd) -> Result<ExitCode> {
             output::print(&remote, &v, output::blueprint_show)
         }
     }
+}
+
+async fn switch_trigger(id: &str, how: &str, remote: &Remote) -> Result<ExitCode> {
+    let c = remote.client(None)?;
+    let v = c
+        .post(
+            &format!("/api/v1/blueprints/{}/{how}", output::path_seg(id)),
+            &json!({}),
+        )
+        .await?;
+    output::print(remote, &v, output::blueprint_switched)
 }
 
 async fn run_cmd(cmd: RunCmd) -> Result<ExitCode> {

@@ -279,6 +279,15 @@ pub fn blueprint_applied(v: &Value) -> String {
     )
 }
 
+pub fn blueprint_switched(v: &Value) -> String {
+    let on = v.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+    format!(
+        "blueprint {}: trigger {}",
+        s(v, "blueprint_id"),
+        if on { "enabled" } else { "disabled" }
+    )
+}
+
 pub fn blueprint_table(v: &Value) -> String {
     let rows = items(v)
         .iter()
@@ -298,12 +307,25 @@ pub fn blueprint_table(v: &Value) -> String {
                 b["version"].to_string(),
                 s(b, "name").to_string(),
                 t,
+                if b.get("enabled").and_then(Value::as_bool) == Some(false) {
+                    "no"
+                } else {
+                    "yes"
+                }
+                .to_string(),
                 s(b, "origin").to_string(),
             ]
         })
         .collect();
     table(
-        &["blueprint_id", "version", "name", "trigger", "origin"],
+        &[
+            "blueprint_id",
+            "version",
+            "name",
+            "trigger",
+            "enabled",
+            "origin",
+        ],
         rows,
     )
 }

@@ -178,6 +178,8 @@ pub(super) struct Tables {
     pub(super) finish: Vec<String>,
     pub(super) wake: (Vec<String>, Vec<i64>),
     pub(super) notify: Vec<String>,
+    /// Trigger switches: blueprint id, enabled, changed at, changed by (in id order).
+    pub(super) triggers: (Vec<String>, Vec<bool>, Vec<i64>, Vec<String>),
 }
 
 pub(super) fn expect_list<T: Copy>(
@@ -192,6 +194,7 @@ impl Tables {
     pub(super) fn build(batches: &[&WriteBatch]) -> Self {
         let mut t = Tables::default();
         let (mut work, mut catalog) = (false, false);
+        let mut trig = Vec::new();
         // Rows are written in key order, so two processes lock rows in the same order.
         let mut run_upd: Vec<(usize, &Run, Option<String>)> = Vec::new();
         let mut step_upd: Vec<(usize, &Step, Option<String>)> = Vec::new();
@@ -204,6 +207,10 @@ impl Tables {
             }
             for v in &b.blueprint_versions {
                 t.bps.push((pos, v.clone()));
+                catalog = true;
+            }
+            for x in &b.blueprint_triggers {
+                trig.push(x);
                 catalog = true;
             }
             for d in &b.drafts {
@@ -287,6 +294,21 @@ impl Tables {
             t.steps_upd.push(pos, s, e);
         }
         t.finish.sort();
+        // In id order (stable: of one blueprint's switches the last written holds).
+        trig.sort_by(|a: &&crate::BlueprintTrigger, b| a.blueprint_id.cmp(&b.blueprint_id));
+        let mut last: Vec<&crate::BlueprintTrigger> = Vec::new();
+        for x in trig {
+            match last.last_mut() {
+                Some(l) if l.blueprint_id == x.blueprint_id => *l = x,
+                _ => last.push(x),
+            }
+        }
+        for x in last {
+            t.triggers.0.push(x.blueprint_id.clone());
+            t.triggers.1.push(x.enabled);
+            t.triggers.2.push(x.changed_at.as_micros());
+            t.triggers.3.push(x.changed_by.clone());
+        }
         if work {
             t.notify.push("work".into());
         }

@@ -93,3 +93,16 @@ pub(super) fn blueprint_run_count(r: &Row) -> StoreResult<BlueprintRunCount> {
             .map(Timestamp::from_micros),
     })
 }
+
+pub(super) const BLUEPRINT_TRIGGERS: &str = "SELECT blueprint_id, enabled, changed_at, changed_by \
+     FROM blueprint_triggers ORDER BY blueprint_id";
+
+pub(super) fn blueprint_trigger(r: &Row) -> StoreResult<BlueprintTrigger> {
+    let get = |e: tokio_postgres::Error| StoreError::Corrupt(format!("blueprint_triggers: {e}"));
+    Ok(BlueprintTrigger {
+        blueprint_id: r.try_get(0).map_err(get)?,
+        enabled: r.try_get(1).map_err(get)?,
+        changed_at: Timestamp::from_micros(r.try_get(2).map_err(get)?),
+        changed_by: r.try_get(3).map_err(get)?,
+    })
+}

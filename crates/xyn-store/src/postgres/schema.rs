@@ -382,6 +382,15 @@ SELECT occurred_at - ((occurred_at % 86400000000) + 86400000000) % 86400000000, 
        min(unit), sum(quantity), count(*)
   FROM footprints GROUP BY 1, 2;
 "#,
+    // 8: a blueprint's trigger switch (no row: enabled).
+    r#"
+CREATE TABLE blueprint_triggers (
+    blueprint_id TEXT    NOT NULL PRIMARY KEY,
+    enabled      BOOLEAN NOT NULL,
+    changed_at   BIGINT  NOT NULL,
+    changed_by   TEXT    NOT NULL
+);
+"#,
 ];
 
 /// Applies the migrations this database lacks, one process at a time (under an advisory lock).

@@ -40,6 +40,7 @@ pub(super) struct WStmts {
     pub(super) q_park: Statement,
     pub(super) q_finish: Statement,
     pub(super) q_wake: Statement,
+    pub(super) triggers: Statement,
 }
 
 pub(super) fn unnest(cols: &str, types: &[&str]) -> String {
@@ -187,6 +188,16 @@ impl WConn {
                  WHERE q.run_id = u.run_id AND q.owner IS NULL",
                 unnest("run_id, at", &["text", "bigint"])
             ),
+            format!(
+                "INSERT INTO blueprint_triggers (blueprint_id, enabled, changed_at, changed_by) \
+                 SELECT * FROM {} ON CONFLICT (blueprint_id) DO UPDATE SET \
+                 enabled = excluded.enabled, changed_at = excluded.changed_at, \
+                 changed_by = excluded.changed_by",
+                unnest(
+                    "blueprint_id, enabled, changed_at, changed_by",
+                    &["text", "boolean", "bigint", "text"]
+                )
+            ),
         ];
         let prepared = futures_util::future::try_join_all(sqls.iter().map(|s| client.prepare(s)))
             .await
@@ -217,6 +228,7 @@ impl WConn {
             q_park: next()?,
             q_finish: next()?,
             q_wake: next()?,
+            triggers: next()?,
         };
         Ok(Self { client, st, task })
     }
@@ -634,6 +646,14 @@ pub(super) async fn attempt_inner(
         futs.push((
             K::Bps,
             Box::pin(async move { c.query(&st.blueprints, &p).await.map(Out::Rows) }),
+        ));
+    }
+    if !t.triggers.0.is_empty() {
+        let x = &t.triggers;
+        let p: Vec<&(dyn ToSql + Sync)> = vec![&x.0, &x.1, &x.2, &x.3];
+        futs.push((
+            K::Rows,
+            Box::pin(async move { c.execute(&st.triggers, &p).await.map(Out::Count) }),
         ));
     }
     if !d.is_empty() {

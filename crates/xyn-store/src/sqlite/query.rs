@@ -106,3 +106,22 @@ pub(super) fn blueprint_run_counts(conn: &Connection) -> StoreResult<Vec<Bluepri
         },
     )
 }
+
+/// Every blueprint's trigger switch that was ever set.
+pub(super) fn blueprint_triggers(conn: &Connection) -> StoreResult<Vec<BlueprintTrigger>> {
+    collect(
+        conn,
+        "SELECT blueprint_id, enabled, changed_at, changed_by FROM blueprint_triggers \
+         ORDER BY blueprint_id",
+        vec![],
+        |r| {
+            let get = |e: rusqlite::Error| StoreError::Corrupt(format!("blueprint_triggers: {e}"));
+            Ok(BlueprintTrigger {
+                blueprint_id: r.get(0).map_err(get)?,
+                enabled: r.get(1).map_err(get)?,
+                changed_at: Timestamp::from_micros(r.get(2).map_err(get)?),
+                changed_by: r.get(3).map_err(get)?,
+            })
+        },
+    )
+}

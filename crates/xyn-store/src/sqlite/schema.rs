@@ -354,4 +354,13 @@ SELECT occurred_at - ((occurred_at % 86400000000) + 86400000000) % 86400000000 A
        min(unit), sum(quantity), count(*)
   FROM footprints GROUP BY d, metric;
 "#,
+    // 9: a blueprint's trigger switch (no row: enabled).
+    r#"
+CREATE TABLE blueprint_triggers (
+    blueprint_id TEXT    NOT NULL PRIMARY KEY,
+    enabled      INTEGER NOT NULL,
+    changed_at   INTEGER NOT NULL,
+    changed_by   TEXT    NOT NULL
+) WITHOUT ROWID;
+"#,
 ];

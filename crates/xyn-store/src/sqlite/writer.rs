@@ -139,7 +139,7 @@ pub(super) struct SignalFlags {
 
 impl SignalFlags {
     fn note(&mut self, b: &WriteBatch) {
-        self.catalog |= !b.blueprint_versions.is_empty();
+        self.catalog |= !b.blueprint_versions.is_empty() || !b.blueprint_triggers.is_empty();
         for q in &b.queue {
             match q {
                 QueueWrite::Enqueue { owner: None, .. }
@@ -257,6 +257,23 @@ pub(super) fn apply(
     now: i64,
 ) -> StoreResult<Vec<StoredEvent>> {
     apply_queue(tx, &b.queue, now)?;
+    for t in &b.blueprint_triggers {
+        tx.prepare_cached(
+            "INSERT INTO blueprint_triggers (blueprint_id, enabled, changed_at, changed_by) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (blueprint_id) DO UPDATE SET \
+             enabled = excluded.enabled, changed_at = excluded.changed_at, \
+             changed_by = excluded.changed_by",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                t.blueprint_id,
+                t.enabled,
+                t.changed_at.as_micros(),
+                t.changed_by
+            ])
+        })
+        .map_err(sql_err)?;
+    }
     for f in &b.cron_fires {
         tx.prepare_cached(
             "INSERT INTO cron_fires (blueprint_id, slot, fired_at) VALUES (?1, ?2, ?3)",

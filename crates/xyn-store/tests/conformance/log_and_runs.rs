@@ -515,6 +515,60 @@ pub async fn blueprint_versions(s: Arc<dyn Store>) {
     );
 }
 
+pub async fn blueprint_triggers_switch_and_wake_the_catalog(s: Arc<dyn Store>) {
+    let sw = |id: &str, enabled: bool, at: i64| xyn_store::BlueprintTrigger {
+        blueprint_id: id.into(),
+        enabled,
+        changed_at: ts(at),
+        changed_by: format!("user:{at}"),
+    };
+    assert!(s.blueprint_triggers().await.unwrap().is_empty());
+    let mut rx = s.subscribe();
+    s.commit(WriteBatch {
+        blueprint_triggers: vec![sw("bp.b", false, 1)],
+        events: vec![event("xyn.blueprint.trigger.disabled", None)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Ok(Signal::Catalog)) => break,
+            Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            other => panic!("a trigger switch wakes the catalog: {other:?}"),
+        }
+    }
+    // Concurrent switches of different blueprints (one commit group), then one replaced.
+    let (a, c) = tokio::join!(
+        s.commit(WriteBatch {
+            blueprint_triggers: vec![sw("bp.a", false, 2)],
+            ..Default::default()
+        }),
+        s.commit(WriteBatch {
+            blueprint_triggers: vec![sw("bp.c", false, 2)],
+            ..Default::default()
+        })
+    );
+    a.unwrap();
+    c.unwrap();
+    // Two switches of one blueprint in one batch: the later one holds.
+    s.commit(WriteBatch {
+        blueprint_triggers: vec![sw("bp.a", false, 3), sw("bp.a", true, 4)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.blueprint_triggers().await.unwrap(),
+        vec![
+            sw("bp.a", true, 4),
+            sw("bp.b", false, 1),
+            sw("bp.c", false, 2)
+        ]
+    );
+}
+
 pub async fn drafts_revise_with_a_precondition(s: Arc<dyn Store>) {
     let d = Draft {
         draft_id: DraftId(id()),

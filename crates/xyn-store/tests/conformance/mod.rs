@@ -115,6 +115,7 @@ macro_rules! conformance_suite {
             check!(pages_are_stable_under_concurrent_inserts);
             check!(event_filters);
             check!(blueprint_versions);
+            check!(blueprint_triggers_switch_and_wake_the_catalog);
             check!(drafts_revise_with_a_precondition);
             check!(a_cron_slot_fires_once);
             check!(footprints_artifacts_and_unfinished_runs);

@@ -67,7 +67,7 @@ pub struct SecretPutRequest {
     pub value: String,
 }
 
-fn allowed(who: &Principal, path: &SecretPath) -> Result<(), XynError> {
+pub(crate) fn allowed(who: &Principal, path: &SecretPath) -> Result<(), XynError> {
     match path.scope() {
         Scope::Team { .. } => Ok(()),
         Scope::System { .. } if who.is_operator() => Ok(()),

@@ -18,13 +18,18 @@ use crate::source_lines::{syntax_line, with_lines};
 
 /// `GET /ui/blueprints`.
 pub async fn page(State(s): State<AppState>, ui: Ui) -> UiResult<Html<String>> {
+    let off = crate::routes::blueprints::disabled(&s).await?;
     let heads: Vec<BlueprintDto> = s
         .node
         .store()
         .blueprint_heads()
         .await?
         .into_iter()
-        .map(Into::into)
+        .map(|b| {
+            let mut d = BlueprintDto::from(b);
+            d.enabled = !off.contains(&d.blueprint_id);
+            d
+        })
         .collect();
     let stats = run_stats::by_blueprint(&s.node.store().blueprint_run_counts().await?);
     ui.page(
@@ -60,12 +65,43 @@ pub async fn detail(
     let stats = run_stats::by_blueprint(&s.node.store().blueprint_run_counts().await?)
         .remove(&id)
         .unwrap_or_default();
+    let mut dto = BlueprintDto::from(b);
+    dto.enabled = !crate::routes::blueprints::disabled(&s).await?.contains(&id);
     ui.page(
         "blueprint.html",
         "blueprints",
-        json!({"b": BlueprintDto::from(b), "versions": versions,
+        json!({"b": dto, "versions": versions,
             "diagram": diagram, "compare": compare, "stats": stats}),
     )
+}
+
+#[derive(Deserialize)]
+pub struct TriggerForm {
+    /// `enable` or `disable`.
+    op: String,
+}
+
+/// `POST /ui/blueprints/{blueprint_id}/trigger`: switches the trigger on or off, then shows
+/// the blueprint again.
+pub async fn switch_trigger(
+    State(s): State<AppState>,
+    ui: Ui,
+    Path(id): Path<String>,
+    Form(f): Form<TriggerForm>,
+) -> UiResult<Response> {
+    let on = match f.op.as_str() {
+        "enable" => true,
+        "disable" => false,
+        _ => {
+            return Err(XynError::bad_request(
+                codes::REQUEST_INVALID,
+                "op must be enable or disable",
+            )
+            .into());
+        }
+    };
+    s.node.set_trigger_enabled(&id, on, &ui.actor()).await?;
+    Ok(ui.redirect(&format!("/ui/blueprints/{}", crate::path_segment(&id))))
 }
 
 #[derive(Deserialize, Default)]

@@ -21,6 +21,7 @@ const PAGES = [
   ['draft-new', '/ui/drafts/new', 'New draft'],
   ['artifacts', '/ui/artifacts', 'Artifacts'],
   ['footprints', '/ui/footprints', 'Footprints'],
+  ['secrets', '/ui/secrets', 'Secrets'],
   ['health', '/ui/health', 'Health'],
   ['operator', '/ui/operator', 'Operator view'],
   ['search', '/ui/search?q=web-1', 'Search'],
@@ -527,6 +528,59 @@ await check('the blueprint page draws the plan, counts the runs and diffs two ve
   const darkFill = await phone.locator('[data-testid=plan-node][data-kind=transform] .pd-shape').first().evaluate((e) => getComputedStyle(e).fill);
   expect(luminance(darkFill) < 0.1, `a step box in dark mode: ${darkFill}`);
   await phone.close();
+});
+
+await check('a blueprint\'s trigger is switched off and on from its page', async () => {
+  await main.goto(BASE + '/ui/blueprints/bp.ui.md');
+  expect(await main.locator('[data-testid=blueprint-disabled]').count() === 0, 'enabled at first');
+  const toggle = main.locator('[data-testid=blueprint-trigger-toggle]');
+  expect((await toggle.textContent()).includes('Disable'), 'offers to disable');
+  await toggle.click();
+  await main.locator('[data-testid=blueprint-disabled]').waitFor();
+  expect((await main.locator('[data-testid=blueprint-trigger-toggle]').textContent()).includes('Enable'), 'offers to enable');
+  const api = await main.evaluate(async () => (await (await fetch('/api/v1/blueprints/bp.ui.md')).json()).enabled);
+  expect(api === false, `the API agrees: ${api}`);
+  await main.goto(BASE + '/ui/blueprints');
+  const row = main.locator('[data-testid=blueprint-row]').filter({ hasText: 'bp.ui.md' });
+  expect(await row.locator('[data-testid=blueprint-disabled]').count() === 1, 'the list marks it off');
+  // A post without the form's CSRF token is refused and changes nothing.
+  const forged = await main.request.post(`${BASE}/ui/blueprints/bp.ui.md/trigger`, { form: { op: 'enable' } });
+  expect(forged.status() === 403, `no CSRF token: ${forged.status()}`);
+  await main.goto(BASE + '/ui/blueprints/bp.ui.md');
+  await main.click('[data-testid=blueprint-trigger-toggle]');
+  await main.waitForFunction(() => !document.querySelector('[data-testid=blueprint-disabled]'));
+});
+
+await check('secrets are set and removed from their page, and no value ever comes back', async () => {
+  const value = 'ui-secret-value-7f3a9c';
+  await main.goto(BASE + '/ui/secrets');
+  await main.fill('[data-testid=secret-path]', 'team/ui/token');
+  await main.fill('[data-testid=secret-value]', value);
+  await main.click('[data-testid=secret-save]');
+  await main.locator('[data-testid=flash]').waitFor();
+  const row = main.locator('[data-testid=secret-row][data-path="team/ui/token"]');
+  expect((await row.textContent()).includes('v1'), 'the new secret is listed at version 1');
+  expect(!(await main.content()).includes(value), 'the page shows the value');
+  // A path outside the store's namespaces: the message, the path kept, the value not.
+  allowErrors('/ui/secrets');
+  await main.fill('[data-testid=secret-path]', 'nope/x');
+  await main.fill('[data-testid=secret-value]', value);
+  const [refused] = await Promise.all([
+    main.waitForResponse((r) => r.url().endsWith('/ui/secrets') && r.request().method() === 'POST'),
+    main.click('[data-testid=secret-save]'),
+  ]);
+  expect(refused.status() === 422, `a bad path: ${refused.status()}`);
+  await main.locator('[data-testid=secret-error]').waitFor();
+  expect((await main.inputValue('[data-testid=secret-path]')) === 'nope/x', 'the path is kept');
+  expect((await main.inputValue('[data-testid=secret-value]')) === '', 'the value is not sent back');
+  expect(!(await main.content()).includes(value), 'the refusal shows the value');
+  // The API agrees, and gives metadata only.
+  const api = await main.evaluate(async () => JSON.stringify(await (await fetch('/api/v1/secrets?prefix=team/ui/')).json()));
+  expect(api.includes('team/ui/token') && !api.includes(value), `the API list: ${api}`);
+  await main.goto(BASE + '/ui/secrets');
+  await main.locator('[data-testid=secret-row][data-path="team/ui/token"] [data-testid=secret-remove]').click();
+  await main.locator('[data-testid=flash]').waitFor();
+  expect(await main.locator('[data-testid=secret-row][data-path="team/ui/token"]').count() === 0, 'removed');
 });
 
 await check('dark mode follows the system, on every page, with screenshots', async () => {

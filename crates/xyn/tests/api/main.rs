@@ -113,6 +113,8 @@ async fn health_and_the_openapi_document_cover_every_route() {
         "POST /api/v1/blueprints/validate",
         "GET /api/v1/blueprints/{blueprint_id}",
         "GET /api/v1/blueprints/{blueprint_id}/versions",
+        "POST /api/v1/blueprints/{blueprint_id}/disable",
+        "POST /api/v1/blueprints/{blueprint_id}/enable",
         "GET /api/v1/drafts",
         "POST /api/v1/drafts",
         "GET /api/v1/drafts/{draft_id}",

@@ -357,7 +357,7 @@ async fn blueprints_apply_validate_versions_and_pages() {
             .starts_with('$')
     );
     // Each issue carries the line of the text where its node starts.
-    let bad_url = FLOW_BP.replacen("plan:", "inputs:\n  n: {type: integr}\nplan:", 1);
+    let bad_url = FLOW_BP.replacen("plan:", "inputs:\n  - name: n\n    type: integr\nplan:", 1);
     let v = post(
         &node,
         "/api/v1/blueprints/validate",
@@ -366,7 +366,11 @@ async fn blueprints_apply_validate_versions_and_pages() {
     .await;
     assert_eq!(v.body["valid"].as_bool(), Some(false), "{}", v.text);
     let issue = &v.body["issues"][0];
-    let want = bad_url.lines().position(|l| l.contains("integr}")).unwrap() + 1;
+    let want = bad_url
+        .lines()
+        .position(|l| l.contains("type: integr"))
+        .unwrap()
+        + 1;
     assert_eq!(issue["line"].as_u64(), Some(want as u64), "{}", v.text);
     let v = post(
         &node,
@@ -571,4 +575,123 @@ async fn drafts_create_revise_validate_promote() {
     let (drafts, pages) = all_pages(&node, "/api/v1/drafts", 2).await;
     assert_eq!((drafts.len(), pages), (5, 3));
     assert_eq!(drafts[0]["name"], "d3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blueprint_trigger_switches_off_and_on() {
+    let node = Node::builder().blueprint("flow.yaml", FLOW_BP).start();
+    let b = get(&node, "/api/v1/blueprints/bp.t.flow").await;
+    assert_eq!(b.body["enabled"], true, "{}", b.text);
+    err(
+        &post(&node, "/api/v1/blueprints/bp.t.nope/disable", json!({})).await,
+        404,
+        "blueprint.not_found",
+    );
+
+    let off = post(&node, "/api/v1/blueprints/bp.t.flow/disable", json!({})).await;
+    assert_eq!(
+        (off.status, &off.body["enabled"]),
+        (200, &json!(false)),
+        "{}",
+        off.text
+    );
+    assert_eq!(off.body["version"], 1);
+    // Idempotent: switching it off again writes nothing more.
+    let again = post(&node, "/api/v1/blueprints/bp.t.flow/disable", json!({})).await;
+    assert_eq!(again.body["enabled"], false);
+    let listed = get(&node, "/api/v1/blueprints").await;
+    assert_eq!(listed.body["items"][0]["enabled"], false, "{}", listed.text);
+    assert_eq!(
+        get(&node, "/api/v1/blueprints/bp.t.flow/versions")
+            .await
+            .body["items"][0]["enabled"],
+        false
+    );
+    // A new version keeps the switch.
+    let v2 = post(
+        &node,
+        "/api/v1/blueprints",
+        json!({"definition": FLOW_BP.replace("expr: '5'", "expr: '6'")}),
+    )
+    .await;
+    assert_eq!(
+        (v2.status, &v2.body["enabled"]),
+        (201, &json!(false)),
+        "{}",
+        v2.text
+    );
+
+    // Off: the event is recorded, no run starts; a run asked for by hand still starts.
+    let ignored = node.emit("demo.flow", json!({"n": 1})).await;
+    let by_hand = post(
+        &node,
+        "/api/v1/runs",
+        json!({"blueprint_ref": "bp.t.flow", "inputs": {}}),
+    )
+    .await;
+    assert_eq!(by_hand.status, 201, "{}", by_hand.text);
+
+    // On again: the next event starts a run (events are matched in order, so once it has
+    // started the ignored one had its turn).
+    let on = post(&node, "/api/v1/blueprints/bp.t.flow/enable", json!({})).await;
+    assert_eq!(
+        (on.status, &on.body["enabled"]),
+        (200, &json!(true)),
+        "{}",
+        on.text
+    );
+    let counted = node.emit("demo.flow", json!({"n": 2})).await;
+    let runs = node
+        .until(10, "the run of the second event", || async {
+            let runs = node.runs_of("bp.t.flow").await;
+            runs.iter()
+                .any(|r| r["trigger_event_id"] == counted["event_id"])
+                .then_some(json!(runs))
+        })
+        .await;
+    let triggers: Vec<&Value> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["trigger_event_id"])
+        .collect();
+    assert_eq!(triggers.len(), 2, "{runs}");
+    assert!(
+        !triggers.contains(&&ignored["event_id"]),
+        "the event sent while the trigger was off started a run: {runs}"
+    );
+
+    // Each switch is in the audit trail, with who did it.
+    let audit = get(&node, "/api/v1/events?event_name=xyn.blueprint.trigger.*").await;
+    let names: Vec<&str> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "xyn.blueprint.trigger.enabled",
+            "xyn.blueprint.trigger.disabled"
+        ],
+        "{}",
+        audit.text
+    );
+
+    // The CLI: disable, the ENABLED column, enable.
+    let (code, out, e) = node.cli(&["blueprint", "disable", "bp.t.flow"]);
+    assert_eq!(code, 0, "{out}{e}");
+    assert!(out.contains("trigger disabled"), "{out}");
+    let (_, table, _) = node.cli(&["blueprint", "list"]);
+    let row = table.lines().find(|l| l.contains("bp.t.flow")).unwrap();
+    assert!(table.contains("ENABLED") && row.contains(" no "), "{table}");
+    let (code, out, _) = node.cli(&["blueprint", "enable", "bp.t.flow"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "blueprint bp.t.flow: trigger enabled")
+    );
+    let (code, _, e) = node.cli(&["blueprint", "enable", "bp.t.nope"]);
+    assert_ne!(code, 0);
+    assert!(e.contains("blueprint.not_found"), "{e}");
 }
