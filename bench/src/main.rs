@@ -251,8 +251,11 @@ async fn main() -> Result<()> {
     );
     let node = start_node(&a.xyn)?;
     let pid = node.child.id();
+    // Pooled connections are dropped before the node's idle timeout (60 s) closes them, so a
+    // request after a long wrk phase never lands on a connection the node already closed.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(a.clients)
+        .pool_idle_timeout(std::time::Duration::from_secs(20))
         .build()?;
     let url = node.url.clone();
     println!("node {url} pid {pid} data {}", node.dir.path().display());

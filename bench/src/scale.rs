@@ -542,8 +542,11 @@ async fn main() -> Result<()> {
         "{} not found: cargo build --release -p xyn",
         a.xyn.display()
     );
+    // Pooled connections are dropped before the node's idle timeout (60 s) closes them, so a
+    // request after a long wrk phase never lands on a connection the node already closed.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(a.clients)
+        .pool_idle_timeout(std::time::Duration::from_secs(20))
         .build()?;
 
     if std::env::var("XYN_BENCH_ONLY").as_deref() == Ok("claims") {

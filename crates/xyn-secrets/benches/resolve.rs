@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used)]
-//! Secret resolution cost per step: one warm read of a secret from the encrypted local store
-//! on SQLite (row read, data-key unwrap, value decrypt), and from the environment backend.
+//! Secret resolution cost per step: a warm read of a secret from the encrypted local store on
+//! SQLite (served from the resolve cache, which any write through the node empties), the same
+//! read with the cache off (row read, data-key unwrap, value decrypt: the baseline), and the
+//! environment backend.
 //! `cargo bench -p xyn-secrets --bench resolve`
 
 use std::sync::Arc;
@@ -30,7 +32,8 @@ fn resolve(c: &mut Criterion) {
         env_path.env_var(),
         "sk-env-0123456789".to_string(),
     )]));
-    let secrets = Secrets::new(local.clone(), env);
+    let secrets = Secrets::new(local.clone(), env.clone());
+    let uncached = Secrets::with_cache_ttl(local.clone(), env, std::time::Duration::ZERO);
     rt.block_on(async {
         for i in 0..20 {
             let p = SecretPath::parse(&format!("team/bench/s{i}")).unwrap();
@@ -58,6 +61,10 @@ fn resolve(c: &mut Criterion) {
     g.bench_function("local_sqlite_warm", |b| {
         b.to_async(&rt)
             .iter(|| async { secrets.resolve(&path).await.unwrap().unwrap() })
+    });
+    g.bench_function("local_sqlite_uncached", |b| {
+        b.to_async(&rt)
+            .iter(|| async { uncached.resolve(&path).await.unwrap().unwrap() })
     });
     g.bench_function("env_fallback", |b| {
         b.to_async(&rt)
