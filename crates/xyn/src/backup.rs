@@ -6,7 +6,10 @@
 //! writing), then copies the rest of the data dir: artifact blobs (content-addressed and
 //! written before the commit that references them, so every blob the snapshot names is
 //! there), installed packs and actions, keys, the trust store, the cursor key. The lock file,
-//! the WAL and interrupted pack installs are left out. A `backup.json` lists every file with
+//! the WAL and interrupted pack installs are left out, and so is the secret store's key file
+//! (`secrets.key`) unless asked for: the database holds secrets encrypted, so a backup without
+//! the key carries them as ciphertext only (the key is kept apart and put back by hand; a store
+//! locked by a passphrase has no key file and opens with the same passphrase). A `backup.json` lists every file with
 //! its sha256; restore checks them, copies into an empty data dir and verifies the event
 //! chain before it says yes.
 #![allow(clippy::print_stdout)]
@@ -75,8 +78,8 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `xyn backup --data-dir D --to DIR`.
-pub fn backup(data_dir: &Path, to: &Path) -> Result<ExitCode> {
+/// `xyn backup --data-dir D --to DIR [--with-secret-key]`.
+pub fn backup(data_dir: &Path, to: &Path, with_secret_key: bool) -> Result<ExitCode> {
     let db = data_dir.join(DB);
     if !db.is_file() {
         bail!(
@@ -115,11 +118,18 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<ExitCode> {
         .unwrap_or((0, None))
     };
     drop(conn);
+    let key_file = xyn_secrets::local::KEY_FILE;
+    let has_key = data_dir.join(key_file).is_file();
     for rel in files_under(data_dir)? {
-        if !skip(&rel) {
+        if !skip(&rel) && (rel != key_file || with_secret_key) {
             copy_file(&data_dir.join(&rel), &to.join(&rel))?;
         }
     }
+    let secret_key = match (has_key, with_secret_key) {
+        (false, _) => "none",
+        (true, true) => "included",
+        (true, false) => "left out",
+    };
     let mut files = Vec::new();
     for rel in files_under(to)? {
         if rel != MANIFEST {
@@ -133,6 +143,7 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<ExitCode> {
         "taken_at": chrono::Utc::now().to_rfc3339(),
         "events": events,
         "chain_head": head,
+        "secret_key": secret_key,
         "files": files,
     });
     std::fs::write(to.join(MANIFEST), serde_json::to_vec_pretty(&manifest)?)?;
@@ -143,6 +154,14 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<ExitCode> {
         files.len(),
         started.elapsed().as_secs_f64()
     );
+    if secret_key == "left out" {
+        println!(
+            "the secret store's key file ({key_file}) was left out: the backup holds secrets as \
+             ciphertext only. Keep {} apart; copy it into the restored data dir before starting \
+             the node (or back up with --with-secret-key)",
+            data_dir.join(key_file).display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -216,5 +235,13 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<ExitCode> {
         data_dir.display(),
         data_dir.display()
     );
+    if manifest["secret_key"] == "left out" {
+        println!(
+            "the backup carries secrets as ciphertext only: copy the original node's {} into {} \
+             before starting it (until then, reading a secret fails with secret.key_file_missing)",
+            xyn_secrets::local::KEY_FILE,
+            data_dir.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -116,6 +116,10 @@ pub enum Command {
         /// A new (or empty) directory for the backup.
         #[arg(long)]
         to: PathBuf,
+        /// Copy the secret store's key file (secrets.key) too. Without it the backup holds
+        /// secrets as ciphertext only, and the key is put back by hand after a restore.
+        #[arg(long)]
+        with_secret_key: bool,
     },
     /// Restore a backup into a new data directory (checksums and database integrity are
     /// checked first; nothing is written when they fail).
@@ -617,7 +621,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Key(cmd) => crate::pack_cmd::key(cmd),
         Command::Trust(cmd) => crate::pack_cmd::trust(cmd),
         Command::Pack(cmd) => crate::pack_cmd::pack(cmd),
-        Command::Backup { data_dir, to } => crate::backup::backup(&data_dir, &to),
+        Command::Backup {
+            data_dir,
+            to,
+            with_secret_key,
+        } => crate::backup::backup(&data_dir, &to, with_secret_key),
         Command::Restore { from, data_dir } => crate::backup::restore(&from, &data_dir),
         Command::Spec(cmd) => crate::spec_cmd::spec(cmd),
         Command::Secret(cmd) => crate::secret_cmd::run(cmd),

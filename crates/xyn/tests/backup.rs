@@ -209,3 +209,73 @@ fn support_copy(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A backup carries the secret store as ciphertext only unless the key file is asked for: the
+/// value is nowhere in it, the restored node cannot read the secret until the key is put back,
+/// and `--with-secret-key` restores a node that reads it at once.
+#[test]
+fn a_backup_holds_secrets_as_ciphertext_unless_the_key_is_asked_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let value = "backup-secret-value-91c2e0";
+    let (c, out, err) = xyn(&["secret", "set", "team/ops/db", value, "--data-dir", d]);
+    assert_eq!(c, 0, "{out}{err}");
+    let key = std::fs::read(data.join("secrets.key")).unwrap();
+
+    let bare = tmp.path().join("bare");
+    let (c, out, err) = xyn(&["backup", "--data-dir", d, "--to", bare.to_str().unwrap()]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("ciphertext only"), "{out}");
+    assert!(!bare.join("secrets.key").exists());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bare.join("backup.json")).unwrap()).unwrap();
+    assert_eq!(manifest["secret_key"], "left out");
+    for f in std::fs::read_dir(&bare).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains(value));
+    }
+    let restored = tmp.path().join("restored");
+    let r = restored.to_str().unwrap();
+    let (c, out, err) = xyn(&["restore", bare.to_str().unwrap(), "--data-dir", r]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(out.contains("secrets.key"), "{out}");
+    let (c, out, err) = xyn(&["secret", "get", "team/ops/db", "--data-dir", r]);
+    assert_ne!(c, 0, "{out}");
+    assert!(err.contains("secret.key_file_missing"), "{err}");
+    assert!(
+        !restored.join("secrets.key").exists(),
+        "a failed read creates no key"
+    );
+    // The key put back by hand: the secret reads again.
+    std::fs::write(restored.join("secrets.key"), &key).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            restored.join("secrets.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    let (c, out, err) = xyn(&["secret", "get", "team/ops/db", "--data-dir", r]);
+    assert_eq!((c, out.trim()), (0, value), "{err}");
+
+    let full = tmp.path().join("full");
+    let (c, out, err) = xyn(&[
+        "backup",
+        "--data-dir",
+        d,
+        "--to",
+        full.to_str().unwrap(),
+        "--with-secret-key",
+    ]);
+    assert_eq!(c, 0, "{out}{err}");
+    assert!(full.join("secrets.key").exists());
+    let again = tmp.path().join("again");
+    let a = again.to_str().unwrap();
+    let (c, out, err) = xyn(&["restore", full.to_str().unwrap(), "--data-dir", a]);
+    assert_eq!(c, 0, "{out}{err}");
+    let (c, out, err) = xyn(&["secret", "get", "team/ops/db", "--data-dir", a]);
+    assert_eq!((c, out.trim()), (0, value), "{err}");
+}
