@@ -142,7 +142,7 @@ impl Provider for Anthropic {
         req: &ChatRequest,
         timeout: Duration,
     ) -> Result<ChatResponse, AgentError> {
-        let key = self.config.api_key.clone().ok_or_else(|| {
+        let key = req.api_key.clone().or_else(|| self.config.api_key.clone()).ok_or_else(|| {
             AgentError::new(
                 "agent.missing_key",
                 "ANTHROPIC_API_KEY is not set: export it to call anthropic, or configure a replay cassette",

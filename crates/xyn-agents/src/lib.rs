@@ -38,6 +38,10 @@ pub struct ChatRequest {
     pub json_output: bool,
     /// Provider options from the step (`base_url`, `cassette`), already rendered.
     pub options: Value,
+    /// The step's own API key (`api_key_ref`, read from the secret store), used instead of the
+    /// node's configured one. Never serialized.
+    #[serde(skip)]
+    pub api_key: Option<String>,
 }
 
 /// Why the model stopped.
@@ -282,6 +286,12 @@ impl Router {
 
     /// The provider for `name`, after node overrides.
     pub fn route(&self, name: &str) -> Result<Route, AgentError> {
+        self.route_with_key(name, false)
+    }
+
+    /// As [`Router::route`]; a step that brings its own key (`has_key`) is never sent to the
+    /// fallback cassette for want of the node's key.
+    pub fn route_with_key(&self, name: &str, has_key: bool) -> Result<Route, AgentError> {
         if let Some(f) = &self.force {
             return Ok(Route {
                 provider: f.clone(),
@@ -291,7 +301,8 @@ impl Router {
                 )),
             });
         }
-        if let (Some(var), Some(fb)) = (self.missing_keys.get(name), &self.fallback) {
+        if let (Some(var), Some(fb), false) = (self.missing_keys.get(name), &self.fallback, has_key)
+        {
             return Ok(Route {
                 provider: fb.clone(),
                 note: Some(format!(

@@ -223,7 +223,7 @@ impl Provider for OpenAi {
             .unwrap_or(&self.config.base_url)
             .to_string();
         let mut headers = Vec::new();
-        match &self.config.api_key {
+        match req.api_key.as_ref().or(self.config.api_key.as_ref()) {
             Some(k) => headers.push(("Authorization", format!("Bearer {k}"))),
             None if self.config.key_required => {
                 return Err(AgentError::new(

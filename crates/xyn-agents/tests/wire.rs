@@ -248,6 +248,47 @@ mod requests {
         assert_eq!(scoped.header("openai-project"), Some("proj_xyz"));
     }
 
+    /// A step's own key (`api_key_ref`) is sent instead of the node's, and a node without a
+    /// key of its own still calls the provider with it.
+    #[tokio::test]
+    async fn a_step_key_replaces_the_node_key() {
+        let fx = Fixture::start([
+            Reply::json(200, OPENAI_OK),
+            Reply::json(200, OPENAI_OK),
+            Reply::json(200, ANTHROPIC_TOOL_USE),
+        ])
+        .await;
+        let mut req = chat("openai", "gpt-4o-mini", "hi");
+        req.api_key = Some("sk-from-the-secret-store".into());
+        openai(&fx.url("/v1")).complete(&req, T).await.unwrap();
+        let mut keyless = openai_cfg(&fx.url("/v1"));
+        keyless.api_key = None;
+        OpenAi::new("openai", keyless, http(), 0)
+            .complete(&req, T)
+            .await
+            .unwrap();
+        let cfg = AnthropicConfig {
+            base_url: fx.url(""),
+            api_key: None,
+        };
+        let mut areq = chat("anthropic", "claude-sonnet-4-5", "hi");
+        areq.api_key = Some("sk-ant-from-the-store".into());
+        Anthropic::new(cfg, http(), 0)
+            .complete(&areq, T)
+            .await
+            .unwrap();
+        let [a, b, c] = <[_; 3]>::try_from(fx.received()).unwrap();
+        for r in [&a, &b] {
+            assert_eq!(
+                r.header("authorization"),
+                Some("Bearer sk-from-the-secret-store")
+            );
+        }
+        assert_eq!(c.header("x-api-key"), Some("sk-ant-from-the-store"));
+        // The key is never part of the serialized request.
+        assert!(!serde_json::to_string(&req).unwrap().contains("sk-from"));
+    }
+
     /// §7.2: `x-api-key`, `anthropic-version: 2023-06-01`, content type; no Bearer.
     #[tokio::test]
     async fn anthropic_headers() {

@@ -238,6 +238,9 @@ pub enum StepBody {
         json_output: bool,
         /// Extra provider options (`base_url`, `cassette`), templated.
         options: Option<TemplateValue>,
+        /// `api_key_ref: PATH`: the provider's API key read from the secret store when the step
+        /// runs (a `{{secret "PATH"}}` template), instead of the node's configured key.
+        api_key: Option<Template>,
     },
     Action {
         action: String,

@@ -386,6 +386,7 @@ impl Node {
             max_tokens,
             json_output,
             options,
+            api_key,
         } = m.plan.steps[i].body.clone()
         else {
             return Ok(Progress::Continue);
@@ -403,12 +404,17 @@ impl Node {
         exprs.extend(system.iter().flat_map(|t| t.exprs()));
         let option_exprs = options.as_ref().map(|o| o.exprs()).unwrap_or_default();
         exprs.extend(option_exprs.into_iter().map(|(_, e)| e));
+        exprs.extend(api_key.iter().flat_map(|t| t.exprs()));
         let refs = match self.resolve_secret_refs(m, i, exprs).await {
             Ok(r) => r,
             Err(e) => return Ok(self.fail_unstarted(m, i, recorded, e)),
         };
         let lookup = |n: &str| refs.get(n).or_else(|| inner.secrets.get(n));
         let mut access = SecretAccess::resolve(&lookup);
+        let key = match api_key.as_ref().map(|t| render(t, &mut access)).transpose() {
+            Ok(k) => k,
+            Err(e) => return Ok(self.fail_unstarted(m, i, recorded, render_error(&e))),
+        };
         let rendered = (|| -> Result<(String, Option<String>, Value), RenderError> {
             let p = render(&prompt, &mut access)?;
             let s = system
@@ -427,7 +433,7 @@ impl Node {
             Err(e) => return Ok(self.fail_unstarted(m, i, recorded, render_error(&e))),
         };
         let secrets = access.used().to_vec();
-        let route = match inner.agents.route(&provider) {
+        let route = match inner.agents.route_with_key(&provider, key.is_some()) {
             Ok(r) => r,
             Err(e) => {
                 let error = json!({"code": e.code, "message": e.message});
@@ -446,6 +452,7 @@ impl Node {
             max_tokens,
             json_output,
             options: options_v,
+            api_key: key,
         };
         let timeout = self.effect_timeout(m, i);
         let token = self.register_cancel(m.run.run_id);

@@ -684,6 +684,64 @@ async fn a_step_echoing_a_secret_is_scrubbed_and_the_value_is_stored_nowhere() {
     assert!(!node.stderr().contains(value));
 }
 
+/// `api_key_ref`: an agent step's provider key comes from the secret store when the step runs.
+/// The provider gets it (the node has no key of its own and would otherwise answer from its
+/// fallback cassette); a provider echoing it back leaves only the redaction marker behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_step_takes_its_provider_key_from_the_secret_store() {
+    let fx = Fixture::start().await;
+    let bp = format!(
+        "id: keyed\ntrigger: {{event_type: test.keyed}}\nplan:\n  - kind: agent_task\n    id: ask\n    provider: openai\n    model: gpt-4o-mini\n    prompt: hi\n    api_key_ref: sys/local/providers/openai\n    options: {{base_url: \"{}/openai/v1\"}}\n",
+        fx.url
+    );
+    let key = "sk-proj-from-the-store-7d1c55e0";
+    let node = Node::builder().blueprint("k.yaml", &bp).start();
+    let (s, b) = call(
+        &node,
+        reqwest::Method::PUT,
+        "/api/v1/secrets/sys/local/providers/openai",
+        None,
+        Some(json!({"value": key})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    node.emit("test.keyed", json!({})).await;
+    let run_id = node.the_run_of("keyed").await;
+    let run = node.until_run_status(&run_id, "completed", 15).await;
+    let seen = fx.seen("/openai/v1/chat/completions");
+    assert_eq!(seen.len(), 1, "the provider was called, not the cassette");
+    assert_eq!(
+        seen[0].headers.get("authorization").map(String::as_str),
+        Some(format!("Bearer {key}").as_str())
+    );
+    assert!(!seen[0].body.contains(key), "the key is not in the body");
+    let step = node.step(&run_id, "ask").await;
+    let text = step.to_string();
+    assert!(!text.contains(key), "{text}");
+    assert!(
+        text.contains("[redacted:sys/local/providers/openai]"),
+        "{text}"
+    );
+    assert!(!run.to_string().contains(key));
+    let evs = node.events_of(&run_id).await;
+    assert!(
+        evs.iter().any(|e| e["event_name"] == "xyn.secret.read"
+            && e["data"]["path"] == "sys/local/providers/openai"),
+        "{evs:?}"
+    );
+    assert!(!evs.iter().any(|e| e.to_string().contains(key)));
+    // A reference that is not a secret path is refused when the blueprint is applied.
+    let bad = bp.replace("sys/local/providers/openai", "not a path");
+    let (s, b) = node
+        .post("/api/v1/blueprints", json!({"definition": bad}))
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (422, Some("blueprint.invalid")),
+        "{b}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blueprints_cannot_read_the_passphrase_or_a_missing_secret() {
     let bp = "id: grab\ntrigger: {event_type: test.grab}\nplan:\n  - kind: action_task\n    id: leak\n    action: events.emit\n    with:\n      name: grabbed\n      data: {p: '{{secrets.passphrase}}'}\n";

@@ -646,6 +646,7 @@ impl Checker<'_, '_> {
                 "max_tokens",
                 "response_format",
                 "options",
+                "api_key_ref",
             ],
             Some(StepKind::ActionTask) => &["action", "with"],
             Some(StepKind::Gate) => &["mode", "message", "on_reject", "approvers"],

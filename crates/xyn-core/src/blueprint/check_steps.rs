@@ -126,6 +126,14 @@ impl Checker<'_, '_> {
                 None
             }
         };
+        // A path, never a template: the key is named, not computed from run data.
+        let api_key = self.opt_str(path, m, "api_key_ref").and_then(|p| {
+            let src = format!(
+                "{{{{secret {}}}}}",
+                serde_json::to_string(&p).unwrap_or_default()
+            );
+            self.template(format!("{path}.api_key_ref"), &src, scope)
+        });
         Some(StepBody::Agent {
             provider: provider?,
             model: model.filter(|m| !m.is_empty())?,
@@ -135,6 +143,7 @@ impl Checker<'_, '_> {
             max_tokens,
             json_output,
             options,
+            api_key,
         })
     }
 

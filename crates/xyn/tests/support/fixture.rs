@@ -117,6 +117,19 @@ async fn handle(
             }
             (StatusCode::OK, axum::Json(json!({"released": true})))
         }
+        // `/openai/v1/chat/completions`: an OpenAI Chat Completions answer (the documented
+        // shape) whose text repeats the Authorization header it got: a provider echoing its
+        // key back.
+        "openai" => (
+            StatusCode::OK,
+            axum::Json(json!({
+                "id": "chatcmpl-fixture", "object": "chat.completion", "created": 1,
+                "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
+                    "content": format!("you sent {}", h.get("authorization").map_or("nothing", String::as_str))}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+            })),
+        ),
         "status" => {
             let code: u16 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(500);
             (
