@@ -445,30 +445,14 @@ impl Node {
             changed_at: now,
             changed_by: actor.to_string(),
         };
-        let event = Event {
-            event_id: EventId(inner.ids.new_uuid()),
-            event_name: if enabled {
-                names::BLUEPRINT_TRIGGER_ENABLED
-            } else {
-                names::BLUEPRINT_TRIGGER_DISABLED
-            }
-            .into(),
-            occurred_at: now,
-            env_id: inner.config.env_id.clone(),
-            actor: actor.to_string(),
-            correlation_id: inner.ids.new_uuid().to_string(),
-            run_id: None,
-            step_id: None,
-            resource: Some(xyn_core::Resource {
-                kind: "blueprint".into(),
-                id: blueprint_id.to_string(),
-            }),
-            data: json!({
-                "blueprint_id": blueprint_id,
-                "enabled": enabled,
-                "version": head.version,
-            }),
+        let name = if enabled {
+            names::BLUEPRINT_TRIGGER_ENABLED
+        } else {
+            names::BLUEPRINT_TRIGGER_DISABLED
         };
+        let data =
+            json!({"blueprint_id": blueprint_id, "enabled": enabled, "version": head.version});
+        let event = blueprint_event(inner, name, blueprint_id, actor, now, data);
         inner
             .store
             .commit(WriteBatch {
@@ -515,9 +499,29 @@ fn new_version(
         created_by: actor.to_string(),
         origin: origin.to_string(),
     };
-    let event = Event {
+    let data = json!({
+        "blueprint_id": plan.id,
+        "version": version.version,
+        "digest": plan.digest,
+        "origin": origin,
+        "previous_version": latest.map(|l| l.version),
+    });
+    let event = blueprint_event(inner, names::BLUEPRINT_APPLIED, &plan.id, actor, now, data);
+    (version, event)
+}
+
+/// An event about a blueprint (its resource), outside any run.
+fn blueprint_event(
+    inner: &crate::Inner,
+    name: &str,
+    blueprint_id: &str,
+    actor: &str,
+    now: xyn_core::Timestamp,
+    data: Value,
+) -> Event {
+    Event {
         event_id: EventId(inner.ids.new_uuid()),
-        event_name: names::BLUEPRINT_APPLIED.into(),
+        event_name: name.into(),
         occurred_at: now,
         env_id: inner.config.env_id.clone(),
         actor: actor.to_string(),
@@ -526,15 +530,8 @@ fn new_version(
         step_id: None,
         resource: Some(xyn_core::Resource {
             kind: "blueprint".into(),
-            id: plan.id.clone(),
+            id: blueprint_id.to_string(),
         }),
-        data: json!({
-            "blueprint_id": plan.id,
-            "version": version.version,
-            "digest": plan.digest,
-            "origin": origin,
-            "previous_version": latest.map(|l| l.version),
-        }),
-    };
-    (version, event)
+        data,
+    }
 }
