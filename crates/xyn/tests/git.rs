@@ -88,6 +88,18 @@ async fn a_run_commits_diffs_and_logs_with_its_provenance() {
         .await
         .unwrap();
     assert!(text.contains("+max_conn = 64"), "{text}");
+    // The run page shows the commit it made and the diff, with the diff's artifact.
+    let page = support::client()
+        .get(format!("{}/ui/runs/{run}", node.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("data-testid=\"run-commit\""), "{page}");
+    assert!(page.contains(&id[..12]) && page.contains("Apply the requested change"));
+    assert!(page.contains(&format!("/ui/artifacts/{art}")) && page.contains("hosts/web-1.conf"));
     let log = node.step(&run, "log").await;
     assert_eq!(
         log["outputs"]["commits"][0]["run_id"],

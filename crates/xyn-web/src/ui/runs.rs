@@ -183,6 +183,61 @@ async fn load_run(s: &AppState, id: &str) -> UiResult<Run> {
 }
 
 /// Everything the run status partial shows.
+/// What the run changed in the node's Git repositories: its `git.commit` steps that made a
+/// commit and its `git.diff` steps, in step order (the step's action comes from the blueprint
+/// version the run pinned).
+async fn repo_changes(
+    s: &AppState,
+    run: &Run,
+    steps: &[xyn_core::run::Step],
+) -> UiResult<Vec<Value>> {
+    if !steps
+        .iter()
+        .any(|x| x.kind == xyn_core::blueprint::StepKind::ActionTask && x.outputs.is_some())
+    {
+        return Ok(vec![]);
+    }
+    let Some(bp) = s
+        .node
+        .store()
+        .get_blueprint(&run.blueprint_id, Some(run.blueprint_version))
+        .await?
+    else {
+        return Ok(vec![]);
+    };
+    let plan = bp.definition["plan"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for st in steps {
+        let (Some(o), Some(def)) = (&st.outputs, plan.get(st.idx as usize)) else {
+            continue;
+        };
+        let repo = match &o["repo"] {
+            Value::Null => st
+                .inputs
+                .as_ref()
+                .map_or(Value::Null, |i| i["repo"].clone()),
+            r => r.clone(),
+        };
+        match def["action"].as_str() {
+            Some("git.commit") if o["changed"] == true => out.push(json!({
+                "kind": "commit", "step": st.name, "repo": repo, "commit": o["commit"],
+                "branch": o["branch"],
+                "message": st.inputs.as_ref().map_or(Value::Null, |i| i["message"].clone()),
+                "files": o["files"],
+            })),
+            Some("git.diff") => out.push(json!({
+                "kind": "diff", "step": st.name, "repo": repo, "from": o["from"], "to": o["to"],
+                "changes": o["changes"], "artifact_id": o["artifact_id"],
+            })),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 async fn status_data(s: &AppState, run: Run) -> UiResult<Value> {
     let steps = s.node.store().get_steps(run.run_id).await?;
     let artifacts = s
@@ -213,6 +268,7 @@ async fn status_data(s: &AppState, run: Run) -> UiResult<Value> {
                 .map(|a| x.completed_at.unwrap_or(now).ms_since(a))
         })
         .sum();
+    let repo_changes = repo_changes(s, &run, &steps).await?;
     let steps: Vec<StepDto> = steps.into_iter().map(Into::into).collect();
     let longest = steps
         .iter()
@@ -242,6 +298,7 @@ async fn status_data(s: &AppState, run: Run) -> UiResult<Value> {
     Ok(json!({
         "history": history,
         "retryable": retryable,
+        "repo_changes": repo_changes,
         "run": RunDto::from(run),
         "steps": steps,
         "artifacts": artifacts,
