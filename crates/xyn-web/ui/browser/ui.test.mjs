@@ -395,6 +395,9 @@ await check('an LLM answer renders as Markdown and an XSS attack in it is inert'
     return r.json();
   }, attack);
   expect(run.run_id, `run: ${JSON.stringify(run)}`);
+  // The step page is not live: open it once the run has finished (a busy machine is slower).
+  await main.waitForFunction(async (id) => (await (await fetch(`/api/v1/runs/${id}`)).json()).status === 'completed',
+    run.run_id, { polling: 100, timeout: 15000 });
   await main.goto(`${BASE}/ui/runs/${run.run_id}/steps/answer`);
   const md = main.locator('[data-testid=rendered-text] .md').first();
   await md.waitFor();
