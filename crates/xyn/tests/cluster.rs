@@ -523,3 +523,63 @@ async fn retention_keeps_the_log_verifiable() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("BROKEN at seq 1"), "{out}");
 }
+
+/// A trigger switched off through one node holds on another node of the same store (its
+/// catalog hears of it through the store's notifications), and switching it back on there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_switched_on_one_node_holds_on_another() {
+    let db = TestDb::create().await;
+    let bp = "id: bp.switched\ntrigger: {event_type: switched.job}\nplan:\n  - {kind: transform, id: t, expr: '1'}\n";
+    let a = Node::builder()
+        .blueprint("s.yaml", bp)
+        .args(&["--database-url", &db.url, "--role", "api"])
+        .start();
+    let b = Node::builder()
+        .args(&["--database-url", &db.url, "--role", "api"])
+        .start();
+    // Whether an event emitted on B started a run (intake commits the runs with the event).
+    let started = |ev: serde_json::Value| {
+        let b = &b;
+        async move {
+            b.runs_of("bp.switched")
+                .await
+                .iter()
+                .any(|r| r["trigger_event_id"] == ev["event_id"])
+        }
+    };
+    assert!(
+        started(b.emit("switched.job", json!({})).await).await,
+        "on at first"
+    );
+    let (s, v) = a
+        .post("/api/v1/blueprints/bp.switched/disable", json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if !started(b.emit("switched.job", json!({})).await).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node B never heard the trigger was switched off"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Once off on B, it stays off.
+    for _ in 0..3 {
+        assert!(!started(b.emit("switched.job", json!({})).await).await);
+    }
+    let (s, v) = a
+        .post("/api/v1/blueprints/bp.switched/enable", json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !started(b.emit("switched.job", json!({})).await).await {
+        assert!(
+            Instant::now() < deadline,
+            "node B never heard the trigger was switched on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
