@@ -26,6 +26,8 @@ mod columns;
 mod listen;
 mod pool;
 mod query;
+mod queue;
+mod retention;
 mod rows;
 mod schema;
 mod secrets;
@@ -848,96 +850,15 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, owner: &str, limit_n: usize, lease_ms: u64) -> StoreResult<Claimed> {
-        // The rows are locked by the CTEs and updated by their ctid (a TID scan: no second
-        // walk down the primary key), so the cost does not grow with what is queued behind.
-        // The limit is written into the statement (an integer we clamp, one prepared statement
-        // per limit): with `LIMIT $n` PostgreSQL keeps choosing a custom plan once the queue is
-        // large, and planning each claim (which probes the index ends through the dead entries
-        // of claimed rows) cost more than executing it — 0.12–0.21 ms against 0.004 ms.
-        fn claim_sql(lim: i64) -> String {
-            format!(
-                "WITH now AS (SELECT xyn_now_us() AS t), \
-                 ready AS (SELECT ctid AS tid FROM run_queue \
-                    WHERE owner IS NULL AND due_at <= (SELECT t FROM now) ORDER BY due_at LIMIT {lim} FOR UPDATE SKIP LOCKED), \
-                 stale AS (SELECT ctid AS tid FROM run_queue \
-                    WHERE owner IS NOT NULL AND lease_until < (SELECT t FROM now) ORDER BY lease_until LIMIT {lim} FOR UPDATE SKIP LOCKED), \
-                 picked AS (SELECT tid, false AS expired FROM ready UNION ALL SELECT tid, true FROM stale LIMIT {lim}) \
-                 UPDATE run_queue q SET owner = $1, lease_until = (SELECT t FROM now) + $2::bigint * 1000, claims = q.claims + 1 \
-                 FROM picked WHERE q.ctid = picked.tid RETURNING q.run_id, q.claims, picked.expired"
-            )
-        }
-        const NEXT: &str = "SELECT LEAST((SELECT MIN(due_at) FROM run_queue WHERE owner IS NULL), \
-             (SELECT MIN(lease_until) FROM run_queue WHERE owner IS NOT NULL))";
-        self.counters.reads.fetch_add(1, Ordering::Relaxed);
-        let lim = limit_n.clamp(1, 1000) as i64;
-        let lease = lease_ms as i64;
-        let mut pc = self.pool.get().await?;
-        let (claim_st, _) = pc.stmt(&claim_sql(lim)).await?;
-        let (next_st, client) = pc.stmt(NEXT).await?;
-        // Both in one round trip.
-        let (claimed, next) = futures_util::future::join(
-            client.query(&claim_st, &[&owner, &lease]),
-            client.query_opt(&next_st, &[]),
-        )
-        .await;
-        let claimed = claimed.map_err(pg_err)?;
-        let next = next.map_err(pg_err)?;
-        let mut runs = Vec::with_capacity(claimed.len());
-        for r in &claimed {
-            let id: String = rows::get(r, 0, "claim")?;
-            runs.push(Claim {
-                run_id: id
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("bad run id {id:?}")))?,
-                claims: rows::get(r, 1, "claim")?,
-                expired: rows::get(r, 2, "claim")?,
-            });
-        }
-        let next_due = match next {
-            Some(r) => rows::get::<Option<i64>>(&r, 0, "next due")?.map(Timestamp::from_micros),
-            None => None,
-        };
-        Ok(Claimed { runs, next_due })
+        self.claim_due(owner, limit_n, lease_ms).await
     }
 
     async fn renew_leases(&self, owner: &str, lease_ms: u64) -> StoreResult<Vec<RunId>> {
-        let rows = self
-            .query(
-                "WITH renewed AS (UPDATE run_queue SET lease_until = xyn_now_us() + $2::bigint * 1000 \
-                   WHERE run_id IN (SELECT run_id FROM run_queue WHERE owner = $1::text FOR UPDATE SKIP LOCKED) \
-                   RETURNING run_id) \
-                 SELECT run_id FROM run_queue WHERE owner = $1",
-                &[&owner, &(lease_ms as i64)],
-            )
-            .await?;
-        map_rows(&rows, |r| {
-            let s: String = rows::get(r, 0, "lease")?;
-            s.parse()
-                .map_err(|_| StoreError::Corrupt(format!("bad run id {s:?}")))
-        })
+        self.renew_held(owner, lease_ms).await
     }
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {
-        let rows = self
-            .query(
-                "SELECT COUNT(*), \
-                   COUNT(*) FILTER (WHERE owner IS NULL AND due_at <= xyn_now_us()), \
-                   COUNT(*) FILTER (WHERE owner IS NOT NULL AND lease_until >= xyn_now_us()), \
-                   COUNT(*) FILTER (WHERE owner IS NOT NULL AND lease_until < xyn_now_us()), \
-                   COUNT(DISTINCT owner) FROM run_queue",
-                &[],
-            )
-            .await?;
-        let r = rows
-            .first()
-            .ok_or_else(|| StoreError::Corrupt("no queue stats".into()))?;
-        Ok(QueueStats {
-            queued: rows::get(r, 0, "queue")?,
-            due: rows::get(r, 1, "queue")?,
-            held: rows::get(r, 2, "queue")?,
-            expired: rows::get(r, 3, "queue")?,
-            owners: rows::get(r, 4, "queue")?,
-        })
+        self.count_queue().await
     }
 
     async fn outbox_pending(&self, limit_n: usize) -> StoreResult<Vec<OutboxRange>> {
@@ -1031,110 +952,11 @@ impl Store for PgStore {
         signer: &dyn CheckpointSigner,
         now: Timestamp,
     ) -> StoreResult<PruneReport> {
-        let c = cutoff.as_micros();
-        let rows = self
-            .query(
-                "WITH k AS (SELECT seq FROM events WHERE occurred_at >= $1 ORDER BY seq LIMIT 1), \
-                      m AS (SELECT MAX(seq) AS seq FROM events), \
-                      u AS (SELECT MIN(first_seq) AS seq FROM outbox WHERE published_at IS NULL) \
-                 SELECT COALESCE((SELECT seq FROM k) - 1, (SELECT seq FROM m)), (SELECT seq FROM u)",
-                &[&c],
-            )
-            .await?;
-        let mut target: Option<(i64, String)> = None;
-        if let Some(r) = rows.first() {
-            let last: Option<i64> = rows::get(r, 0, "prune")?;
-            let unpublished: Option<i64> = rows::get(r, 1, "prune")?;
-            if let Some(mut last) = last {
-                if keep_unpublished && let Some(u) = unpublished {
-                    last = last.min(u - 1);
-                }
-                let h = self
-                    .query("SELECT hash FROM events WHERE seq = $1", &[&last])
-                    .await?;
-                if let Some(hr) = h.first() {
-                    target = Some((last, rows::get(hr, 0, "prune")?));
-                }
-            }
-        }
-        let cp = target.map(|(seq, hash)| Checkpoint {
-            signature: signer.sign(&Checkpoint::signed_bytes(seq, &hash, now)),
-            public_key: signer.public_key(),
-            seq,
-            hash,
-            created_at: now,
-        });
-        let mut pc = self.pool.get().await?;
-        let conn = pc.conn()?;
-        let tx = conn.client.transaction().await.map_err(pg_err)?;
-        let mut report = PruneReport::default();
-        if let Some(cp) = cp {
-            let h = tx
-                .query_opt("SELECT hash FROM events WHERE seq = $1", &[&cp.seq])
-                .await
-                .map_err(pg_err)?;
-            let h: Option<String> = h.map(|r| rows::get(&r, 0, "prune")).transpose()?;
-            if h.as_deref() != Some(cp.hash.as_str()) {
-                return Err(StoreError::Conflict(format!(
-                    "event seq {} changed while pruning",
-                    cp.seq
-                )));
-            }
-            report.events_removed = tx
-                .execute("DELETE FROM events WHERE seq <= $1", &[&cp.seq])
-                .await
-                .map_err(pg_err)? as i64;
-            report.outbox_rows_removed = tx
-                .execute("DELETE FROM outbox WHERE last_seq <= $1", &[&cp.seq])
-                .await
-                .map_err(pg_err)? as i64;
-            tx.execute(
-                "INSERT INTO chain_checkpoints (seq, hash, created_at, public_key, signature) VALUES ($1, $2, $3, $4, $5)",
-                &[&cp.seq, &cp.hash, &cp.created_at.as_micros(), &cp.public_key, &cp.signature],
-            )
-            .await
-            .map_err(pg_err)?;
-            report.checkpoint = Some(cp);
-        }
-        report.rollup_rows_written = tx
-            .execute(
-                "INSERT INTO footprint_rollups (day, metric, source_kind, source_ref, unit, class, quantity, samples) \
-                 SELECT (occurred_at / 86400000000) * 86400000000 AS day, metric, source_kind, source_ref, unit, class, \
-                        SUM(quantity), COUNT(*) FROM footprints WHERE occurred_at < $1 \
-                 GROUP BY 1, metric, source_kind, source_ref, unit, class \
-                 ON CONFLICT (day, metric, source_kind, source_ref, unit, class) DO UPDATE SET \
-                    quantity = footprint_rollups.quantity + excluded.quantity, \
-                    samples = footprint_rollups.samples + excluded.samples",
-                &[&c],
-            )
-            .await
-            .map_err(pg_err)? as i64;
-        report.footprints_rolled_up = tx
-            .execute("DELETE FROM footprints WHERE occurred_at < $1", &[&c])
-            .await
-            .map_err(pg_err)? as i64;
-        tx.commit().await.map_err(pg_err)?;
-        Ok(report)
+        self.prune_log(cutoff, keep_unpublished, signer, now).await
     }
 
     async fn checkpoint(&self) -> StoreResult<Option<Checkpoint>> {
-        let rows = self
-            .query(
-                "SELECT seq, hash, created_at, public_key, signature FROM chain_checkpoints \
-                 ORDER BY seq DESC LIMIT 1",
-                &[],
-            )
-            .await?;
-        match rows.first() {
-            None => Ok(None),
-            Some(r) => Ok(Some(Checkpoint {
-                seq: rows::get(r, 0, "checkpoint")?,
-                hash: rows::get(r, 1, "checkpoint")?,
-                created_at: Timestamp::from_micros(rows::get(r, 2, "checkpoint")?),
-                public_key: rows::get(r, 3, "checkpoint")?,
-                signature: rows::get(r, 4, "checkpoint")?,
-            })),
-        }
+        self.latest_checkpoint().await
     }
 
     async fn schema_version(&self) -> StoreResult<(i64, i64)> {
