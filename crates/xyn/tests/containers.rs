@@ -7,72 +7,15 @@
 //! runs — each ends with its code and leaves no container behind.
 #![allow(clippy::unwrap_used)]
 
+/// The Docker fixtures the `xyn-containers` tests use: the engine's socket, the docker CLI and
+/// the image made from busybox-static.
+#[path = "../../xyn-containers/tests/support/mod.rs"]
+mod docker_support;
 mod support;
 
-use std::process::Command;
-use std::sync::OnceLock;
-
+use docker_support::{IMAGE, docker, docker_host, image};
 use serde_json::{Value, json};
 use support::Node;
-
-const IMAGE: &str = "xyn-test/busybox:1";
-
-fn docker_host() -> String {
-    std::env::var("XYN_TEST_DOCKER_HOST")
-        .unwrap_or_else(|_| "unix:///run/xyn-docker/docker.sock".into())
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .env("DOCKER_HOST", docker_host())
-        .args(args)
-        .output()
-        .expect("the docker client (Debian's docker.io)");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Imports the test image once: busybox (static) and a few applet links, `FROM scratch`.
-fn image() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::create_dir_all(root.join("tmp")).unwrap();
-        let bb = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("busybox-static is installed");
-        std::fs::copy(bb, root.join("bin/busybox")).unwrap();
-        for applet in [
-            "sh", "true", "echo", "cat", "sleep", "head", "yes", "dd", "seq",
-        ] {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-        let tar = dir.path().join("image.tar");
-        let ok = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        docker(&[
-            "import",
-            "-c",
-            "ENV PATH=/bin",
-            tar.to_str().unwrap(),
-            IMAGE,
-        ]);
-    });
-}
 
 fn node_containers(label: &str) -> Vec<String> {
     docker(&[
