@@ -388,28 +388,27 @@ impl Node {
     /// Latest versions that have a cron trigger, each with its trigger switch when one was set.
     pub(crate) fn cron_plans(&self) -> Vec<(i64, Arc<Plan>, Option<BlueprintTrigger>)> {
         let cat = &self.inner().catalog;
-        let switches = cat.switches.read().map(|s| s.clone()).unwrap_or_default();
-        cat.heads
-            .read()
-            .map(|h| {
-                h.values()
-                    .filter(|h| h.plan.trigger.cron.is_some())
-                    .map(|h| (h.version, h.plan.clone(), switches.get(&h.plan.id).cloned()))
-                    .collect()
-            })
-            .unwrap_or_default()
+        let (Ok(heads), Ok(switches)) = (cat.heads.read(), cat.switches.read()) else {
+            return vec![];
+        };
+        heads
+            .values()
+            .filter(|h| h.plan.trigger.cron.is_some())
+            .map(|h| (h.version, h.plan.clone(), switches.get(&h.plan.id).cloned()))
+            .collect()
     }
 
     /// Switches a blueprint's trigger on or off. Off, the events, NATS messages and cron slots
     /// that would start its runs start none (events are still recorded; runs asked for by hand
     /// still start). Written with an `xyn.blueprint.trigger.enabled|disabled` event; setting
-    /// the state it already has writes nothing. Returns the switch as it now stands.
+    /// the state it already has writes nothing. Returns the blueprint's latest version and the
+    /// switch as it now stands.
     pub async fn set_trigger_enabled(
         &self,
         blueprint_id: &str,
         enabled: bool,
         actor: &str,
-    ) -> Result<BlueprintTrigger, XynError> {
+    ) -> Result<(BlueprintVersion, BlueprintTrigger), XynError> {
         let inner = self.inner();
         let _serial = inner.catalog.apply_lock.lock().await;
         let head = inner.store.get_blueprint(blueprint_id, None).await?;
@@ -425,18 +424,19 @@ impl Node {
             .await?
             .into_iter()
             .find(|t| t.blueprint_id == blueprint_id);
-        if let Some(c) = &current
-            && c.enabled == enabled
-        {
-            return Ok(c.clone());
-        }
-        if current.is_none() && enabled {
-            return Ok(BlueprintTrigger {
-                blueprint_id: blueprint_id.to_string(),
-                enabled: true,
-                changed_at: head.created_at,
-                changed_by: head.created_by,
-            });
+        // Already so (no row means on): nothing to write.
+        match current {
+            Some(c) if c.enabled == enabled => return Ok((head, c)),
+            None if enabled => {
+                let on = BlueprintTrigger {
+                    blueprint_id: blueprint_id.to_string(),
+                    enabled: true,
+                    changed_at: head.created_at,
+                    changed_by: head.created_by.clone(),
+                };
+                return Ok((head, on));
+            }
+            _ => {}
         }
         let now = inner.clock.now();
         let switch = BlueprintTrigger {
@@ -466,7 +466,7 @@ impl Node {
         }
         inner.scheduler.cron_changed();
         tracing::info!(blueprint_id, enabled, actor, "blueprint trigger switched");
-        Ok(switch)
+        Ok((head, switch))
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::fixture::Fixture;
-use support::{Node, repo_root};
+use support::{Node, repo_root, walk};
 
 fn shipped_example() -> String {
     std::fs::read_to_string(repo_root().join("blueprints/checkmk-auto-remediate.yaml")).unwrap()
@@ -779,19 +779,6 @@ async fn secrets_are_used_but_never_stored() {
         !node.stdout_log().contains(secret),
         "the secret reached the logs"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

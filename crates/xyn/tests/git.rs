@@ -79,24 +79,12 @@ async fn a_run_commits_diffs_and_logs_with_its_provenance() {
     );
     assert_eq!(diff["outputs"]["changes"][0]["status"], "added");
     let art = diff["outputs"]["artifact_id"].as_str().unwrap();
-    let text = support::client()
-        .get(format!("{}/api/v1/artifacts/{art}/download", node.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node
+        .get_text(&format!("/api/v1/artifacts/{art}/download"))
+        .await;
     assert!(text.contains("+max_conn = 64"), "{text}");
     // The run page shows the commit it made and the diff, with the diff's artifact.
-    let page = support::client()
-        .get(format!("{}/ui/runs/{run}", node.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = node.get_text(&format!("/ui/runs/{run}")).await;
     assert!(page.contains("data-testid=\"run-commit\""), "{page}");
     assert!(page.contains(&id[..12]) && page.contains("Apply the requested change"));
     assert!(page.contains(&format!("/ui/artifacts/{art}")) && page.contains("hosts/web-1.conf"));

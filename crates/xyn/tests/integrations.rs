@@ -173,25 +173,6 @@ async fn a_checkmk_alert_is_remediated_over_ssh_after_approval() {
     let events = node.get("/api/v1/events?limit=500").await.1;
     assert!(!events.to_string().contains(needle));
     assert!(!node.stdout_log().contains(needle) && !node.stderr().contains(needle));
-    for entry in walk(&node.data_dir()) {
-        let bytes = std::fs::read(&entry).unwrap_or_default();
-        assert!(
-            !String::from_utf8_lossy(&bytes).contains(needle),
-            "the key in {}",
-            entry.display()
-        );
-    }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+    let hits = support::files_holding(&node.data_dir(), needle);
+    assert!(hits.is_empty(), "the key in {hits:?}");
 }

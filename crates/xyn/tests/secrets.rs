@@ -9,12 +9,12 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use support::fixture::Fixture;
-use support::{BIN, Node, client};
+use support::{BIN, Node, client, files_holding};
 
 /// Runs `xyn secret …` on `data_dir` with extra environment; (exit code, stdout, stderr).
 fn secret(
@@ -69,33 +69,6 @@ fn fails(r: (i32, String, String), code: &str) -> String {
     assert_ne!(r.0, 0, "expected {code}; stdout: {}", r.1);
     assert!(r.2.contains(code), "expected {code}; stderr: {}", r.2);
     r.2
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// Files under `dir` whose bytes contain `needle`.
-fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
-    walk(dir)
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(p)
-                .unwrap()
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-        })
-        .map(|p| p.display().to_string())
-        .collect()
 }
 
 fn events(data_dir: &Path, name: &str) -> Vec<Value> {

@@ -80,7 +80,8 @@ pub async fn disabled(s: &AppState) -> Result<std::collections::HashSet<String>,
         .collect())
 }
 
-fn with_switch(mut b: BlueprintDto, off: &std::collections::HashSet<String>) -> BlueprintDto {
+/// The DTO with `enabled` from the set of switched-off blueprints.
+pub fn with_switch(mut b: BlueprintDto, off: &std::collections::HashSet<String>) -> BlueprintDto {
     b.enabled = !off.contains(&b.blueprint_id);
     b
 }
@@ -116,16 +117,8 @@ pub async fn enable(
 }
 
 async fn switch(s: &AppState, id: &str, on: bool, actor: &str) -> ApiResult<Json<BlueprintDto>> {
-    let t = s.node.set_trigger_enabled(id, on, actor).await?;
-    let b = s
-        .node
-        .store()
-        .get_blueprint(id, None)
-        .await?
-        .ok_or_else(|| {
-            XynError::not_found(codes::BLUEPRINT_NOT_FOUND, format!("no blueprint {id:?}"))
-        })?;
-    let mut dto: BlueprintDto = b.into();
+    let (head, t) = s.node.set_trigger_enabled(id, on, actor).await?;
+    let mut dto: BlueprintDto = head.into();
     dto.enabled = t.enabled;
     Ok(Json(dto))
 }

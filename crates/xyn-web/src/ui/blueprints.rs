@@ -13,23 +13,20 @@ use xyn_core::{DraftId, XynError, codes};
 use super::{Ui, UiError, UiResult, q, run_stats, url_with, versions};
 use crate::AppState;
 use crate::dto::{BlueprintDto, DraftDto, decode_cursor, encode_cursor, parse_id};
+use crate::routes::blueprints::{disabled, with_switch};
 use crate::routes::drafts::issues_of;
 use crate::source_lines::{syntax_line, with_lines};
 
 /// `GET /ui/blueprints`.
 pub async fn page(State(s): State<AppState>, ui: Ui) -> UiResult<Html<String>> {
-    let off = crate::routes::blueprints::disabled(&s).await?;
+    let off = disabled(&s).await?;
     let heads: Vec<BlueprintDto> = s
         .node
         .store()
         .blueprint_heads()
         .await?
         .into_iter()
-        .map(|b| {
-            let mut d = BlueprintDto::from(b);
-            d.enabled = !off.contains(&d.blueprint_id);
-            d
-        })
+        .map(|b| with_switch(b.into(), &off))
         .collect();
     let stats = run_stats::by_blueprint(&s.node.store().blueprint_run_counts().await?);
     ui.page(
@@ -65,8 +62,7 @@ pub async fn detail(
     let stats = run_stats::by_blueprint(&s.node.store().blueprint_run_counts().await?)
         .remove(&id)
         .unwrap_or_default();
-    let mut dto = BlueprintDto::from(b);
-    dto.enabled = !crate::routes::blueprints::disabled(&s).await?.contains(&id);
+    let dto = with_switch(b.into(), &disabled(&s).await?);
     ui.page(
         "blueprint.html",
         "blueprints",
