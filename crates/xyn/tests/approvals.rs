@@ -466,14 +466,7 @@ async fn a_failed_run_is_retried_from_its_failed_step() {
     let r = post(&node, &format!("/api/v1/runs/{run_id}/retry"), json!({})).await;
     err(&r, 409, "run.not_failed");
     // The run page shows the earlier attempt and the retry.
-    let html = client()
-        .get(format!("{}/ui/runs/{run_id}", node.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = node.get_text(&format!("/ui/runs/{run_id}")).await;
     assert!(html.contains("data-testid=\"step-attempt\""), "{html}");
     assert!(html.contains("data-testid=\"run-retries\""), "{html}");
     assert!(node.get("/api/v1/audit/verify").await.1["ok"] == true);

@@ -373,14 +373,7 @@ async fn a_gate_shows_the_method_and_url_it_approves() {
     assert_eq!(effects[0]["url"], url.as_str());
     assert_eq!(effects[1]["action"], "events.emit");
     assert_eq!(effects[1]["event_name"], "fixed");
-    let html = client()
-        .get(format!("{}/ui/runs/{id}", node.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = node.get_text(&format!("/ui/runs/{id}")).await;
     assert!(html.contains("data-testid=\"gate-effects\""), "{html}");
     // (HTML-escaped: minijinja writes `/` as `&#x2f;`.)
     let shown = html.replace("&#x2f;", "/");
