@@ -674,6 +674,10 @@ async fn a_viewer_cannot_approve_retry_or_rerun() {
             "/api/v1/runs".to_string(),
             json!({"blueprint_ref": "bp.t.gate"}),
         ),
+        (
+            "/api/v1/blueprints/bp.t.gate/disable".to_string(),
+            json!({}),
+        ),
     ] {
         let r = call(
             &node,
@@ -694,6 +698,66 @@ async fn a_viewer_cannot_approve_retry_or_rerun() {
     )
     .await;
     assert_eq!(r.body["status"], "waiting", "nothing changed: {}", r.text);
+    let bp = call(
+        &node,
+        Method::GET,
+        "/api/v1/blueprints/bp.t.gate",
+        None,
+        &[("authorization", &vw)],
+    )
+    .await;
+    assert_eq!(bp.body["enabled"], true, "the viewer switched nothing off");
+    // Nor may a viewer write a secret, even a team one.
+    let r = call(
+        &node,
+        Method::PUT,
+        "/api/v1/secrets/team/t/x",
+        Some(json!({"value": "from-a-viewer"})),
+        &[("authorization", &vw)],
+    )
+    .await;
+    err(&r, 403, "auth.forbidden");
+    // An owner may not write a system secret through the Secrets page either (the API's rule),
+    // and gets the refusal on the page; nothing is stored.
+    let al = format!("Bearer {alice}");
+    let page = client()
+        .get(format!("{}/ui/secrets", node.url))
+        .header("authorization", &al)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csrf = set_cookie(page.headers(), "xyn_csrf").unwrap();
+    let refused = nofollow()
+        .post(format!("{}/ui/secrets", node.url))
+        .header("authorization", &al)
+        .header("cookie", format!("xyn_csrf={csrf}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "op=set&path=sys%2Flocal%2Fproviders%2Fx&value=owner-wrote-this&csrf={csrf}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let html = refused.text().await.unwrap();
+    assert!(
+        html.contains("secret-error") && !html.contains("owner-wrote-this"),
+        "{html}"
+    );
+    let listed = call(
+        &node,
+        Method::GET,
+        "/api/v1/secrets",
+        None,
+        &[("authorization", &op)],
+    )
+    .await;
+    assert!(
+        !listed.text.contains("sys/local/providers/x"),
+        "{}",
+        listed.text
+    );
     let runs = call(
         &node,
         Method::GET,
